@@ -1,0 +1,444 @@
+"""One model interface: any diffusers UNet, pixel or latent, seen as eps, score, h and their JVPs.
+
+Notation (DESIGN.md section 2):
+
+| code            | paper                                   |
+|-----------------|-----------------------------------------|
+| ``eps(x, t)``   | noise predictor eps(x_t, t)             |
+| ``alpha_bar(t)``| cumulative signal coefficient           |
+| ``sigma(t)``    | sqrt(1 - alpha_bar(t))                  |
+| ``score(x, t)`` | s(x_t, t) = -eps(x_t, t) / sigma(t)     |
+| ``h(x, t)``     | h_t(x_t), the U-Net mid-block output    |
+
+Everything the rest of the project computes (rates, editing, geodesics, exports) goes through this class, so every
+backend in ``accel/`` implements the same four maps: ``h``, ``h_jvp``, ``eps``, ``eps_jvp``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import InputError, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+#: The embedded default model, a diffusers pipeline folder inside the repository.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "fp32": torch.float32, "fp64": torch.float64}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# JVP-safe attention
+# --------------------------------------------------------------------------------------------------------------------
+class PlainAttnProcessor:
+    """Attention as plain matmul + softmax, with a contiguous output.
+
+    PyTorch's fused SDPA kernels have no forward-mode derivative (nor a double backward on CPU), diffusers' classic
+    ``AttnProcessor`` segfaults under ``make_fx`` tracing (``baddbmm`` on an empty tensor), and GroupNorm's forward-mode
+    rule fails on the channels-last layout that attention blocks return. This processor avoids all three, so
+    ``torch.func.jvp``, double backward and export tracing all work. Numerically it equals the default processor.
+    """
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            b, c, hh, ww = hidden_states.shape
+            hidden_states = hidden_states.reshape(b, c, hh * ww).transpose(1, 2)  # (B, HW, C)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        query = attn.to_q(hidden_states)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+        elif attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+        q, k, v = (attn.head_to_batch_dim(z) for z in (query, key, value))  # (B*heads, L, d)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * attn.scale  # (B*heads, Lq, Lk)
+        if attention_mask is not None:
+            mask = attn.prepare_attention_mask(attention_mask, k.shape[1], query.shape[0])
+            scores = scores + mask
+        probs = scores.softmax(dim=-1).to(v.dtype)
+        hidden_states = attn.batch_to_head_dim(torch.matmul(probs, v))  # (B, Lq, C)
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(b, c, hh, ww)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        hidden_states = hidden_states / attn.rescale_output_factor
+        return hidden_states.contiguous()
+
+
+def make_jvp_safe(unet: torch.nn.Module) -> int:
+    """Install :class:`PlainAttnProcessor` on every attention module of ``unet``; returns how many were replaced."""
+    from diffusers.models.attention_processor import Attention
+
+    n = 0
+    for module in unet.modules():
+        if isinstance(module, Attention):
+            module.set_processor(PlainAttnProcessor())
+            n += 1
+    return n
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass
+class DiffusionModel:
+    """A diffusion model as the maps of DESIGN.md section 2.
+
+    Pixel models (``kind="pixel"``) work on images in [-1, 1] directly; latent models (``kind="latent"``) work on
+    VAE latents, with the empty-prompt conditioning ``cond`` fixed at load time. ``x`` always means model space.
+    """
+
+    unet: torch.nn.Module
+    alphas_cumprod: torch.Tensor  # (T,) float64, on the CPU
+    kind: str = "pixel"  # "pixel" | "latent"
+    vae: torch.nn.Module | None = None
+    cond: torch.Tensor | None = None  # (1, L, D) empty-prompt text embedding for latent models
+    prediction_type: str = "epsilon"  # "epsilon" | "v_prediction" | "sample"
+    source: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    # ---- metadata --------------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def channels(self) -> int:
+        """Channels of model space (3 for RGB pixel models, the VAE's latent channels otherwise)."""
+        return int(self.unet.config.in_channels)
+
+    @property
+    def sample_size(self) -> int:
+        """Spatial size of model space."""
+        s = self.unet.config.sample_size
+        return int(s[0] if isinstance(s, (tuple, list)) else s)
+
+    @property
+    def vae_scale(self) -> int:
+        """Pixels per model-space pixel: 1 for pixel models, the VAE's downsampling factor otherwise."""
+        if self.vae is None:
+            return 1
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def image_size(self) -> int:
+        """Spatial size, in pixels, of the images the model generates."""
+        return self.sample_size * self.vae_scale
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.alphas_cumprod.shape[0])
+
+    @property
+    def downsample_factor(self) -> int:
+        """Model-space sizes must be multiples of this (the U-Net's total downsampling)."""
+        return 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> DiffusionModel:
+        """Move (in place) to ``device`` and/or ``dtype``; returns ``self``."""
+        for m in (self.unet, self.vae):
+            if m is not None:
+                m.to(device=device, dtype=dtype)
+        if self.cond is not None:
+            self.cond = self.cond.to(device=device, dtype=dtype)
+        return self
+
+    # ---- input checks ----------------------------------------------------------------------------------------------
+    def timesteps(self, t: int | torch.Tensor, batch: int) -> torch.Tensor:
+        """Validate ``t`` (an int, a 0-d tensor, or a (B,) integer tensor) and return it as a (batch,) long tensor."""
+        T = self.num_train_timesteps
+        if isinstance(t, bool) or not isinstance(t, (int, torch.Tensor)) and not hasattr(t, "__index__"):
+            raise InputError(f"t must be an int or an integer tensor of shape ({batch},), got {type(t).__name__}")
+        tt = torch.as_tensor(t, device=self.device)
+        if tt.is_floating_point():
+            if not torch.equal(tt, tt.round()):
+                raise InputError("t must hold integer timesteps; got non-integer values")
+            tt = tt.round()
+        tt = tt.long().reshape(-1)
+        if tt.numel() == 1:
+            tt = tt.expand(batch)
+        if tt.shape != (batch,):
+            raise InputError(f"t must be an int or have shape ({batch},) to match the batch, got {tuple(tt.shape)}")
+        if bool((tt < 0).any()) or bool((tt >= T).any()):
+            raise InputError(f"t must lie in [0, {T - 1}] (num_train_timesteps={T}); got {tt.tolist()}")
+        return tt
+
+    def check_x(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """Validate a model-space batch: a finite (B, C, H, W) tensor with the model's channels."""
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"{name} must be a torch.Tensor of shape (B, {self.channels}, H, W), got {type(x).__name__}")
+        if x.ndim != 4:
+            raise InputError(f"{name} must have shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
+        if x.shape[1] != self.channels:
+            raise InputError(f"{name} has {x.shape[1]} channels; this model takes {self.channels}")
+        f = self.downsample_factor
+        if x.shape[2] % f or x.shape[3] % f:
+            raise InputError(f"{name} spatial size {tuple(x.shape[2:])} must be a multiple of {f} for this U-Net")
+        if not x.is_floating_point():
+            raise InputError(f"{name} must be a floating-point tensor, got {x.dtype}")
+        if not bool(torch.isfinite(x).all()):
+            raise InputError(f"{name} contains NaN or inf")
+        return x.to(device=self.device, dtype=self.dtype)
+
+    # ---- schedule ---------------------------------------------------------------------------------------------------
+    def alpha_bar(self, t: int | torch.Tensor, batch: int = 1) -> torch.Tensor:
+        """alpha_bar(t) as a (B,) tensor in the model's dtype."""
+        tt = self.timesteps(t, batch)
+        return self.alphas_cumprod.to(tt.device)[tt].to(self.dtype)
+
+    def sigma(self, t: int | torch.Tensor, batch: int = 1) -> torch.Tensor:
+        """sigma(t) = sqrt(1 - alpha_bar(t)), (B,)."""
+        return (1.0 - self.alpha_bar(t, batch)).sqrt()
+
+    # ---- raw maps (no checks: t is a (B,) long tensor; used by tracing and export) ----------------------------------
+    def _cond(self, batch: int) -> torch.Tensor | None:
+        return None if self.cond is None else self.cond.expand(batch, -1, -1)
+
+    def eps_raw(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """eps(x, t) without input checks; ``t`` a (B,) long tensor.  (B, C, H, W) -> (B, C, H, W)."""
+        if self.kind == "latent":
+            out = self.unet(x, t, encoder_hidden_states=self._cond(x.shape[0])).sample
+        else:
+            out = self.unet(x, t).sample
+        if self.prediction_type == "epsilon":
+            return out
+        ab = self.alphas_cumprod.to(x.device)[t].to(x.dtype).view(-1, 1, 1, 1)
+        if self.prediction_type == "v_prediction":  # eps = sqrt(ab) v + sqrt(1 - ab) x
+            return ab.sqrt() * out + (1 - ab).sqrt() * x
+        return (x - ab.sqrt() * out) / (1 - ab).sqrt()  # "sample": the net predicts x_0
+
+    def h_raw(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """h_t(x): the encoder path of the U-Net up to the mid block, without input checks.
+
+        Equals the output of a forward hook on ``unet.mid_block``.  (B, C, H, W) -> (B, C_h, H_h, W_h).
+        """
+        unet = self.unet
+        if getattr(unet.config, "center_input_sample", False):
+            x = 2 * x - 1.0
+        emb = unet.time_embedding(unet.time_proj(t).to(x.dtype))  # (B, D_t)
+        cond = self._cond(x.shape[0])
+        h, skip = unet.conv_in(x), x
+        for block in unet.down_blocks:
+            if getattr(block, "has_cross_attention", False):
+                h, _ = block(hidden_states=h, temb=emb, encoder_hidden_states=cond)
+            elif hasattr(block, "skip_conv"):
+                h, _, skip = block(hidden_states=h, temb=emb, skip_sample=skip)
+            else:
+                h, _ = block(hidden_states=h, temb=emb)
+        if getattr(unet.mid_block, "has_cross_attention", False):
+            return unet.mid_block(h, emb, encoder_hidden_states=cond)
+        return unet.mid_block(h, emb)
+
+    # ---- public maps ------------------------------------------------------------------------------------------------
+    def eps(self, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+        """Noise prediction eps(x_t, t).  x: (B, C, H, W), t: int or (B,) -> (B, C, H, W)."""
+        x = self.check_x(x)
+        return self.eps_raw(x, self.timesteps(t, x.shape[0]))
+
+    def score(self, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+        """s(x_t, t) = -eps(x_t, t) / sigma(t).  (B, C, H, W) -> (B, C, H, W)."""
+        x = self.check_x(x)
+        tt = self.timesteps(t, x.shape[0])
+        return -self.eps_raw(x, tt) / self.sigma(tt, x.shape[0]).view(-1, 1, 1, 1)
+
+    def h(self, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+        """h-space h_t(x_t) (U-Net mid-block output).  (B, C, H, W) -> (B, C_h, H_h, W_h)."""
+        x = self.check_x(x)
+        return self.h_raw(x, self.timesteps(t, x.shape[0]))
+
+    def _jvp(self, fn, x: torch.Tensor, t: int | torch.Tensor, v: torch.Tensor):
+        x = self.check_x(x)
+        v = self.check_x(v, "v")
+        if v.shape != x.shape:
+            raise InputError(f"v must have the shape of x {tuple(x.shape)}, got {tuple(v.shape)}")
+        tt = self.timesteps(t, x.shape[0])
+        return torch.func.jvp(lambda xx: fn(xx, tt), (x,), (v,))
+
+    def h_jvp(self, x: torch.Tensor, t: int | torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h_t(x), D h_t(x)[v]) by forward-mode AD.  x, v: (B, C, H, W) -> two (B, C_h, H_h, W_h)."""
+        return self._jvp(self.h_raw, x, t, v)
+
+    def eps_jvp(self, x: torch.Tensor, t: int | torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(eps(x, t), D eps(x, t)[v]).  x, v: (B, C, H, W) -> two (B, C, H, W)."""
+        return self._jvp(self.eps_raw, x, t, v)
+
+    def score_jvp(self, x: torch.Tensor, t: int | torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(s(x, t), D s(x, t)[v]) = -(eps, D eps[v]) / sigma(t)."""
+        e, je = self.eps_jvp(x, t, v)
+        s = self.sigma(t, x.shape[0]).view(-1, 1, 1, 1)
+        return -e / s, -je / s
+
+    # ---- image space <-> model space ----------------------------------------------------------------------------------
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> model-space x_0 (the VAE latent mean, scaled, for latent models)."""
+        images = images.to(device=self.device, dtype=self.dtype)
+        if self.vae is None:
+            return images.clone()
+        z = self.vae.encode(images).latent_dist.mean
+        return z * self.vae.config.scaling_factor
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        """Model-space x_0 -> images (B, 3, H, W) in [-1, 1] (clamped)."""
+        if self.vae is None:
+            return x0.clamp(-1, 1)
+        return self.vae.decode(x0 / self.vae.config.scaling_factor).sample.clamp(-1, 1)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------------------------
+_UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
+
+
+def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise InputError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        return _DTYPES[dtype]
+    if dtype not in (torch.float32, torch.float64):
+        raise InputError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    return dtype
+
+
+def _read_json(path: Path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _schedule(folder: Path) -> tuple[torch.Tensor, str]:
+    """alphas_cumprod and prediction type from a scheduler config (``scheduler/`` or ``scheduler_config.json``)."""
+    from diffusers import DDPMScheduler
+
+    for cfg in (folder / "scheduler" / "scheduler_config.json", folder / "scheduler_config.json"):
+        if cfg.is_file():
+            sched = DDPMScheduler.from_config(_read_json(cfg))
+            break
+    else:
+        log.warning("no scheduler config in %s: using the DDPM default (1000 linear steps)", folder)
+        sched = DDPMScheduler()
+    return sched.alphas_cumprod.to(torch.float64).clone(), sched.config.get("prediction_type", "epsilon")
+
+
+def _load_folder(folder: Path) -> DiffusionModel:
+    import diffusers
+
+    if (folder / "model_index.json").is_file():
+        unet_dir = folder / "unet"
+    elif (folder / "config.json").is_file():
+        unet_dir = folder
+    else:
+        raise ModelLoadError(
+            f"{folder} is not a diffusers model folder: expected model_index.json (a pipeline folder) "
+            "or config.json (a UNet folder, with scheduler_config.json beside it or in scheduler/)"
+        )
+    if not (unet_dir / "config.json").is_file():
+        raise ModelLoadError(f"{folder} has no unet/config.json")
+    cls_name = _read_json(unet_dir / "config.json").get("_class_name")
+    if cls_name not in _UNET_CLASSES:
+        raise ModelLoadError(f"unsupported U-Net class {cls_name!r} in {unet_dir}; supported: {', '.join(_UNET_CLASSES)}")
+    if not any(unet_dir.glob("*.safetensors")):
+        raise ModelLoadError(f"{unet_dir} has no .safetensors weights (pickled weights are never loaded)")
+    unet = getattr(diffusers, cls_name).from_pretrained(unet_dir, use_safetensors=True)
+    alphas_cumprod, prediction_type = _schedule(folder)
+    if cls_name == "UNet2DModel":
+        if unet.config.time_embedding_type != "positional" or unet.class_embedding is not None:
+            raise ModelLoadError("only unconditional UNet2DModels with positional time embeddings are supported")
+        return DiffusionModel(unet=unet, alphas_cumprod=alphas_cumprod, prediction_type=prediction_type)
+
+    # Latent model: UNet2DConditionModel + AutoencoderKL + empty-prompt conditioning.
+    if unet.config.addition_embed_type is not None or unet.class_embedding is not None:
+        raise ModelLoadError("UNet2DConditionModels with added or class embeddings (e.g. SDXL) are not supported")
+    for sub in ("vae", "text_encoder", "tokenizer"):
+        if not (folder / sub).is_dir():
+            raise ModelLoadError(f"latent model {folder} lacks the {sub}/ folder (needs vae, text_encoder, tokenizer)")
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    vae = diffusers.AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True)
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True)
+    ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    with torch.no_grad():
+        cond = text_encoder(ids)[0]  # (1, L, D)
+    return DiffusionModel(
+        unet=unet, alphas_cumprod=alphas_cumprod, kind="latent", vae=vae, cond=cond, prediction_type=prediction_type
+    )
+
+
+def _load_hub(repo_id: str) -> DiffusionModel:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.txt", "*.safetensors", "tokenizer/*"]
+    try:
+        path = snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True)
+    except Exception:
+        try:
+            path = snapshot_download(repo_id, allow_patterns=patterns)
+        except Exception as err:
+            raise ModelLoadError(
+                f"could not fetch {repo_id!r} from the Hugging Face hub ({type(err).__name__}: {err}). "
+                f"Without network, download it elsewhere (`huggingface-cli download {repo_id}`) "
+                "and pass the local folder instead."
+            ) from err
+    return _load_folder(Path(path))
+
+
+def load_model(
+    source: str | os.PathLike = "default",
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+) -> DiffusionModel:
+    """Load a diffusion model as a :class:`DiffusionModel` with JVP-safe attention, in eval mode, frozen.
+
+    Args:
+        source: ``"default"`` (the embedded model in ``weights/``), a local diffusers folder (a pipeline folder with
+            ``model_index.json``, or a UNet folder with its scheduler config), or a Hugging Face hub id
+            (``owner/name``; needs network unless already in the local cache).
+        device: torch device; default CUDA when available, else CPU.
+        dtype: ``torch.float32`` (default) or ``torch.float64`` (or the strings ``"float32"``/``"float64"``).
+    """
+    dtype = _resolve_dtype(dtype)
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    src = str(source)
+    if src == "default":
+        if not (DEFAULT_MODEL_DIR / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"the embedded default model is missing from {DEFAULT_MODEL_DIR.name}/ "
+                "(train one with `python -m pipeline train`), or pass a local model folder"
+            )
+        model = _load_folder(DEFAULT_MODEL_DIR)
+    elif Path(src).expanduser().exists():
+        model = _load_folder(Path(src).expanduser())
+    elif src.count("/") == 1 and not src.startswith((".", "/", "~")):
+        model = _load_hub(src)
+    else:
+        raise ModelLoadError(f"model source {src!r} is neither 'default', an existing folder, nor a hub id 'owner/name'")
+    model.source = src
+    n_attn = make_jvp_safe(model.unet)
+    for m in (model.unet, model.vae):
+        if m is not None:
+            m.eval().requires_grad_(False)
+    model.to(device=device, dtype=dtype)
+    model.info.update(attention_modules=n_attn, unet_class=type(model.unet).__name__)
+    return model
