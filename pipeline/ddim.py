@@ -1,0 +1,145 @@
+"""Deterministic DDIM (eta = 0): generation ``sample``, inversion ``invert``, and trajectories on a timestep grid.
+
+The step is written out here (rather than through ``diffusers.DDIMScheduler.step``) because the project needs
+arbitrary sub-grids ending at any ``t_end``, inversion and generation on the same grid, and steps that stay
+differentiable in ``x``. The schedule itself (``alphas_cumprod``) comes from the model's diffusers scheduler config.
+
+Grid convention: ``timestep_grid(t_end, K) = [t_0 = 0, t_1, ..., t_K = t_end]``; the clean image sits at ``t_0 = 0``
+(alpha_bar(0) ~ 1). Inversion maps ``x_{t_k} -> x_{t_{k+1}}`` with eps evaluated at ``(x_{t_k}, t_k)``; generation maps
+``x_{t_k} -> x_{t_{k-1}}`` with eps evaluated at ``(x_{t_k}, t_k)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from .errors import InputError
+from .progress import CancelFlag, ProgressFn, check_cancelled, report
+
+
+class EpsFn(Protocol):
+    """Anything with ``eps(x, t)``: a :class:`~pipeline.model.DiffusionModel` or an ``accel`` backend."""
+
+    def eps(self, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor: ...
+
+
+def timestep_grid(t_end: int, num_steps: int, *, num_train_timesteps: int = 1000) -> torch.Tensor:
+    """Evenly spaced integer grid ``[0, ..., t_end]`` with ``num_steps + 1`` distinct points.  -> (num_steps + 1,)"""
+    if not 1 <= int(t_end) < num_train_timesteps:
+        raise InputError(f"t_end must lie in [1, {num_train_timesteps - 1}], got {t_end}")
+    if not 1 <= int(num_steps) <= int(t_end):
+        raise InputError(f"num_steps must lie in [1, t_end={t_end}], got {num_steps}")
+    return torch.linspace(0, int(t_end), int(num_steps) + 1, dtype=torch.float64).round().long()
+
+
+def ddim_step(x: torch.Tensor, eps: torch.Tensor, ab_from: torch.Tensor, ab_to: torch.Tensor) -> torch.Tensor:
+    """One DDIM (eta = 0) move between noise levels.
+
+    ``x0_hat = (x - sqrt(1 - ab_from) eps) / sqrt(ab_from)``;  ``x' = sqrt(ab_to) x0_hat + sqrt(1 - ab_to) eps``.
+    x, eps: (B, C, H, W); ab_from, ab_to: scalars or (B,) -> (B, C, H, W).
+    """
+    ab_from = torch.as_tensor(ab_from, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
+    ab_to = torch.as_tensor(ab_to, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
+    x0_hat = (x - (1 - ab_from).sqrt() * eps) / ab_from.sqrt()
+    return ab_to.sqrt() * x0_hat + (1 - ab_to).sqrt() * eps
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """States of a DDIM trajectory: ``states[k]`` is ``x_{timesteps[k]}``.  timesteps (K+1,), states (K+1, B, C, H, W)."""
+
+    timesteps: torch.Tensor
+    states: torch.Tensor
+
+    def at(self, t: int) -> torch.Tensor:
+        """The state at timestep ``t`` (must be on the grid).  -> (B, C, H, W)"""
+        idx = (self.timesteps == int(t)).nonzero()
+        if idx.numel() == 0:
+            raise InputError(f"t={t} is not on the trajectory's grid {self.timesteps.tolist()}")
+        return self.states[int(idx[0, 0])]
+
+
+def _alphas(model, grid: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return model.alphas_cumprod[grid].to(device=like.device, dtype=like.dtype)
+
+
+def invert(
+    model,
+    x0: torch.Tensor,
+    *,
+    t_end: int,
+    num_steps: int,
+    backend: EpsFn | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFlag | None = None,
+    return_trajectory: bool = False,
+) -> torch.Tensor | Trajectory:
+    """DDIM inversion of model-space ``x0`` to ``x_{t_end}`` in ``num_steps`` steps.
+
+    x0: (B, C, H, W) -> x_{t_end} (B, C, H, W), or the whole :class:`Trajectory` if ``return_trajectory``.
+    ``backend`` (default: the model) supplies ``eps``.
+    """
+    ops = backend if backend is not None else model
+    x = model.check_x(x0, "x0")
+    grid = timestep_grid(t_end, num_steps, num_train_timesteps=model.num_train_timesteps)
+    ab = _alphas(model, grid, x)
+    states = [x]
+    with torch.no_grad():
+        for k in range(num_steps):
+            check_cancelled(cancel)
+            eps = ops.eps(x, int(grid[k]))
+            x = ddim_step(x, eps, ab[k], ab[k + 1])
+            states.append(x)
+            report(progress, k + 1, num_steps, "DDIM inversion")
+    return Trajectory(grid, torch.stack(states)) if return_trajectory else x
+
+
+def sample(
+    model,
+    x_t: torch.Tensor,
+    *,
+    t_start: int,
+    num_steps: int,
+    backend: EpsFn | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFlag | None = None,
+    return_trajectory: bool = False,
+) -> torch.Tensor | Trajectory:
+    """DDIM generation from ``x_{t_start}`` down to the clean ``x_0`` in ``num_steps`` steps.
+
+    x_t: (B, C, H, W) -> x_0 (B, C, H, W), or the :class:`Trajectory` (ordered by increasing t) if asked.
+    """
+    ops = backend if backend is not None else model
+    x = model.check_x(x_t, "x_t")
+    grid = timestep_grid(t_start, num_steps, num_train_timesteps=model.num_train_timesteps)
+    ab = _alphas(model, grid, x)
+    states = [x]
+    with torch.no_grad():
+        for k in range(num_steps, 0, -1):
+            check_cancelled(cancel)
+            eps = ops.eps(x, int(grid[k]))
+            x = ddim_step(x, eps, ab[k], ab[k - 1])
+            states.append(x)
+            report(progress, num_steps - k + 1, num_steps, "DDIM generation")
+    return Trajectory(grid, torch.stack(states[::-1])) if return_trajectory else x
+
+
+def generate(
+    model,
+    n: int,
+    *,
+    num_steps: int = 50,
+    seed: int = 0,
+    backend: EpsFn | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFlag | None = None,
+) -> torch.Tensor:
+    """Draw ``n`` samples with DDIM from pure noise at t = T - 1; returns model-space x_0 (n, C, H, W)."""
+    g = torch.Generator().manual_seed(int(seed))
+    s = model.sample_size
+    noise = torch.randn(n, model.channels, s, s, generator=g, dtype=torch.float64).to(model.device, model.dtype)
+    return sample(model, noise, t_start=model.num_train_timesteps - 1, num_steps=num_steps, backend=backend,
+                  progress=progress, cancel=cancel)
