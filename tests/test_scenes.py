@@ -1,0 +1,143 @@
+"""Procedural scenes: determinism, shapes, the ground-truth invariant, paths and seed splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.errors import InputError
+from pipeline.scenes import (
+    HELDOUT_SEEDS,
+    SPLITS,
+    TRAIN_SEEDS,
+    TUNING_SEEDS,
+    make_dataset,
+    make_scene,
+    render,
+    scene_path,
+    split_of,
+    split_seeds,
+)
+
+SEEDS = list(range(40)) + [HELDOUT_SEEDS[0], TUNING_SEEDS[5]]
+
+
+def test_deterministic_by_seed():
+    a, b = make_scene(7), make_scene(7)
+    assert np.array_equal(a.image, b.image)
+    assert all(np.array_equal(x, y) for x, y in zip(a.removed, b.removed))
+    assert a.params == b.params
+    assert not np.array_equal(make_scene(8).image, a.image)
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_shapes_and_dtypes(size):
+    for seed in SEEDS[:10]:
+        s = make_scene(seed, size=size)
+        assert s.image.shape == (size, size, 3) and s.image.dtype == np.uint8
+        assert s.background.shape == (size, size, 3) and s.background.dtype == np.uint8
+        assert 1 <= s.num_objects <= 3
+        assert len(s.masks) == len(s.removed) == len(s.coverage) == len(s.params) == s.num_objects
+        for m, r, c in zip(s.masks, s.removed, s.coverage):
+            assert m.shape == (size, size) and m.dtype == bool
+            assert r.shape == (size, size, 3) and r.dtype == np.uint8
+            assert c.dtype == np.float32 and c.min() >= 0 and c.max() <= 1
+
+
+def test_removed_differs_only_inside_mask():
+    """The guaranteed invariant: {pixels where removed[i] != image} is a subset of masks[i] (exactly)."""
+    for seed in SEEDS:
+        s = make_scene(seed)
+        for i, (m, r) in enumerate(zip(s.masks, s.removed)):
+            changed = (r != s.image).any(-1)
+            assert not (changed & ~m).any(), (seed, i)
+        # With one object, removing it gives the background.
+        if s.num_objects == 1:
+            assert np.array_equal(s.removed[0], s.background)
+
+
+def test_masks_are_visible_support():
+    """Mask i is where the visible coverage is > 0; a later object's full-coverage pixels hide earlier objects."""
+    for seed in SEEDS:
+        s = make_scene(seed)
+        for i, (m, c) in enumerate(zip(s.masks, s.coverage)):
+            assert np.array_equal(m, c > 0)
+            for later in s.coverage[i + 1 :]:
+                assert not (m & (later == 1)).any()
+        total = np.sum(s.coverage, axis=0)
+        assert total.max() <= 1 + 1e-5  # visible coverages partition at most the pixel
+
+
+def test_objects_visible_and_antialiased():
+    """Every object changes the image somewhere, and edges get fractional coverage."""
+    fractional = 0
+    for seed in SEEDS:
+        s = make_scene(seed)
+        for c in s.coverage:
+            fractional += int(((c > 0) & (c < 1)).sum())
+    assert fractional > 0
+    assert sum(int(make_scene(seed).masks[-1].sum() > 0) for seed in SEEDS) == len(SEEDS)  # top object always shows
+
+
+def test_bounding_box_holds_every_shape():
+    """Coverage computed inside the bounding box equals the full-grid test (no clipped corners)."""
+    from pipeline.scenes import SHAPE_KINDS, _box_average, _coverage, _fine_grid, _shape_inside
+
+    x, y = _fine_grid(32)
+    for k, kind in enumerate(SHAPE_KINDS):
+        for angle in np.linspace(0, np.pi, 7):
+            p = {"kind": kind, "center": (16.3, 15.7), "radius": 9.0, "angle": angle, "color": (1, 0, 0),
+                 "aspect": 0.4, "inner": 0.5}
+            full = _box_average(_shape_inside(p, x, y).astype(np.float32))
+            assert np.array_equal(_coverage(p, x, y), full), (kind, angle)
+
+
+def test_render_rejects_unknown_kind():
+    s = make_scene(0)
+    bad = [{**s.params[0], "kind": "hexagon"}]
+    with pytest.raises(InputError, match="hexagon"):
+        render(s.background_params, bad)
+
+
+def test_dataset_matches_scenes():
+    d = make_dataset([3, 4, 5], 32)
+    assert d.shape == (3, 32, 32, 3) and d.dtype == np.uint8
+    assert np.array_equal(d[1], make_scene(4).image)
+
+
+@pytest.mark.parametrize("motion", ["translate", "rotate"])
+def test_scene_path_continuity(motion):
+    seed = 11
+    frames = scene_path(seed, 9, motion=motion)
+    assert len(frames) == 9
+    assert np.array_equal(frames[0].image, make_scene(seed).image)
+    steps = [np.abs(a.image.astype(int) - b.image.astype(int)).mean() for a, b in zip(frames, frames[1:])]
+    ends = np.abs(frames[0].image.astype(int) - frames[-1].image.astype(int)).mean()
+    assert ends > 0
+    assert max(steps) < ends  # small steps: each frame is closer to its neighbour than the two ends are
+    # Only the top object moves: the other objects' parameters stay put.
+    assert all(f.params[:-1] == frames[0].params[:-1] for f in frames)
+    finer = scene_path(seed, 17, motion=motion)  # halving the step roughly halves the change
+    fine_steps = [np.abs(a.image.astype(int) - b.image.astype(int)).mean() for a, b in zip(finer, finer[1:])]
+    assert np.mean(fine_steps) < 0.75 * np.mean(steps)
+
+
+def test_splits_disjoint():
+    names = list(SPLITS)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            ra, rb = SPLITS[a], SPLITS[b]
+            assert ra.stop <= rb.start or rb.stop <= ra.start
+    assert split_of(TRAIN_SEEDS[0]) == "train" and split_of(HELDOUT_SEEDS[-1]) == "heldout"
+    assert split_of(TUNING_SEEDS[3]) == "tuning" and split_of(15_000_000) == "none"
+    assert list(split_seeds("heldout", 3)) == [HELDOUT_SEEDS[0], HELDOUT_SEEDS[1], HELDOUT_SEEDS[2]]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [lambda: make_scene(-1), lambda: make_scene(1, size=4), lambda: scene_path(1, 1), lambda: split_seeds("val", 2),
+     lambda: scene_path(1, 3, motion="spin"), lambda: make_scene(1.5)],
+)
+def test_bad_input(call):
+    with pytest.raises(InputError):
+        call()
