@@ -35,15 +35,21 @@ def timestep_grid(t_end: int, num_steps: int, *, num_train_timesteps: int = 1000
     return torch.linspace(0, int(t_end), int(num_steps) + 1, dtype=torch.float64).round().long()
 
 
-def ddim_step(x: torch.Tensor, eps: torch.Tensor, ab_from: torch.Tensor, ab_to: torch.Tensor) -> torch.Tensor:
+def ddim_step(
+    x: torch.Tensor, eps: torch.Tensor, ab_from: torch.Tensor, ab_to: torch.Tensor, *, clip_x0: bool = False
+) -> torch.Tensor:
     """One DDIM (eta = 0) move between noise levels.
 
     ``x0_hat = (x - sqrt(1 - ab_from) eps) / sqrt(ab_from)``;  ``x' = sqrt(ab_to) x0_hat + sqrt(1 - ab_to) eps``.
+    With ``clip_x0``, ``x0_hat`` is clamped to [-1, 1] (the pixel range) before the move, as diffusers'
+    ``clip_sample`` does: it keeps generation from an imperfect model from drifting into saturated colours.
     x, eps: (B, C, H, W); ab_from, ab_to: scalars or (B,) -> (B, C, H, W).
     """
     ab_from = torch.as_tensor(ab_from, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
     ab_to = torch.as_tensor(ab_to, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
     x0_hat = (x - (1 - ab_from).sqrt() * eps) / ab_from.sqrt()
+    if clip_x0:
+        x0_hat = x0_hat.clamp(-1.0, 1.0)
     return ab_to.sqrt() * x0_hat + (1 - ab_to).sqrt() * eps
 
 
@@ -107,13 +113,17 @@ def sample(
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
     return_trajectory: bool = False,
+    clip_x0: bool | None = None,
 ) -> torch.Tensor | Trajectory:
     """DDIM generation from ``x_{t_start}`` down to the clean ``x_0`` in ``num_steps`` steps.
 
     x_t: (B, C, H, W) -> x_0 (B, C, H, W), or the :class:`Trajectory` (ordered by increasing t) if asked.
+    ``clip_x0`` clamps each step's x_0 prediction to [-1, 1]; the default (None) clips for pixel models, whose
+    data range is [-1, 1], and not for latent models.
     """
     ops = backend if backend is not None else model
     x = model.check_x(x_t, "x_t")
+    clip = model.kind == "pixel" if clip_x0 is None else bool(clip_x0)
     grid = timestep_grid(t_start, num_steps, num_train_timesteps=model.num_train_timesteps)
     ab = _alphas(model, grid, x)
     states = [x]
@@ -121,7 +131,7 @@ def sample(
         for k in range(num_steps, 0, -1):
             check_cancelled(cancel)
             eps = ops.eps(x, int(grid[k]))
-            x = ddim_step(x, eps, ab[k], ab[k - 1])
+            x = ddim_step(x, eps, ab[k], ab[k - 1], clip_x0=clip)
             states.append(x)
             report(progress, num_steps - k + 1, num_steps, "DDIM generation")
     return Trajectory(grid, torch.stack(states[::-1])) if return_trajectory else x
