@@ -1,0 +1,219 @@
+"""The model wrapper: loading (folders, default, hub), h-space, JVPs against autograd, score, input checks.
+
+JVPs are checked against ``torch.autograd.functional.jvp`` in float64 (rtol 1e-9); h against a forward hook on
+``unet.mid_block`` (exact up to float32 rounding of identical operations: atol 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import pipeline.model as model_mod
+from pipeline import DiffusionModel, InputError, ModelLoadError, load_model
+
+
+def _randn(*shape, seed=0, dtype=torch.float32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@pytest.fixture(scope="module")
+def latent64(tiny_latent_dir):
+    return load_model(tiny_latent_dir, device="cpu", dtype="float64")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------------------------
+def test_load_pixel_pipeline_folder(tiny_model):
+    m = tiny_model
+    assert isinstance(m, DiffusionModel) and m.kind == "pixel" and m.vae is None and m.cond is None
+    assert (m.channels, m.sample_size, m.image_size, m.vae_scale, m.downsample_factor) == (3, 16, 16, 1, 2)
+    assert m.num_train_timesteps == 1000 and m.alphas_cumprod.dtype == torch.float64
+    assert m.dtype == torch.float32 and m.device == torch.device("cpu") and m.prediction_type == "epsilon"
+    assert m.info["attention_modules"] >= 2 and m.info["unet_class"] == "UNet2DModel"
+    assert not m.unet.training and not any(p.requires_grad for p in m.unet.parameters())
+
+
+def test_load_latent_pipeline_folder(tiny_latent_model):
+    m = tiny_latent_model
+    assert m.kind == "latent" and m.vae is not None and m.cond.shape == (1, 8, 16)
+    assert (m.channels, m.sample_size, m.vae_scale, m.image_size) == (4, 8, 2, 16)
+    assert m.info["unet_class"] == "UNet2DConditionModel"
+    images = _randn(2, 3, 16, 16).clamp(-1, 1)
+    with torch.no_grad():
+        z = m.encode(images)
+        assert z.shape == (2, 4, 8, 8)
+        out = m.decode(z)
+    assert out.shape == (2, 3, 16, 16) and float(out.abs().max()) <= 1
+
+
+def test_load_bare_unet_folder_with_scheduler_config(tiny_pixel_dir, tiny_model, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(Path(tiny_pixel_dir) / "unet", bare)
+    shutil.copy(Path(tiny_pixel_dir) / "scheduler" / "scheduler_config.json", bare / "scheduler_config.json")
+    m = load_model(bare, device="cpu")
+    x = _randn(1, 3, 16, 16)
+    torch.testing.assert_close(m.eps(x, 10), tiny_model.eps(x, 10), rtol=0, atol=0)
+    torch.testing.assert_close(m.alphas_cumprod, tiny_model.alphas_cumprod)
+
+
+def test_default_model_missing_and_present(monkeypatch, tmp_path, tiny_pixel_dir):
+    monkeypatch.setattr(model_mod, "DEFAULT_MODEL_DIR", tmp_path)
+    with pytest.raises(ModelLoadError, match="default model is missing"):
+        load_model("default", device="cpu")
+    monkeypatch.setattr(model_mod, "DEFAULT_MODEL_DIR", Path(tiny_pixel_dir))
+    m = load_model("default", device="cpu")
+    assert m.source == "default" and m.kind == "pixel"
+
+
+def test_hub_id_offline_gives_advice(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)  # read at import time: patch the constant as well
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    with pytest.raises(ModelLoadError, match=r"could not fetch 'nobody/no-such-model'.*huggingface-cli download"):
+        load_model("nobody/no-such-model", device="cpu")
+
+
+def test_folders_that_are_not_models_are_rejected(tiny_pixel_dir, tmp_path):
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(Path(tiny_pixel_dir) / "unet" / "config.json", pickled / "config.json")
+    (pickled / "diffusion_pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(ModelLoadError, match="no .safetensors"):
+        load_model(pickled, device="cpu")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError, match="not a diffusers model folder"):
+        load_model(empty, device="cpu")
+    with pytest.raises(ModelLoadError, match="neither 'default', an existing folder"):
+        load_model("./no/such/folder", device="cpu")
+    with pytest.raises(InputError, match="dtype must be one of"):
+        load_model(tiny_pixel_dir, dtype="float16")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# h-space, eps, score and their JVPs
+# --------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["pixel", "latent"])
+def test_h_equals_mid_block_hook(which, tiny_model, tiny_latent_model):
+    m = tiny_model if which == "pixel" else tiny_latent_model
+    x = _randn(2, m.channels, m.sample_size, m.sample_size, seed=1)
+    t = torch.tensor([3, 700])
+    seen = []
+    handle = m.unet.mid_block.register_forward_hook(lambda mod, inp, out: seen.append(out))
+    try:
+        with torch.no_grad():
+            m.eps(x, t)
+            h = m.h(x, t)
+    finally:
+        handle.remove()
+    assert h.shape == seen[0].shape and h.shape[0] == 2
+    torch.testing.assert_close(h, seen[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("which", ["pixel", "latent"])
+def test_jvps_match_autograd_float64(which, tiny_model64, latent64):
+    m = tiny_model64 if which == "pixel" else latent64
+    x = _randn(2, m.channels, 4, 4, seed=2, dtype=torch.float64)  # small: float64 convolutions are slow on CPU
+    v = _randn(2, m.channels, 4, 4, seed=3, dtype=torch.float64)
+    t = torch.tensor([50, 850])
+    for fn, raw in ((m.h_jvp, m.h_raw), (m.eps_jvp, m.eps_raw)):
+        val, jv = fn(x, t, v)
+        ref_val, ref_jv = torch.autograd.functional.jvp(lambda xx: raw(xx, t), x, v)
+        assert jv.dtype == torch.float64 and jv.shape == ref_jv.shape
+        torch.testing.assert_close(val, ref_val, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(jv, ref_jv, rtol=1e-9, atol=1e-12)
+
+
+def test_score_is_minus_eps_over_sigma(tiny_model64):
+    m = tiny_model64
+    x, v = _randn(2, 3, 4, 4, seed=4, dtype=torch.float64), _randn(2, 3, 4, 4, seed=5, dtype=torch.float64)
+    t = torch.tensor([1, 999])
+    sigma = (1 - m.alphas_cumprod[t]).sqrt().view(-1, 1, 1, 1)
+    torch.testing.assert_close(m.score(x, t), -m.eps(x, t) / sigma, rtol=1e-14, atol=0)
+    s, js = m.score_jvp(x, t, v)
+    _, je = m.eps_jvp(x, t, v)
+    torch.testing.assert_close(s, m.score(x, t))
+    torch.testing.assert_close(js, -je / sigma, rtol=1e-14, atol=0)
+
+
+def test_prediction_types_convert_to_eps(tiny_model64):
+    x = _randn(1, 3, 4, 4, seed=6, dtype=torch.float64)
+    out = tiny_model64.unet(x, torch.tensor([400])).sample
+    ab = tiny_model64.alphas_cumprod[400]
+    v_model = dataclasses.replace(tiny_model64, prediction_type="v_prediction")
+    torch.testing.assert_close(v_model.eps(x, 400), ab.sqrt() * out + (1 - ab).sqrt() * x)
+    x0_model = dataclasses.replace(tiny_model64, prediction_type="sample")
+    torch.testing.assert_close(x0_model.eps(x, 400), (x - ab.sqrt() * out) / (1 - ab).sqrt())
+
+
+def test_float32_and_float64(tiny_model, tiny_model64):
+    x = _randn(1, 3, 16, 16, seed=7)
+    h32, jv32 = tiny_model.h_jvp(x, 100, x)
+    h64, jv64 = tiny_model64.h_jvp(x.double(), 100, x.double())
+    assert h32.dtype == jv32.dtype == torch.float32 and h64.dtype == jv64.dtype == torch.float64
+    torch.testing.assert_close(jv32.double(), jv64, rtol=1e-4, atol=1e-5)
+    assert tiny_model.eps(x.double(), 100).dtype == torch.float32  # inputs are cast to the model's dtype
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Input checks
+# --------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "x, match",
+    [
+        (torch.zeros(1, 4, 16, 16), "has 4 channels; this model takes 3"),
+        (torch.zeros(3, 16, 16), r"must have shape \(B, 3, H, W\)"),
+        (torch.zeros(1, 3, 15, 15), "must be a multiple of 2"),
+        (torch.full((1, 3, 16, 16), float("nan")), "NaN or inf"),
+        (torch.full((1, 3, 16, 16), float("inf")), "NaN or inf"),
+        (torch.zeros(1, 3, 16, 16, dtype=torch.long), "floating-point"),
+        ([[0.0]], "must be a torch.Tensor"),
+    ],
+)
+def test_bad_x_raises(tiny_model, x, match):
+    for fn in (tiny_model.eps, tiny_model.h, tiny_model.score):
+        with pytest.raises(InputError, match=match):
+            fn(x, 10)
+
+
+@pytest.mark.parametrize(
+    "t, match",
+    [
+        (-1, r"must lie in \[0, 999\]"),
+        (1000, r"must lie in \[0, 999\]"),
+        (torch.tensor([1.5, 2.0]), "non-integer"),
+        (2.5, "must be an int"),
+        (True, "must be an int"),
+        ("10", "must be an int"),
+        (torch.tensor([1, 2, 3]), r"have shape \(2,\)"),
+    ],
+)
+def test_bad_t_raises(tiny_model, t, match):
+    x = torch.zeros(2, 3, 16, 16)
+    with pytest.raises(InputError, match=match):
+        tiny_model.eps(x, t)
+    with pytest.raises(InputError, match=match):
+        tiny_model.h_jvp(x, t, x)
+
+
+def test_accepted_t_forms(tiny_model):
+    x = _randn(2, 3, 8, 8, seed=8)
+    ref = tiny_model.h(x, torch.tensor([5, 5]))
+    for t in (5, torch.tensor(5), torch.tensor([5.0, 5.0]), torch.tensor([5])):
+        torch.testing.assert_close(tiny_model.h(x, t), ref, rtol=0, atol=0)
+
+
+def test_jvp_direction_must_match(tiny_model):
+    x = torch.zeros(1, 3, 16, 16)
+    with pytest.raises(InputError, match="v must have the shape of x"):
+        tiny_model.h_jvp(x, 10, torch.zeros(2, 3, 16, 16))
+    with pytest.raises(InputError, match="v contains NaN"):
+        tiny_model.eps_jvp(x, 10, torch.full((1, 3, 16, 16), float("nan")))
