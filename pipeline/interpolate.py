@@ -1,0 +1,285 @@
+"""Image interpolation and extrapolation along score-metric geodesics (DESIGN.md section 5), with LERP/SLERP baselines.
+
+1. Both images go to model space (``model.encode``) and are inverted by DDIM (eta = 0) to the noise level ``t_star``.
+2. A path between them at ``t_star``: the geodesic of ``G(x) = I + lam s(x) s(x)^T`` with
+   ``s(x) = -eps(x, t_star) / sigma(t_star)`` (:func:`pipeline.geodesic.geodesic_bvp`), or LERP / SLERP.
+3. Every path point is generated back to t = 0 by DDIM and decoded (``model.decode``, the VAE for latent models).
+
+The endpoints of the path are the inverted images, so the first and last outputs are DDIM round trips of the inputs
+(equal to the inputs up to the inversion error). Outputs are at the model's image size (``model.image_size``); inputs
+of other sizes are resized to it first.
+
+Scores and JVPs come from ``backend`` when one is given (anything with ``eps(x, t)`` and ``eps_jvp(x, t, v)``, e.g. an
+``accel`` backend); the JVP-assembled gradient then drives the solver. ``gradient="autograd"`` always differentiates
+the PyTorch model (a backend may not support autograd), and is the default without a backend because it is the exact
+gradient for a learned score, whose Jacobian is only approximately symmetric.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import ddim
+from .errors import InputError
+from .geodesic import (
+    GRADIENTS,
+    GeodesicResult,
+    ScoreFn,
+    ScoreJvpFn,
+    ShootResult,
+    _check_n_points,
+    curve_energy,
+    curve_length,
+    geodesic_bvp,
+    geodesic_shoot,
+    legendre_velocity,
+    lerp_at,
+    slerp_at,
+)
+from .images import image_to_tensor, tensor_to_uint8
+from .progress import CancelFlag, ProgressFn, check_cancelled
+
+METHODS = ("geodesic", "lerp", "slerp")
+
+
+@dataclass(frozen=True)
+class ImagePath:
+    """Images along a path in model space at ``t_star``. ``images[n_inner - 1]`` is the round trip of image b; any
+    later images are extrapolated past b."""
+
+    images: list[np.ndarray]  # uint8 (H, W, 3) at the model's image size, one per path point
+    path: torch.Tensor  # (n, C, h, w): the model-space path at t_star
+    x0: torch.Tensor  # (n, C, h, w): each point generated back to t = 0 (model space, before the VAE)
+    method: str  # "geodesic" | "lerp" | "slerp"
+    t_star: int
+    lam: float
+    energy: list[float]  # geodesic: E per solver iteration; lerp/slerp: [E] of the path (a -> b part)
+    length: float  # score-metric length of the a -> b part
+    euclidean_length: float  # sum |x_{i+1} - x_i| over the a -> b part
+    n_inner: int  # points from a to b inclusive
+    geodesic: GeodesicResult | None = None  # solver diagnostics ("geodesic" only)
+    shoot: ShootResult | None = None  # shooting diagnostics (extrapolation with "geodesic" only)
+    seconds: dict[str, float] = field(default_factory=dict)  # "invert", "path", "decode"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Score at t_star
+# --------------------------------------------------------------------------------------------------------------------
+def score_functions(model, t_star: int, *, backend=None) -> tuple[ScoreFn, ScoreJvpFn]:
+    """s(x) = -eps(x, t_star) / sigma(t_star) and x, v -> (s(x), D s(x)[v]) from ``backend`` or the model.
+
+    x, v: (N, C, h, w) -> (N, C, h, w) (and a pair of them for the JVP).
+    """
+    ops = backend if backend is not None else model
+    if not hasattr(ops, "eps"):
+        raise InputError(f"backend must offer eps(x, t) and eps_jvp(x, t, v); got {type(backend).__name__}")
+    sig = float(model.sigma(t_star)[0])
+
+    def score(x: torch.Tensor) -> torch.Tensor:
+        return -ops.eps(x, t_star) / sig
+
+    def score_jvp(x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e, je = ops.eps_jvp(x, t_star, v)
+        return -e / sig, -je / sig
+
+    return score, score_jvp
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Steps
+# --------------------------------------------------------------------------------------------------------------------
+def _check_common(model, t_star, num_steps, method) -> None:
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(repr(m) for m in METHODS)}; got {method!r}")
+    T = model.num_train_timesteps
+    if isinstance(t_star, bool) or not isinstance(t_star, int) or not 1 <= t_star < T:
+        raise InputError(f"t_star must be an int in [1, {T - 1}], got {t_star!r}")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or not 1 <= num_steps <= t_star:
+        raise InputError(f"num_steps (DDIM steps between 0 and t_star) must be an int in [1, t_star={t_star}], "
+                         f"got {num_steps!r}")
+
+
+def invert_pair(model, image_a, image_b, *, t_star: int, num_steps: int, backend=None,
+                progress: ProgressFn | None = None, cancel: CancelFlag | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images -> model space -> DDIM inversion to t_star, both in one batch.  -> two (C, h, w)"""
+    size = model.image_size
+    imgs = torch.cat([image_to_tensor(im, size, name=nm) for im, nm in ((image_a, "image_a"), (image_b, "image_b"))])
+    x0 = model.encode(imgs)  # (2, C, h, w)
+    xt = ddim.invert(model, x0, t_end=t_star, num_steps=num_steps, backend=backend, progress=progress, cancel=cancel)
+    return xt[0], xt[1]
+
+
+def decode_path(model, path: torch.Tensor, *, t_star: int, num_steps: int, backend=None, batch_size: int = 16,
+                progress: ProgressFn | None = None, cancel: CancelFlag | None = None
+                ) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """DDIM generation of every path point from t_star to 0, then ``model.decode``.
+
+    path: (n, C, h, w) -> x0 (n, C, h, w) and n uint8 (H, W, 3) images.
+    """
+    x0s, images = [], []
+    for i in range(0, path.shape[0], batch_size):
+        check_cancelled(cancel)
+        x0 = ddim.sample(model, path[i : i + batch_size], t_start=t_star, num_steps=num_steps, backend=backend,
+                         progress=progress, cancel=cancel)
+        with torch.no_grad():
+            pix = model.decode(x0)  # (b, 3, H, W) in [-1, 1]
+        x0s.append(x0)
+        images.extend(tensor_to_uint8(p) for p in pix)
+    return torch.cat(x0s), images
+
+
+def _solver_scores(model, t_star, backend, gradient):
+    """(score, score_jvp) for the solver: ``gradient="autograd"`` differentiates the torch model."""
+    if gradient not in GRADIENTS:
+        raise InputError(f"gradient must be one of {', '.join(repr(g) for g in GRADIENTS)}; got {gradient!r}")
+    if gradient == "auto":
+        gradient = "jvp" if backend is not None else "autograd"
+    score, score_jvp = score_functions(model, t_star, backend=backend)
+    if gradient == "autograd":
+        torch_score, torch_jvp = score_functions(model, t_star) if backend is not None else (score, score_jvp)
+        return torch_score, torch_jvp, "autograd"
+    return score, score_jvp, "jvp"
+
+
+def _path_stats(score, path, lam, chunk) -> tuple[float, float, float]:
+    with torch.no_grad():
+        e = float(curve_energy(score, path, lam=lam, chunk=chunk))
+    eu = float((path[1:] - path[:-1]).flatten(1).norm(dim=1).sum())
+    return e, curve_length(score, path, lam=lam, chunk=chunk), eu
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------------------------
+def interpolate_images(
+    model,
+    image_a,
+    image_b,
+    *,
+    n_points: int = 9,
+    t_star: int = 400,
+    lam: float = 1000.0,
+    method: str = "geodesic",
+    num_steps: int = 50,
+    backend=None,
+    gradient: str = "auto",
+    batch_size: int = 16,
+    progress: ProgressFn | None = None,
+    cancel: CancelFlag | None = None,
+    **solver,
+) -> ImagePath:
+    """Interpolate two images along a score-metric geodesic at noise level ``t_star`` (or LERP / SLERP there).
+
+    Args:
+        model: a :class:`~pipeline.model.DiffusionModel`.
+        image_a, image_b: any accepted image (see :mod:`pipeline.images`), resized to the model's image size.
+        n_points: path points including both ends (>= 3).
+        t_star: noise level of the path (DDIM inversion target), in [1, T - 1].
+        lam: metric weight lambda of ``G = I + lam s s^T``.
+        method: ``"geodesic"`` | ``"lerp"`` | ``"slerp"``.
+        num_steps: DDIM steps between 0 and t_star (inversion and generation alike).
+        backend: optional object with ``eps(x, t)`` / ``eps_jvp(x, t, v)`` used for DDIM, scores and JVPs.
+        gradient: ``"auto"`` | ``"jvp"`` | ``"autograd"`` (see the module docstring).
+        batch_size: path points generated per DDIM batch.
+        progress, cancel: callback ``progress(done, total, desc)`` per step of each phase; stop flag.
+        solver: options of :func:`pipeline.geodesic.geodesic_bvp` (``max_iter``, ``optimizer``, ``tol``, ``chunk``,
+            ``init``, ...).
+
+    Returns:
+        :class:`ImagePath` with ``n_points`` uint8 images at the model's image size.
+    """
+    _check_common(model, t_star, num_steps, method)
+    score, score_jvp, grad_mode = _solver_scores(model, t_star, backend, gradient)
+    secs = {}
+    t0 = time.perf_counter()
+    xa, xb = invert_pair(model, image_a, image_b, t_star=t_star, num_steps=num_steps, backend=backend,
+                         progress=progress, cancel=cancel)
+    secs["invert"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    geo = None
+    if method == "geodesic":
+        geo = geodesic_bvp(score, xa, xb, lam=lam, n_points=n_points, score_jvp=score_jvp, gradient=grad_mode,
+                           progress=progress, cancel=cancel, **solver)
+        path, energy, length = geo.path, geo.energy, geo.length
+        euclid = float(geo.speeds.sum())
+    else:
+        t = torch.linspace(0, 1, _check_n_points(n_points), dtype=torch.float64)
+        path = (lerp_at if method == "lerp" else slerp_at)(xa, xb, t)
+        e, length, euclid = _path_stats(score, path, lam, solver.get("chunk"))
+        energy = [e]
+    secs["path"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    x0, images = decode_path(model, path, t_star=t_star, num_steps=num_steps, backend=backend, batch_size=batch_size,
+                             progress=progress, cancel=cancel)
+    secs["decode"] = time.perf_counter() - t0
+    return ImagePath(images=images, path=path, x0=x0, method=method, t_star=t_star, lam=float(lam), energy=energy,
+                     length=length, euclidean_length=euclid, n_inner=path.shape[0], geodesic=geo, seconds=secs)
+
+
+def extrapolate_images(
+    model,
+    image_a,
+    image_b,
+    *,
+    beyond: float = 0.5,
+    n_points: int = 9,
+    t_star: int = 400,
+    lam: float = 1000.0,
+    method: str = "geodesic",
+    num_steps: int = 50,
+    backend=None,
+    gradient: str = "auto",
+    substeps: int = 4,
+    batch_size: int = 16,
+    progress: ProgressFn | None = None,
+    cancel: CancelFlag | None = None,
+    **solver,
+) -> ImagePath:
+    """Continue the path from a through b past b, by ``beyond`` times the a -> b length.
+
+    ``"geodesic"``: solve the BVP a -> b, then shoot from b with the BVP's end velocity
+    (:func:`pipeline.geodesic.legendre_velocity`) for parameter time ``beyond`` (``round(beyond (n_points - 1))`` extra
+    points evenly spread over it, ``substeps`` RK4 steps each; see :func:`pipeline.geodesic.extrapolate`).
+    ``"lerp"`` / ``"slerp"``: the same formulas at t in (1, 1 + beyond]. Other arguments as :func:`interpolate_images`.
+
+    Returns :class:`ImagePath` with ``n_points + n_extra`` images; ``n_inner = n_points``.
+    """
+    _check_common(model, t_star, num_steps, method)
+    if isinstance(beyond, bool) or not isinstance(beyond, (int, float)) or not 0 < beyond <= 10:
+        raise InputError(f"beyond (extra length as a fraction of the a -> b path) must lie in (0, 10], got {beyond!r}")
+    n_extra = max(1, round(beyond * (_check_n_points(n_points) - 1)))
+    score, score_jvp, grad_mode = _solver_scores(model, t_star, backend, gradient)
+    secs = {}
+    t0 = time.perf_counter()
+    xa, xb = invert_pair(model, image_a, image_b, t_star=t_star, num_steps=num_steps, backend=backend,
+                         progress=progress, cancel=cancel)
+    secs["invert"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    geo = shot = None
+    if method == "geodesic":
+        geo = geodesic_bvp(score, xa, xb, lam=lam, n_points=n_points, score_jvp=score_jvp, gradient=grad_mode,
+                           progress=progress, cancel=cancel, **solver)
+        # shooting needs D s[v]: always the JVP (backend or model), whatever drove the BVP gradient
+        _, jvp = score_functions(model, t_star, backend=backend)
+        v_b = legendre_velocity(score, geo.path, lam=lam, score_jvp=jvp)
+        shot = geodesic_shoot(score, geo.path[-1], v_b, lam=lam, n_steps=n_extra,
+                              dt=beyond / n_extra, substeps=substeps, score_jvp=jvp, progress=progress, cancel=cancel)
+        path = torch.cat((geo.path, shot.path[1:]))
+        energy, length, euclid = geo.energy, geo.length, float(geo.speeds.sum())
+    else:
+        t = torch.arange(n_points + n_extra, dtype=torch.float64) / (n_points - 1)
+        t[n_points:] = 1 + beyond * torch.arange(1, n_extra + 1, dtype=torch.float64) / n_extra
+        path = (lerp_at if method == "lerp" else slerp_at)(xa, xb, t)
+        e, length, euclid = _path_stats(score, path[:n_points], lam, solver.get("chunk"))
+        energy = [e]
+    secs["path"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    x0, images = decode_path(model, path, t_star=t_star, num_steps=num_steps, backend=backend, batch_size=batch_size,
+                             progress=progress, cancel=cancel)
+    secs["decode"] = time.perf_counter() - t0
+    return ImagePath(images=images, path=path, x0=x0, method=method, t_star=t_star, lam=float(lam), energy=energy,
+                     length=length, euclidean_length=euclid, n_inner=n_points, geodesic=geo, shoot=shot, seconds=secs)
