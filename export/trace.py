@@ -1,0 +1,161 @@
+"""The functions behind each graph, and the traced-aten route that makes JVPs exportable.
+
+A module that calls ``torch.func.jvp`` does not export directly with torch 2.13 (every torch.export and legacy route
+fails; notes/measured-feasibility.md section 4). What works, and what :func:`trace_static` does:
+
+1. trace the JVP function into a plain aten graph with ``make_fx`` (real tensors, core aten decompositions; without
+   the decompositions ONNX has no ``silu_backward``);
+2. clean the graph (:func:`clean_graph`): forward AD leaves ``_efficientzerotensor`` tangents (replaced by zeros),
+   dead ``is_same_size``/``_has_same_storage_numel`` shape checks and dead meta-device copies (removed), and the
+   weights as plain tensor attributes (made buffers; otherwise the exporter finds a fake tensor among its constants);
+3. export the cleaned graph with the dynamo exporter (needs onnxscript).
+
+Symbolic tracing fails (an internal assert in ``VariableMethodStubs.cpp``), so traced graphs have a static batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .specs import GraphSpec
+
+aten = torch.ops.aten
+
+GraphFn = Callable[..., tuple[torch.Tensor, ...]]
+
+
+def graph_function(model, graph: str) -> GraphFn:
+    """The eager PyTorch function a graph computes, inputs and outputs in spec order (the export source and the
+    reference of the parity check).
+
+    ``h``/``eps``: (x, t) -> (out,);  ``h_jvp``/``eps_jvp``: (x, t, v) -> (out, D out[v]) by ``torch.func.jvp``;
+    ``h_jvp_point``: (x (1, C, H, W), t (1,), v (K, C, H, W)) -> (h (1, ...), D h(x)[v] (K, ...)).
+    """
+    if graph == "h":
+        return lambda x, t: (model.h_raw(x, t),)
+    if graph == "eps":
+        return lambda x, t: (model.eps_raw(x, t),)
+    if graph in ("h_jvp", "eps_jvp"):
+        raw = model.h_raw if graph == "h_jvp" else model.eps_raw
+
+        def jvp(x: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.func.jvp(lambda xx: raw(xx, t), (x,), (v,))
+
+        return jvp
+    if graph == "h_jvp_point":
+
+        def point(x: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            def one(u: torch.Tensor):  # u: (1, C, H, W)
+                return torch.func.jvp(lambda xx: model.h_raw(xx, t), (x,), (u,))
+
+            # primal x is not batched under vmap: h(x) is computed once, the K tangents together
+            h, jh = torch.func.vmap(one, in_dims=0, out_dims=(None, 0))(v[:, None])  # (1, ...), (K, 1, ...)
+            return h, jh[:, 0]
+
+        return point
+    raise ValueError(f"unknown graph {graph!r}")
+
+
+def example_inputs(spec: GraphSpec, *, batch: int | None = None, num_timesteps: int = 1000,
+                   device: str | torch.device = "cpu", generator: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, ...]:
+    """Random inputs matching ``spec`` (dynamic axes set to ``batch``, default the spec's optimum):
+    x, v ~ N(0, 1), t uniform in [0, num_timesteps)."""
+    if batch is None:
+        batch = spec.batch if spec.batch is not None else spec.batch_range[1]
+    out = []
+    for s in spec.inputs:
+        shape = s.concrete(batch)
+        if s.dtype == "int64":
+            out.append(torch.randint(0, num_timesteps, shape, generator=generator).to(device))
+        else:
+            out.append(torch.randn(shape, generator=generator).to(device))
+    return tuple(out)
+
+
+class GraphModule(nn.Module):
+    """``forward(x, t) -> tuple(outputs)`` around a graph function, owning the U-Net so that torch.export sees
+    its weights as parameters (used for the dynamic-batch graphs)."""
+
+    def __init__(self, model, graph: str):
+        super().__init__()
+        if graph not in ("h", "eps"):
+            raise ValueError(f"GraphModule serves the dynamic graphs h and eps, not {graph!r}")
+        self.unet = model.unet
+        self._fn = graph_function(model, graph)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self._fn(x, t))
+
+
+class TracedModule(nn.Module):
+    """``forward(x, t, v) -> tuple(outputs)`` around a cleaned make_fx graph (used for the static-batch graphs)."""
+
+    def __init__(self, gm: torch.fx.GraphModule):
+        super().__init__()
+        self.gm = gm
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.gm(x, t, v))
+
+
+def clean_graph(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Make a make_fx-traced JVP graph exportable (in place; returns ``gm``). See the module docstring."""
+    g = gm.graph
+    dead_checks = {aten.is_same_size.default, aten._has_same_storage_numel.default}
+    for node in list(g.nodes):
+        if node.op != "call_function":
+            continue
+        if node.target in (aten._efficientzerotensor.default, aten.empty_permuted.default):
+            kwargs = {k: v for k, v in node.kwargs.items() if k in ("dtype", "device")}
+            with g.inserting_before(node):
+                zeros = g.call_function(aten.zeros.default, (node.args[0],), kwargs)
+            node.replace_all_uses_with(zeros)
+            g.erase_node(node)
+        elif node.target in dead_checks and not node.users:
+            g.erase_node(node)
+    g.eliminate_dead_code()
+    # Weights are get_attr tensor attributes: turn them into buffers (after DCE, so dead meta constants are gone);
+    # a tensor reached through two attributes is stored once. `keep` holds every original so that no address is
+    # freed and reused while keys are compared.
+    seen: dict[tuple, tuple[torch.fx.Node, torch.Tensor]] = {}
+    keep: list[torch.Tensor] = []
+    for node in list(g.nodes):
+        if node.op != "get_attr":
+            continue
+        val = getattr(gm, node.target)
+        if not isinstance(val, torch.Tensor):
+            continue
+        keep.append(val)
+        try:
+            key = (val.untyped_storage().data_ptr(), val.storage_offset(), tuple(val.shape), tuple(val.stride()),
+                   val.dtype)
+        except RuntimeError:  # no valid storage (never reached after DCE in practice): keep it, undeduplicated
+            key = None
+        if key is not None and key in seen and torch.equal(seen[key][1], val):
+            node.replace_all_uses_with(seen[key][0])
+            g.erase_node(node)
+            continue
+        if key is not None:
+            seen[key] = (node, val)
+        delattr(gm, node.target)
+        gm.register_buffer(node.target, val.detach().clone())
+    g.lint()
+    gm.recompile()
+    return gm
+
+
+def trace_static(model, spec: GraphSpec, *, device: str | torch.device | None = None) -> TracedModule:
+    """Trace ``spec``'s graph function at its static batch into a cleaned aten graph (see the module docstring)."""
+    from torch._decomp import core_aten_decompositions
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    device = model.device if device is None else device
+    fn = graph_function(model, spec.graph)
+    inputs = example_inputs(spec, num_timesteps=model.num_train_timesteps, device=device)
+    with torch.no_grad():
+        gm = make_fx(fn, tracing_mode="real", decomposition_table=core_aten_decompositions())(*inputs)
+    return TracedModule(clean_graph(gm)).eval()
