@@ -1,0 +1,654 @@
+"""Quality benchmark of editing by curve matching (``pipeline.edit``) on procedural scenes with ground truth.
+
+Run:  python -m benchmarks.edit_quality --model default --out benchmarks/results
+
+Scenes come from ``pipeline.scenes``. Reported numbers use the HELD-OUT split only (offsets below); the saliency
+study (``--study``) and any tuning use the TUNING split, and the study's results are written separately
+(``edit_saliency_study.{json,md}``), so no reported figure was chosen on the seeds it is reported on.
+
+1. **Removal.** The top object of each scene (its visible mask = its whole coverage) is removed. Metrics inside the
+   mask against ``Scene.removed``: PSNR (dB, on 0..255) and SSIM (scikit-image, the SSIM map averaged over the mask).
+   Methods: this method (``RemoveConfig()`` defaults), the same loop with the curve loss off (ablation,
+   ``curve_weight=0``), its start content alone (the harmonic fill, no diffusion: shows what the loop adds), OpenCV
+   inpainting (Telea, Navier-Stokes; radius 3), and diffusers' RePaint with the same U-Net (``--repaint-steps`` steps,
+   jump length 5, 2 resamplings).
+2. **Saliency.** ROC AUC (scikit-learn) of saliency maps against the union of the object masks: the curve-fluctuation
+   map (``pipeline.rates.generation_curves``, its defaults unless ``--statistic`` etc. are given), OpenCV's
+   spectral-residual and fine-grained static saliency. Then ``adjust_saliency`` with factors 2 and 0.5 on the top
+   object: the region's saliency contrast (mean saliency inside / mean outside) before and after, for both the curve
+   map and spectral residual, and PSNR inside (how much the region changed) and outside (must be inf: unchanged).
+3. **Transfer.** Scenes with two or more objects: target = the top object, source = the bottom object (same image).
+   Distances between target and source regions of colour (CIE76 distance of mean Lab colours) and texture (absolute
+   difference of the mean Sobel gradient magnitude of luminance, on 0..1), before and after; methods: this method,
+   ablation (curve loss off), the start content alone (source warped onto the target).
+4. **Blending.** Foreground = the top object of scene A, background = scene B; ground truth = B re-rendered with A's
+   object composited on top (``pipeline.scenes.render``). Gradient error across the seam: mean over pixels within one
+   pixel of the mask boundary of ``|| grad(result) - grad(truth) ||`` (Sobel, per channel, 0..1 images), and PSNR over
+   the edited region. Methods: this method, ablation, naive pasting, ``cv2.seamlessClone`` (normal clone).
+5. **Wall time** per call of each task on this machine (and the process CPU time, the fairer figure on a shared CPU).
+
+Held-out offsets: removal 30_000, saliency 31_000, transfer 32_000 (scenes with >= 2 objects, scanned from there),
+blending 33_000 (A) and 34_000 (B). Tuning runs use the same offsets in the tuning split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline import edit as E  # noqa: E402
+from pipeline import load_model  # noqa: E402
+from pipeline.errors import InputError  # noqa: E402
+from pipeline.scenes import SPLITS, make_scene, render  # noqa: E402
+
+OFFSETS = {"remove": 30_000, "saliency": 31_000, "transfer": 32_000, "blend_a": 33_000, "blend_b": 34_000}
+TASKS = ("remove", "saliency", "transfer", "blend")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: str = "default"  # model source for load_model
+    out: str = "benchmarks/results"  # output folder
+    split: str = "heldout"  # scene split: "heldout" for reported numbers, "tuning" for tuning runs
+    tasks: tuple[str, ...] = TASKS  # which parts to run
+    n_remove: int = 24  # scenes for removal
+    n_saliency: int = 24  # scenes for the saliency AUC
+    n_adjust: int = 8  # scenes for adjust_saliency (each with factors 2 and 0.5)
+    n_transfer: int = 12  # scenes for transfer
+    n_blend: int = 12  # scene pairs for blending
+    repaint_steps: int = 50  # RePaint inference steps
+    curve_timesteps: int = 10  # timesteps of the generation curves for saliency maps
+    curve_patch: int = 2  # patch size of the saliency maps (model cells)
+    statistic: str | None = None  # saliency statistic (None: pipeline.rates default)
+    normalize: str | None = None  # curve normalisation (None: pipeline.rates default)
+    t_min: int | None = None  # saliency window t > t_min
+    seed: int = 0  # seeds of the edits and RePaint
+    threads: int | None = None  # torch CPU threads
+    overrides: dict = field(default_factory=dict)  # edit config overrides per task, {"remove": {...}, ...}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------------------------------
+def psnr_in(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> float:
+    """PSNR (dB, 0..255) over the pixels of mask m (all channels); inf when identical."""
+    d = a[m].astype(np.float64) - b[m].astype(np.float64)
+    mse = float((d * d).mean()) if d.size else 0.0
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def ssim_in(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> float:
+    """Mean of scikit-image's SSIM map (7x7 window, RGB) over the pixels of mask m."""
+    from skimage.metrics import structural_similarity
+
+    _, smap = structural_similarity(a, b, channel_axis=2, data_range=255, full=True, win_size=7)
+    return float(smap.mean(axis=2)[m].mean())
+
+
+def auc(score: np.ndarray, label: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(label.ravel().astype(int), score.ravel()))
+
+
+def contrast(sal: np.ndarray, m: np.ndarray) -> float:
+    """Saliency contrast of a region: mean inside / mean outside."""
+    return float(sal[m].mean() / max(sal[~m].mean(), 1e-12))
+
+
+def sobel(img: np.ndarray) -> np.ndarray:
+    """Per-channel Sobel gradients of a [0, 1] image.  (H, W, C) -> (H, W, C, 2)"""
+    import cv2
+
+    f = img.astype(np.float32)
+    gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3).reshape(f.shape)  # OpenCV drops a single channel axis
+    gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3).reshape(f.shape)
+    return np.stack([gx, gy], axis=-1)
+
+
+def boundary_band(m: np.ndarray, r: int = 1) -> np.ndarray:
+    """Pixels within r of the mask boundary (dilation minus erosion)."""
+    import cv2
+
+    k = np.ones((2 * r + 1, 2 * r + 1), np.uint8)
+    mu = m.astype(np.uint8)
+    return (cv2.dilate(mu, k) - cv2.erode(mu, k)).astype(bool)
+
+
+def seam_gradient_error(result: np.ndarray, truth: np.ndarray, m: np.ndarray) -> float:
+    """Mean over the boundary band of ||grad(result) - grad(truth)|| (all channels, images on 0..1)."""
+    g = sobel(result / 255.0) - sobel(truth / 255.0)  # (H, W, 3, 2)
+    return float(np.sqrt((g**2).sum(axis=(2, 3)))[boundary_band(m)].mean())
+
+
+def colour_texture(img: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, float]:
+    """Mean Lab colour (3,) and mean Sobel gradient magnitude of luminance (0..1) over a region."""
+    from skimage.color import rgb2lab
+
+    lab = rgb2lab(img)[m].mean(axis=0)
+    lum = img.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255.0
+    g = sobel(lum[..., None])[:, :, 0]  # (H, W, 2)
+    return lab, float(np.sqrt((g**2).sum(-1))[m].mean())
+
+
+def region_distance(img: np.ndarray, tgt: np.ndarray, src_img: np.ndarray, src: np.ndarray) -> tuple[float, float]:
+    """(colour distance CIE76 between mean Lab colours, texture distance) of two regions."""
+    la, ta = colour_texture(img, tgt)
+    lb, tb = colour_texture(src_img, src)
+    return float(np.linalg.norm(la - lb)), float(abs(ta - tb))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Baselines
+# --------------------------------------------------------------------------------------------------------------------
+def opencv_inpaint(img: np.ndarray, m: np.ndarray, method: str) -> np.ndarray:
+    import cv2
+
+    flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
+    return cv2.inpaint(img, m.astype(np.uint8), 3, flag)
+
+
+def repaint(model, img: np.ndarray, m: np.ndarray, *, steps: int, seed: int) -> np.ndarray:
+    """diffusers' RePaint with the model's own U-Net and schedule (pixel models at the model's size)."""
+    from diffusers import RePaintPipeline, RePaintScheduler
+
+    from pipeline.images import image_to_tensor, tensor_to_uint8
+
+    sched = RePaintScheduler(num_train_timesteps=model.num_train_timesteps,
+                             trained_betas=_betas(model).numpy())
+    pipe = RePaintPipeline(unet=model.unet, scheduler=sched)
+    pipe.set_progress_bar_config(disable=True)
+    s = model.image_size
+    x = image_to_tensor(img, s, dtype=model.dtype, device=model.device)
+    keep = 1.0 - torch.from_numpy(E.M.support(m, (s, s)).numpy())[None, None].to(x)  # 1 = known
+    out = pipe(image=x, mask_image=keep, num_inference_steps=steps, jump_length=5, jump_n_sample=2,
+               generator=torch.Generator().manual_seed(seed), output_type="np").images[0]
+    edited = tensor_to_uint8(torch.from_numpy(np.asarray(out)).permute(2, 0, 1) * 2 - 1, img.shape[:2])
+    return np.where(m[..., None], edited, img)
+
+
+def _betas(model) -> torch.Tensor:
+    """The betas of the model's schedule, recovered from alphas_cumprod."""
+    ab = model.alphas_cumprod.to(torch.float64)
+    prev = torch.cat([ab.new_ones(1), ab[:-1]])
+    return 1 - ab / prev
+
+
+def seamless_clone(bg: np.ndarray, fg: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """cv2.seamlessClone (normal clone) of fg under m into bg, in place; the naive paste if OpenCV refuses."""
+    import cv2
+
+    mm = boundary_dilate(m, 1)
+    ys, xs = np.nonzero(mm)
+    center = (int((xs.min() + xs.max() + 1) // 2), int((ys.min() + ys.max() + 1) // 2))
+    try:
+        return cv2.seamlessClone(fg, bg, mm.astype(np.uint8) * 255, center, cv2.NORMAL_CLONE)
+    except cv2.error:
+        return np.where(m[..., None], fg, bg)
+
+
+def boundary_dilate(m: np.ndarray, r: int) -> np.ndarray:
+    import cv2
+
+    return cv2.dilate(m.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)).astype(bool)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Parts
+# --------------------------------------------------------------------------------------------------------------------
+class _Timer:
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def done(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def _seeds(cfg: BenchConfig, key: str, n: int) -> range:
+    r = SPLITS[cfg.split]
+    return r[OFFSETS[key] : OFFSETS[key] + n]
+
+
+def _summary(rows: list[dict], keys: list[str]) -> dict:
+    out = {}
+    for k in keys:
+        vals = np.array([r[k] for r in rows if k in r and r[k] is not None], dtype=np.float64)
+        finite = vals[np.isfinite(vals)]
+        out[k] = {"mean": float(finite.mean()) if finite.size else float("nan"), "n": int(vals.size),
+                  "n_inf": int((~np.isfinite(vals)).sum())}
+    return out
+
+
+def run_removal(model, cfg: BenchConfig) -> dict:
+    kw = cfg.overrides.get("remove", {})
+    rows, times = [], {"curve": [], "ablation": [], "repaint": []}
+    for seed in _seeds(cfg, "remove", cfg.n_remove):
+        sc = make_scene(seed, size=model.image_size)
+        i = sc.num_objects - 1
+        m, gt, img = sc.masks[i], sc.removed[i], sc.image
+        outs = {}
+        for name, extra in (("curve", {}), ("ablation", {"curve_weight": 0.0})):
+            t = _Timer()
+            r = E.remove_object(model, img, m, measure_curves=False, seed=cfg.seed, **{**kw, **extra})
+            times[name].append(t.done())
+            outs[name] = r.image
+        x0 = E._to_model(model, img)
+        fill = E.harmonic_fill(x0, E.M.dilate(E._model_mask(m, model), E.RemoveConfig(**kw).grow))
+        outs["harmonic fill (start content)"] = np.where(m[..., None], E.tensor_to_uint8(model.decode(fill)[0],
+                                                                                         img.shape[:2]), img)
+        outs["opencv telea"] = opencv_inpaint(img, m, "telea")
+        outs["opencv navier-stokes"] = opencv_inpaint(img, m, "ns")
+        t = _Timer()
+        outs["repaint"] = repaint(model, img, m, steps=cfg.repaint_steps, seed=cfg.seed)
+        times["repaint"].append(t.done())
+        row = {"seed": seed, "background": sc.background_params["kind"], "mask_pixels": int(m.sum())}
+        for name, out in outs.items():
+            row[f"psnr/{name}"] = psnr_in(out, gt, m)
+            row[f"ssim/{name}"] = ssim_in(out, gt, m)
+        rows.append(row)
+        print(f"  removal {len(rows)}/{cfg.n_remove} seed {seed}: " + ", ".join(
+            f"{k.split('/')[1]} {v:.1f}" for k, v in row.items() if k.startswith("psnr/")), flush=True)
+    keys = [k for k in rows[0] if "/" in k]
+    return {"rows": rows, "summary": _summary(rows, keys), "time": _time_summary(times)}
+
+
+def _time_summary(times: dict[str, list[tuple[float, float]]]) -> dict:
+    return {k: {"wall_s": float(np.mean([w for w, _ in v])), "cpu_s": float(np.mean([c for _, c in v]))}
+            for k, v in times.items() if v}
+
+
+def _curve_saliency(model, img: np.ndarray, cfg: BenchConfig) -> np.ndarray:
+    from pipeline.rates import generation_curves
+
+    kw = {k: getattr(cfg, k) for k in ("statistic", "normalize", "t_min") if getattr(cfg, k) is not None}
+    res = generation_curves(model, img, num_timesteps=cfg.curve_timesteps, patch_size=cfg.curve_patch, **kw)
+    return res.saliency.numpy()
+
+
+def opencv_saliency(img: np.ndarray, kind: str) -> np.ndarray:
+    import cv2
+
+    algo = (cv2.saliency.StaticSaliencySpectralResidual_create() if kind == "spectral"
+            else cv2.saliency.StaticSaliencyFineGrained_create())
+    ok, sal = algo.computeSaliency(img[..., ::-1].copy())  # OpenCV wants BGR
+    if not ok:
+        raise RuntimeError(f"OpenCV {kind} saliency failed")
+    sal = np.asarray(sal, np.float64)
+    if sal.shape != img.shape[:2]:
+        sal = cv2.resize(sal, img.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+    return sal
+
+
+def run_saliency(model, cfg: BenchConfig) -> dict:
+    rows = []
+    for seed in _seeds(cfg, "saliency", cfg.n_saliency):
+        sc = make_scene(seed, size=model.image_size)
+        label = np.any(sc.masks, axis=0)
+        if label.all() or not label.any():
+            continue
+        row = {"seed": seed, "auc/curve fluctuation": auc(_curve_saliency(model, sc.image, cfg), label),
+               "auc/opencv spectral residual": auc(opencv_saliency(sc.image, "spectral"), label),
+               "auc/opencv fine grained": auc(opencv_saliency(sc.image, "fine"), label)}
+        rows.append(row)
+        print(f"  saliency AUC {len(rows)}/{cfg.n_saliency}: " + ", ".join(
+            f"{k[4:]} {v:.3f}" for k, v in row.items() if k.startswith("auc/")), flush=True)
+    adjust, times = [], []
+    kw = cfg.overrides.get("saliency", {})
+    for seed in _seeds(cfg, "saliency", cfg.n_adjust):
+        sc = make_scene(seed, size=model.image_size)
+        m = sc.masks[-1]
+        base = {"curve": contrast(_curve_saliency(model, sc.image, cfg), m),
+                "spectral": contrast(opencv_saliency(sc.image, "spectral"), m)}
+        for factor in (2.0, 0.5):
+            t = _Timer()
+            r = E.adjust_saliency(model, sc.image, m, factor, measure_curves=False, seed=cfg.seed, **kw)
+            times.append(t.done())
+            row = {"seed": seed, "factor": factor,
+                   "curve contrast before": base["curve"],
+                   "curve contrast after": contrast(_curve_saliency(model, r.image, cfg), m),
+                   "spectral contrast before": base["spectral"],
+                   "spectral contrast after": contrast(opencv_saliency(r.image, "spectral"), m),
+                   "psnr inside": psnr_in(r.image, sc.image, m), "psnr outside": psnr_in(r.image, sc.image, ~m)}
+            adjust.append(row)
+            print(f"  adjust_saliency x{factor} seed {seed}: curve {row['curve contrast before']:.3f} -> "
+                  f"{row['curve contrast after']:.3f}, spectral {row['spectral contrast before']:.3f} -> "
+                  f"{row['spectral contrast after']:.3f}, psnr in {row['psnr inside']:.1f}", flush=True)
+    adj_summary = {}
+    for factor in (2.0, 0.5):
+        sel = [r for r in adjust if r["factor"] == factor]
+        adj_summary[str(factor)] = _summary(sel, [k for k in sel[0] if k not in ("seed", "factor")]) if sel else {}
+    keys = [k for k in rows[0] if k.startswith("auc/")] if rows else []
+    return {"rows": rows, "summary": _summary(rows, keys), "adjust_rows": adjust, "adjust_summary": adj_summary,
+            "time": _time_summary({"adjust_saliency": times})}
+
+
+def _transfer_scenes(cfg: BenchConfig, size: int, n: int):
+    r = SPLITS[cfg.split]
+    k = OFFSETS["transfer"]
+    found = []
+    while len(found) < n:
+        sc = make_scene(r[k], size=size)
+        if sc.num_objects >= 2 and sc.masks[0].sum() >= 4 and sc.masks[-1].sum() >= 4:
+            found.append(sc)
+        k += 1
+    return found
+
+
+def run_transfer(model, cfg: BenchConfig) -> dict:
+    kw = cfg.overrides.get("transfer", {})
+    rows, times = [], {"curve": [], "ablation": []}
+    for sc in _transfer_scenes(cfg, model.image_size, cfg.n_transfer):
+        img, tgt, src = sc.image, sc.masks[-1], sc.masks[0]
+        row = {"seed": sc.seed}
+        outs = {"input": img, "start content (warped source)": np.where(tgt[..., None],
+                                                                        E.warp_region(img, src, tgt), img)}
+        for name, extra in (("curve", {}), ("ablation", {"curve_weight": 0.0})):
+            t = _Timer()
+            outs[name] = E.transfer(model, img, tgt, src, measure_curves=False, seed=cfg.seed,
+                                    **{**kw, **extra}).image
+            times[name].append(t.done())
+        t = _Timer()
+        outs["curve, init=invert"] = E.transfer(model, img, tgt, src, measure_curves=False, seed=cfg.seed,
+                                                **{**kw, "init": "invert"}).image
+        for name, out in outs.items():
+            c, tx = region_distance(out, tgt, img, src)
+            row[f"colour/{name}"], row[f"texture/{name}"] = c, tx
+        rows.append(row)
+        print(f"  transfer {len(rows)}/{cfg.n_transfer} seed {sc.seed}: " + ", ".join(
+            f"{k.split('/')[1]} {v:.1f}" for k, v in row.items() if k.startswith("colour/")), flush=True)
+    keys = [k for k in rows[0] if "/" in k]
+    return {"rows": rows, "summary": _summary(rows, keys), "time": _time_summary(times)}
+
+
+def run_blend(model, cfg: BenchConfig) -> dict:
+    kw = cfg.overrides.get("blend", {})
+    rows, times = [], {"curve": [], "ablation": []}
+    for a_seed, b_seed in zip(_seeds(cfg, "blend_a", cfg.n_blend), _seeds(cfg, "blend_b", cfg.n_blend)):
+        size = model.image_size
+        a, b = make_scene(a_seed, size=size), make_scene(b_seed, size=size)
+        m = a.masks[-1]
+        truth = render(b.background_params, b.params + [a.params[-1]], size=size, ground_truth=False).image
+        outs = {"naive paste": np.where(m[..., None], a.image, b.image),
+                "opencv seamlessClone": seamless_clone(b.image, a.image, m)}
+        changed = None
+        for name, extra in (("curve", {}), ("ablation", {"curve_weight": 0.0})):
+            t = _Timer()
+            r = E.blend(model, b.image, a.image, m, measure_curves=False, seed=cfg.seed, **{**kw, **extra})
+            times[name].append(t.done())
+            outs[name], changed = r.image, r.changed
+        row = {"seeds": [a_seed, b_seed]}
+        for name, out in outs.items():
+            row[f"seam gradient error/{name}"] = seam_gradient_error(out, truth, m)
+            row[f"psnr edited region/{name}"] = psnr_in(out, truth, changed)
+        rows.append(row)
+        print(f"  blend {len(rows)}/{cfg.n_blend}: " + ", ".join(
+            f"{k.split('/')[1]} {v:.3f}" for k, v in row.items() if k.startswith("seam")), flush=True)
+    keys = [k for k in rows[0] if "/" in k]
+    return {"rows": rows, "summary": _summary(rows, keys), "time": _time_summary(times)}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Saliency study (TUNING split only)
+# --------------------------------------------------------------------------------------------------------------------
+#: Curve computations of the study: (name, generation_curves keyword arguments).
+STUDY_CURVES = (
+    ("direct p2 smooth1", {"patch_size": 2, "estimator": "direct", "smooth": 1.0}),
+    ("direct p4", {"patch_size": 4, "estimator": "direct"}),
+    ("direct p4 smooth1", {"patch_size": 4, "estimator": "direct", "smooth": 1.0}),
+    ("projected p2 k8", {"patch_size": 2, "estimator": "projected", "k": 8, "iters": 3}),
+)
+STUDY_STATISTICS = ("tv", "mean", "peak", "std")
+STUDY_NORMALIZE = ("none", "time", "curve")
+STUDY_T_MIN = (None, 100, 300, 600)
+STUDY_MAP_BLUR = (0.0, 1.5, 3.0)  # Gaussian std (pixels) applied to the upsampled map (fills object interiors)
+
+
+def _blur_map(sal: np.ndarray, sigma: float) -> np.ndarray:
+    import cv2
+
+    return sal if sigma <= 0 else cv2.GaussianBlur(sal, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def run_saliency_study(model, cfg: BenchConfig, n: int, curves: tuple = STUDY_CURVES) -> dict:
+    """AUC of every (curves, statistic, normalisation, window, map blur) on ``n`` TUNING scenes."""
+    import torch.nn.functional as F
+
+    from pipeline.rates import generation_curves, saliency_from_curves
+
+    seeds = SPLITS["tuning"][OFFSETS["saliency"] : OFFSETS["saliency"] + n]
+    scores: dict[str, list[float]] = {}
+    seconds: dict[str, float] = {}
+    for j, seed in enumerate(seeds):
+        sc = make_scene(seed, size=model.image_size)
+        label = np.any(sc.masks, axis=0)
+        for name, kw in curves:
+            t = time.process_time()
+            res = generation_curves(model, sc.image, num_timesteps=cfg.curve_timesteps, **kw)
+            seconds[name] = seconds.get(name, 0.0) + time.process_time() - t
+            for stat in STUDY_STATISTICS:
+                for norm in STUDY_NORMALIZE:
+                    if stat == "mean" and norm == "curve":
+                        continue  # constant 1
+                    for t_min in STUDY_T_MIN:
+                        try:
+                            ps = saliency_from_curves(res.curves, res.timesteps, statistic=stat, normalize=norm,
+                                                      t_min=t_min)
+                        except InputError:
+                            continue
+                        sal = F.interpolate(ps[None, None].double(), size=label.shape, mode="bilinear",
+                                            align_corners=False)[0, 0].numpy()
+                        for blur in STUDY_MAP_BLUR:
+                            key = f"{name}, {stat}, {norm}, t>{t_min or 0}, blur {blur:g}"
+                            scores.setdefault(key, []).append(auc(_blur_map(sal, blur), label))
+        for kind in ("spectral", "fine"):
+            scores.setdefault(f"opencv {kind}", []).append(auc(opencv_saliency(sc.image, kind), label))
+        best = max(scores, key=lambda k: np.mean(scores[k]))
+        print(f"  study {j + 1}/{n}: best so far {best} {np.mean(scores[best]):.3f}", flush=True)
+    table = sorted(((k, float(np.mean(v)), float(np.std(v))) for k, v in scores.items()), key=lambda r: -r[1])
+    return {"seeds": [int(s) for s in seeds], "table": table,
+            "cpu_seconds_per_image": {k: v / n for k, v in seconds.items()}, "curve_timesteps": cfg.curve_timesteps}
+
+
+def study_markdown(st: dict) -> str:
+    lines = ["# Saliency study on the TUNING split (curve-fluctuation maps vs object masks)", "",
+             f"{len(st['seeds'])} tuning scenes, {st['curve_timesteps']} timesteps; ROC AUC mean and std over scenes. "
+             "Key: curves, statistic, normalisation, window, Gaussian blur of the map (pixels).", "",
+             "CPU seconds per image: " + ", ".join(f"{k} {v:.1f}" for k, v in st["cpu_seconds_per_image"].items()),
+             "", "| configuration | AUC | std |", "|---|---|---|"]
+    for k, m, s in st["table"][:25]:
+        lines.append(f"| {k} | {m:.3f} | {s:.3f} |")
+    lines += ["", "Best configuration per statistic and per curve computation:", "", "| group | best | AUC |",
+              "|---|---|---|"]
+    groups = [f", {stat}, " for stat in STUDY_STATISTICS] + [f"{name}, " for name, _ in STUDY_CURVES]
+    groups += [", blur 0"]
+    for g in groups:
+        rows = [r for r in st["table"] if g in r[0] or (g.endswith(", ") and r[0].startswith(g))]
+        if rows:
+            lines.append(f"| {g.strip(', ')} | {rows[0][0]} | {rows[0][1]:.3f} |")
+    for k, m, _ in st["table"]:
+        if k.startswith("opencv"):
+            lines.append(f"| baseline | {k} | {m:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------------------------------
+def run_benchmark(cfg: BenchConfig) -> dict:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.split not in SPLITS or cfg.split == "train":
+        raise InputError(f"split must be 'heldout' (reported numbers) or 'tuning', got {cfg.split!r}")
+    model = load_model(cfg.model, device="cpu")
+    res: dict = {"config": asdict(cfg), "model": cfg.model, "command": reproduce_command(cfg),
+                 "torch_threads": torch.get_num_threads(), "parts": {}}
+    runners = {"remove": run_removal, "saliency": run_saliency, "transfer": run_transfer, "blend": run_blend}
+    t0 = time.perf_counter()
+    for task in cfg.tasks:
+        print(f"{task} ...", flush=True)
+        res["parts"][task] = runners[task](model, cfg)
+    res["total_seconds"] = time.perf_counter() - t0
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "edit_quality" if cfg.split == "heldout" else "edit_quality_tuning"
+    (out / f"{stem}.json").write_text(json.dumps(res, indent=1, default=_json_default))
+    (out / f"{stem}.md").write_text(markdown(res))
+    return res
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def reproduce_command(cfg: BenchConfig) -> str:
+    d = BenchConfig()
+    args = ["python", "-m", "benchmarks.edit_quality"]
+    for f, flag in (("model", "--model"), ("out", "--out"), ("split", "--split"), ("n_remove", "--n-remove"),
+                    ("n_saliency", "--n-saliency"), ("n_adjust", "--n-adjust"), ("n_transfer", "--n-transfer"),
+                    ("n_blend", "--n-blend"), ("repaint_steps", "--repaint-steps"),
+                    ("curve_timesteps", "--curve-timesteps"), ("curve_patch", "--curve-patch"),
+                    ("statistic", "--statistic"), ("normalize", "--normalize"), ("t_min", "--t-min"),
+                    ("seed", "--seed"), ("threads", "--threads")):
+        v = getattr(cfg, f)
+        if v != getattr(d, f):
+            args += [flag, str(v)]
+    if tuple(cfg.tasks) != TASKS:
+        args += ["--tasks", ",".join(cfg.tasks)]
+    if cfg.overrides:
+        args += ["--overrides", json.dumps(cfg.overrides)]
+    return shlex.join(args)
+
+
+def _fmt(v: float, digits: int = 2) -> str:
+    return "inf" if v == float("inf") else f"{v:.{digits}f}"
+
+
+def markdown(res: dict) -> str:
+    cfg = res["config"]
+    lines = [f"# Editing by curve matching: quality on {cfg['split']} scenes", "",
+             f"Model `{res['model']}`; reproduce with `{res['command']}`; total {res['total_seconds']:.0f} s "
+             f"with {res['torch_threads']} torch thread(s).", ""]
+    parts = res["parts"]
+    if "remove" in parts:
+        p = parts["remove"]
+        s = p["summary"]
+        names = [k.split("/", 1)[1] for k in s if k.startswith("psnr/")]
+        lines += [f"## Removal ({s[f'psnr/{names[0]}']['n']} scenes, top object; inside the mask vs ground truth)", "",
+                  "| method | PSNR (dB) | SSIM |", "|---|---|---|"]
+        for n in sorted(names, key=lambda n: -s[f"psnr/{n}"]["mean"]):
+            lines.append(f"| {n} | {_fmt(s[f'psnr/{n}']['mean'])} | {_fmt(s[f'ssim/{n}']['mean'], 3)} |")
+        lines.append("")
+    if "saliency" in parts:
+        p = parts["saliency"]
+        s = p["summary"]
+        lines += ["## Saliency", "", f"ROC AUC against the object masks ({len(p['rows'])} scenes; curve map: "
+                  f"{cfg['curve_timesteps']} timesteps, patch {cfg['curve_patch']}, statistic "
+                  f"{cfg['statistic'] or 'default'}, normalize {cfg['normalize'] or 'default'}, t_min {cfg['t_min']})",
+                  "", "| map | AUC |", "|---|---|"]
+        for k, v in s.items():
+            lines.append(f"| {k[4:]} | {v['mean']:.3f} |")
+        lines += ["", "adjust_saliency on the top object (contrast = mean saliency inside / outside; mean over scenes):",
+                  "", "| factor | curve contrast before -> after | spectral contrast before -> after | "
+                  "PSNR inside | PSNR outside |", "|---|---|---|---|---|"]
+        for f, a in p["adjust_summary"].items():
+            if a:
+                lines.append(f"| {f} | {a['curve contrast before']['mean']:.3f} -> {a['curve contrast after']['mean']:.3f}"
+                             f" | {a['spectral contrast before']['mean']:.3f} -> "
+                             f"{a['spectral contrast after']['mean']:.3f} | {_fmt(a['psnr inside']['mean'])} | "
+                             f"{'inf' if a['psnr outside']['n_inf'] == a['psnr outside']['n'] else 'finite!'} |")
+        lines.append("")
+    if "transfer" in parts:
+        s = parts["transfer"]["summary"]
+        names = [k.split("/", 1)[1] for k in s if k.startswith("colour/")]
+        lines += [f"## Transfer ({s[f'colour/{names[0]}']['n']} scenes; distance target region -> source region, "
+                  "lower = more like the source)", "", "| result | colour (CIE76) | texture |", "|---|---|---|"]
+        for n in names:
+            lines.append(f"| {n} | {s[f'colour/{n}']['mean']:.2f} | {s[f'texture/{n}']['mean']:.4f} |")
+        lines.append("")
+    if "blend" in parts:
+        s = parts["blend"]["summary"]
+        names = [k.split("/", 1)[1] for k in s if k.startswith("seam")]
+        lines += [f"## Blending ({s[f'seam gradient error/{names[0]}']['n']} pairs; vs the re-rendered composite)", "",
+                  "| method | seam gradient error | PSNR edited region (dB) |", "|---|---|---|"]
+        for n in names:
+            lines.append(f"| {n} | {s[f'seam gradient error/{n}']['mean']:.4f} | "
+                         f"{_fmt(s[f'psnr edited region/{n}']['mean'])} |")
+        lines.append("")
+    times = {f"{t}: {k}": v for t, p in parts.items() for k, v in p.get("time", {}).items()}
+    if times:
+        lines += ["## Time per call", "", "| task: method | wall (s) | process CPU (s) |", "|---|---|---|"]
+        for k, v in times.items():
+            lines.append(f"| {k} | {v['wall_s']:.2f} | {v['cpu_s']:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    d = BenchConfig()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=d.model, help="model source for load_model (default: the embedded model)")
+    p.add_argument("--out", default=d.out, help="output folder")
+    p.add_argument("--split", default=d.split, choices=("heldout", "tuning"),
+                   help="scene split: heldout (reported numbers) or tuning (tuning runs; written separately)")
+    p.add_argument("--tasks", default=",".join(d.tasks), help="comma-separated parts: remove,saliency,transfer,blend")
+    p.add_argument("--n-remove", type=int, default=d.n_remove, help="scenes for removal")
+    p.add_argument("--n-saliency", type=int, default=d.n_saliency, help="scenes for the saliency AUC")
+    p.add_argument("--n-adjust", type=int, default=d.n_adjust, help="scenes for adjust_saliency (x2 factors)")
+    p.add_argument("--n-transfer", type=int, default=d.n_transfer, help="scenes for transfer")
+    p.add_argument("--n-blend", type=int, default=d.n_blend, help="scene pairs for blending")
+    p.add_argument("--repaint-steps", type=int, default=d.repaint_steps, help="RePaint inference steps")
+    p.add_argument("--curve-timesteps", type=int, default=d.curve_timesteps, help="timesteps of saliency curves")
+    p.add_argument("--curve-patch", type=int, default=d.curve_patch, help="patch size of saliency maps")
+    p.add_argument("--statistic", default=None, help="saliency statistic (default: pipeline.rates default)")
+    p.add_argument("--normalize", default=None, help="curve normalisation (default: pipeline.rates default)")
+    p.add_argument("--t-min", type=int, default=None, help="saliency window t > t_min")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the edits and RePaint")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--overrides", default=None, help='JSON edit-config overrides per task, e.g. {"remove": {"lr": 0.1}}')
+    p.add_argument("--study", type=int, default=0, metavar="N",
+                   help="instead of the benchmark, run the saliency study on N TUNING scenes")
+    a = p.parse_args(argv)
+    tasks = tuple(t for t in a.tasks.split(",") if t)
+    bad = [t for t in tasks if t not in TASKS]
+    if bad:
+        p.error(f"unknown task(s) {bad}; accepted: {','.join(TASKS)}")
+    cfg = BenchConfig(model=a.model, out=a.out, split=a.split, tasks=tasks, n_remove=a.n_remove,
+                      n_saliency=a.n_saliency, n_adjust=a.n_adjust, n_transfer=a.n_transfer, n_blend=a.n_blend,
+                      repaint_steps=a.repaint_steps, curve_timesteps=a.curve_timesteps, curve_patch=a.curve_patch,
+                      statistic=a.statistic, normalize=a.normalize, t_min=a.t_min, seed=a.seed, threads=a.threads,
+                      overrides=json.loads(a.overrides) if a.overrides else {})
+    if a.study:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        st = run_saliency_study(load_model(cfg.model, device="cpu"), cfg, a.study)
+        st["command"] = shlex.join(["python", "-m", "benchmarks.edit_quality", "--model", cfg.model,
+                                    "--curve-timesteps", str(cfg.curve_timesteps), "--study", str(a.study)])
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "edit_saliency_study.json").write_text(json.dumps(st, indent=1))
+        (out / "edit_saliency_study.md").write_text(study_markdown(st) + f"\nReproduce: `{st['command']}`\n")
+        print(study_markdown(st))
+        return 0
+    print("reproduce with:", reproduce_command(cfg), flush=True)
+    res = run_benchmark(cfg)
+    print((Path(cfg.out) / ("edit_quality.md" if cfg.split == "heldout" else "edit_quality_tuning.md")).read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

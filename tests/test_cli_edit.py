@@ -1,0 +1,95 @@
+"""The four editing commands of ``python -m pipeline``, run in-process on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.cli import build_parser, main
+
+FAST = ["--t-edit", "100", "--num-steps", "2", "--iterations", "1", "--no-measure"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli_edit")
+    yy, xx = np.mgrid[0:20, 0:24]
+    img = np.stack([xx * 10, yy * 12, 128 + 0 * xx], axis=-1).astype(np.uint8)
+    img[6:13, 8:15] = (250, 30, 30)
+    mask = np.zeros((20, 24), np.uint8)
+    mask[6:13, 8:15] = 255
+    src = np.zeros((20, 24), np.uint8)
+    src[1:5, 1:6] = 255
+    paths = {"image": d / "img.png", "mask": d / "mask.png", "src": d / "src.png", "fg": d / "fg.png", "dir": d}
+    Image.fromarray(img).save(paths["image"])
+    Image.fromarray(mask).save(paths["mask"])
+    Image.fromarray(src).save(paths["src"])
+    Image.fromarray(img[::-1].copy()).save(paths["fg"])
+    return paths, img, mask > 0
+
+
+def _check_out(path, img, changed):
+    out = np.asarray(Image.open(path))
+    assert out.shape == img.shape
+    assert np.array_equal(out[~changed], img[~changed])
+
+
+@pytest.mark.parametrize("task", ["remove", "transfer", "saliency", "blend"])
+def test_edit_commands(tiny_pixel_dir, files, task, capsys):
+    paths, img, mask = files
+    out = paths["dir"] / f"{task}.png"
+    argv = [task, "--image", str(paths["image"]), "--mask", str(paths["mask"]), "--out", str(out),
+            "--model", tiny_pixel_dir, "--device", "cpu", *FAST]
+    extra = {"remove": ["--init", "mean"], "transfer": ["--source-mask", str(paths["src"])],
+             "saliency": ["--factor", "0.5", "--t-b", "10"], "blend": ["--foreground", str(paths["fg"])]}[task]
+    assert main(argv + extra) == 0
+    assert f"{task}: wrote" in capsys.readouterr().out
+    if task != "blend":
+        _check_out(out, img, mask)
+    else:
+        assert np.asarray(Image.open(out)).shape == img.shape
+
+
+def test_report_and_config_flags(tiny_pixel_dir, files):
+    paths, img, mask = files
+    out, rep = paths["dir"] / "r.png", paths["dir"] / "r.json"
+    argv = ["remove", "--image", str(paths["image"]), "--mask", str(paths["mask"]), "--out", str(out),
+            "--model", tiny_pixel_dir, "--device", "cpu", "--t-edit", "100", "--num-steps", "2", "--iterations", "1",
+            "--seed", "5", "--window", "0", "60", "--grad-mode", "double", "--report", str(rep)]
+    assert main(argv) == 0
+    data = json.loads(rep.read_text())
+    assert data["task"] == "remove" and data["config"]["seed"] == 5 and data["config"]["window"] == [0, 60]
+    assert data["config"]["grad_mode"] == "double"
+    assert len(data["curves_before"]) == 2 and len(data["timesteps"]) == 2
+    _check_out(out, img, mask)
+
+
+def test_bad_input_exits_2(tiny_pixel_dir, files, capsys):
+    paths, _, _ = files
+    empty = paths["dir"] / "empty.png"
+    Image.fromarray(np.zeros((20, 24), np.uint8)).save(empty)
+    argv = ["remove", "--image", str(paths["image"]), "--mask", str(empty), "--out", str(paths["dir"] / "x.png"),
+            "--model", tiny_pixel_dir, *FAST]
+    assert main(argv) == 2
+    assert "empty" in capsys.readouterr().err
+    not_image = paths["dir"] / "notes.txt"
+    not_image.write_text("not an image")
+    argv[4] = str(not_image)
+    assert main(argv) == 2
+    assert "not a readable image" in capsys.readouterr().err
+
+
+def test_help_lists_commands_and_flags():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for task in ("remove", "transfer", "saliency", "blend"):
+        assert task in sub.choices
+        p = sub.choices[task]
+        for action in p._actions:
+            if action.dest != "help":
+                assert action.help, f"{task} {action.option_strings} has no help"
+    text = sub.choices["saliency"].format_help()
+    assert "--factor" in text and "--t-b" in text and "--grad-mode" in text

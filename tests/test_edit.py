@@ -1,0 +1,307 @@
+"""Editing by curve matching (pipeline.edit) on tiny models: contracts, determinism, errors, and gradients of rates."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import Cancelled, InputError
+from pipeline import edit as E
+from pipeline import masks as M
+from pipeline.rates import generation_rate, patch_directions
+
+#: Small loop settings so every task runs in about a second on the tiny model.
+FAST = dict(t_edit=100, num_steps=3, iterations=1, measure_curves=False)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A 20x24 (H, W) test image (not the model's size, not square) with a rectangular mask and a source region."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:20, 0:24]
+    img = np.stack([xx * 10, yy * 12, 128 + 0 * xx], axis=-1).astype(np.uint8)
+    img[6:13, 8:15] = rng.integers(0, 255, (7, 7, 3), dtype=np.uint8)  # the "object"
+    mask = np.zeros((20, 24), bool)
+    mask[6:13, 8:15] = True
+    src = np.zeros((20, 24), bool)
+    src[1:5, 1:6] = True
+    return img, mask, src
+
+
+def _outside_unchanged(result, image):
+    assert result.image.dtype == np.uint8 and result.image.shape == image.shape
+    assert np.array_equal(result.image[~result.changed], image[~result.changed])
+
+
+def _run_task(task: str, model, scene, **kw):
+    img, mask, src = scene
+    kw = {**FAST, **kw}
+    if task == "remove":
+        return E.remove_object(model, img, mask, **kw)
+    if task == "transfer":
+        return E.transfer(model, img, mask, src, **kw)
+    if task == "saliency":
+        return E.adjust_saliency(model, img, mask, 2.0, t_b=20, **kw)
+    return E.blend(model, img, img[::-1].copy(), mask, **kw)
+
+
+TASKS = ("remove", "transfer", "saliency", "blend")
+
+
+# ---- contracts ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("task", TASKS)
+def test_task_shapes_and_outside_unchanged(tiny_model, scene, task):
+    img, mask, _ = scene
+    r = _run_task(task, tiny_model, scene)
+    _outside_unchanged(r, img)
+    if task != "blend":
+        assert np.array_equal(r.changed, mask)
+    else:  # blend edits the mask plus a seam band around it
+        assert r.changed[mask].all() and r.changed.sum() > mask.sum()
+    S, K = FAST["num_steps"], r.patches.size
+    assert K > 0 and r.reference.shape == (S, K) and r.weights.shape == (S, K)
+    assert r.timesteps.tolist() == sorted(r.timesteps.tolist()) and r.timesteps[-1] == FAST["t_edit"]
+    assert r.loss_history.shape == r.loss_steps.shape and r.loss_history.size > 0
+    assert r.seconds > 0 and {"invert", "generate", "decode"} <= set(r.timing)
+    assert r.config["num_steps"] == S and r.task in ("remove", "transfer", "saliency", "blend")
+
+
+def test_curves_measured_before_and_after(tiny_model, scene):
+    img, mask, _ = scene
+    r = E.remove_object(tiny_model, img, mask, **{**FAST, "measure_curves": True})
+    S, K = FAST["num_steps"], r.patches.size
+    assert r.curves_before.shape == (S, K) and r.curves_after.shape == (S, K)
+    assert np.isfinite(r.curves_before).all() and (r.curves_after > 0).all()
+    assert r.mean_curve("before").shape == (S,)
+    assert r.diagnostics["curve_error_before"] is not None and r.diagnostics["curve_error_after"] is not None
+
+
+def test_transfer_from_reference_image_of_other_size(tiny_model, scene):
+    img, mask, _ = scene
+    ref = np.full((30, 30, 3), 200, np.uint8)
+    ref[10:20, 10:20] = (255, 0, 0)
+    src = np.zeros((30, 30), bool)
+    src[10:20, 10:20] = True
+    r = E.transfer(tiny_model, img, mask, src, reference=ref, **FAST)
+    _outside_unchanged(r, img)
+    assert r.diagnostics["reference_image"]
+
+
+def test_blend_foreground_of_other_size(tiny_model, scene):
+    img, _, _ = scene
+    fg = np.zeros((40, 48, 3), np.uint8)
+    fg[10:30, 10:30] = (0, 255, 0)
+    m = np.zeros((40, 48), bool)
+    m[10:30, 10:30] = True
+    r = E.blend(tiny_model, img, fg, m, **FAST)
+    _outside_unchanged(r, img)
+
+
+def test_pil_input_and_uint8_mask(tiny_model, scene):
+    from PIL import Image
+
+    img, mask, _ = scene
+    r = E.remove_object(tiny_model, Image.fromarray(img), mask.astype(np.uint8) * 255, **FAST)
+    _outside_unchanged(r, img)
+
+
+def test_latent_model_removal(tiny_latent_model):
+    img = np.full((16, 16, 3), 90, np.uint8)
+    img[4:10, 5:11] = (250, 20, 20)
+    mask = np.zeros((16, 16), bool)
+    mask[4:10, 5:11] = True
+    r = E.remove_object(tiny_latent_model, img, mask, patch_size=2, **FAST)
+    _outside_unchanged(r, img)
+
+
+# ---- determinism, progress, cancel --------------------------------------------------------------------------------
+def test_deterministic_by_seed(tiny_model, scene):
+    a = _run_task("remove", tiny_model, scene, seed=3, init_noise=1.0)
+    b = _run_task("remove", tiny_model, scene, seed=3, init_noise=1.0)
+    c = _run_task("remove", tiny_model, scene, seed=4, init_noise=1.0)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.loss_history, b.loss_history)
+    assert not np.array_equal(a.image, c.image)  # fresh noise in the mask comes from the seed
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_progress_reports_monotone_to_total(tiny_model, scene, task):
+    calls = []
+    _run_task(task, tiny_model, scene, progress=lambda d, n, desc: calls.append((d, n, desc)), measure_curves=True)
+    done = [c[0] for c in calls]
+    assert done == sorted(done) and calls[-1][0] == calls[-1][1] and all(isinstance(c[2], str) for c in calls)
+
+
+@pytest.mark.parametrize("after", [0, 4])
+def test_cancel_raises(tiny_model, scene, after):
+    img, mask, _ = scene
+    n = {"calls": 0}
+
+    def cancel() -> bool:
+        n["calls"] += 1
+        return n["calls"] > after
+
+    with pytest.raises(Cancelled):
+        E.remove_object(tiny_model, img, mask, cancel=cancel, **FAST)
+    ev = threading.Event()
+    ev.set()
+    with pytest.raises(Cancelled):
+        E.adjust_saliency(tiny_model, img, mask, 0.5, cancel=ev, **FAST)
+
+
+# ---- input errors -----------------------------------------------------------------------------------------------------
+def test_bad_masks_and_images_rejected(tiny_model, scene):
+    img, mask, src = scene
+    with pytest.raises(InputError, match="empty"):
+        E.remove_object(tiny_model, img, np.zeros_like(mask), **FAST)
+    with pytest.raises(InputError, match="whole image"):
+        E.remove_object(tiny_model, img, np.ones_like(mask), **FAST)
+    with pytest.raises(InputError, match="sizes must match"):
+        E.remove_object(tiny_model, img, mask[:-2], **FAST)
+    with pytest.raises(InputError, match="looks like a mask"):
+        E.remove_object(tiny_model, mask, mask, **FAST)  # a 2-D bool array passed as the image
+    with pytest.raises(InputError, match="looks like a mask"):
+        E.blend(tiny_model, img, mask.astype(np.uint8), mask, **FAST)
+    with pytest.raises(InputError, match="looks like an RGB image"):
+        E.remove_object(tiny_model, img, img, **FAST)  # an image passed as the mask
+    with pytest.raises(InputError, match="source_mask"):
+        E.transfer(tiny_model, img, mask, src[:5], **FAST)
+    with pytest.raises(InputError, match="factor"):
+        E.adjust_saliency(tiny_model, img, mask, -1.0, **FAST)
+    with pytest.raises(InputError):
+        E.remove_object(tiny_model, None, mask, **FAST)
+
+
+def test_config_overrides_validated(tiny_model, scene):
+    img, mask, _ = scene
+    with pytest.raises(InputError, match="unknown RemoveConfig option.*'stepz'"):
+        E.remove_object(tiny_model, img, mask, stepz=3)
+    with pytest.raises(InputError, match="num_steps"):
+        E.remove_object(tiny_model, img, mask, num_steps=0)
+    with pytest.raises(InputError, match="grad_mode"):
+        E.remove_object(tiny_model, img, mask, grad_mode="magic")
+    with pytest.raises(InputError, match="patch_size 5 does not divide"):
+        E.remove_object(tiny_model, img, mask, patch_size=5, **FAST)
+    with pytest.raises(InputError, match="window"):
+        E.remove_object(tiny_model, img, mask, window=(50, 10))
+    with pytest.raises(InputError, match="must be a RemoveConfig"):
+        E.remove_object(tiny_model, img, mask, config=E.BlendConfig())
+    cfg = E.with_overrides(E.RemoveConfig(), {"num_steps": 7, "window": [10, 90]}, E.RemoveConfig)
+    assert cfg.num_steps == 7 and cfg.window == (10, 90)
+    with pytest.raises(Exception):  # frozen
+        cfg.num_steps = 3
+
+
+def test_config_defaults_are_valid():
+    for cls in (E.RemoveConfig, E.TransferConfig, E.SaliencyConfig, E.BlendConfig):
+        E.check_config(cls())
+
+
+# ---- the loop's optimisation ------------------------------------------------------------------------------------------
+def test_curve_loss_decreases(tiny_model):
+    """One active step, many iterations: the curve loss towards a reference 1.5x the current rates decreases."""
+    from pipeline.ddim import invert
+
+    torch.manual_seed(0)
+    x0 = torch.rand(1, 3, 16, 16) * 2 - 1
+    traj = invert(tiny_model, x0, t_end=200, num_steps=2, return_trajectory=True)
+    idx = torch.tensor([5, 6, 9, 10])
+    v = patch_directions((3, 16, 16), 4, indices=idx)
+    with torch.no_grad():
+        r0 = E.rates(tiny_model, traj.states[-1], 200, v)
+    region = torch.zeros(16, 16)
+    region[4:12, 4:12] = 1
+    ref = (1.5 * r0)[None].expand(3, -1)
+    weights = torch.zeros(3, 4)
+    weights[2] = 1  # only the first generation step (t = 200) is active
+    plan = E.MatchPlan(start=traj, outside=traj, edit=region, directions=v, reference=ref, weights=weights)
+    cfg = E.EditConfig(t_edit=200, num_steps=2, iterations=12, lr=0.05, grad_mode="double")
+    out = E.match_curves(tiny_model, plan, cfg)
+    assert out.loss.shape == (12,) and (out.loss_steps == 200).all()
+    assert out.loss[-1] < 0.5 * out.loss[0]
+    assert out.rate_evals == 12 * 4
+
+
+def test_ablation_runs_no_gradient_steps(tiny_model, scene):
+    r = _run_task("remove", tiny_model, scene, curve_weight=0.0)
+    assert r.loss_history.size == 0 and r.diagnostics["gradient_iterations"] == 0
+
+
+# ---- rates and their gradients ----------------------------------------------------------------------------------------
+def test_rates_modes_agree_with_generation_rate(tiny_model):
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 16, 16)
+    v = patch_directions((3, 16, 16), 4, indices=[0, 5, 15])
+    ref = generation_rate(tiny_model, x.repeat(3, 1, 1, 1), 300, v)
+    for mode, tol in (("forward", 1e-5), ("double", 1e-5), ("fd", 2e-3)):
+        with torch.no_grad():
+            r = E.rates(tiny_model, x, 300, v, grad_mode=mode)
+        torch.testing.assert_close(r, ref, rtol=tol, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["forward", "double"])
+def test_rate_gradient_matches_central_differences(tiny_model64, mode):
+    """d/dx sum_p log r_t(x, e_p) along a random u, against a central difference in float64."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 3, 16, 16, generator=gen, dtype=torch.float64)
+    u = torch.randn(1, 3, 16, 16, generator=gen, dtype=torch.float64)
+    v = patch_directions((3, 16, 16), 4, indices=[3, 6, 12], dtype=torch.float64)
+
+    def f(z):
+        return torch.log(E.rates(tiny_model64, z, 400, v, grad_mode=mode)).sum()
+
+    xv = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(f(xv), xv)
+    eps = 1e-5
+    with torch.no_grad():
+        fd = (f(x + eps * u) - f(x - eps * u)) / (2 * eps)
+    torch.testing.assert_close((g * u).sum(), fd, rtol=1e-6, atol=1e-9)
+
+
+# ---- helpers ------------------------------------------------------------------------------------------------------
+def test_harmonic_fill_reproduces_a_linear_ramp():
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    x = torch.stack([0.05 * xx - 0.4, 0.03 * yy, 0.02 * (xx + yy) - 0.3])[None]  # harmonic: linear
+    hole = torch.zeros(16, 16)
+    hole[5:11, 4:12] = 1
+    filled = E.harmonic_fill(x.masked_fill(hole.bool(), 0.7), hole, iterations=2000)
+    torch.testing.assert_close(filled, x, atol=1e-4, rtol=0)
+
+
+def test_mask_ops():
+    m = torch.zeros(12, 12)
+    m[4:8, 4:8] = 1
+    f = M.feather(m, 2.0)
+    assert (f[m > 0] == 1).all() and f[0, 0] < 1e-3 and 0.1 < f[3, 5] < 1
+    assert M.ring(m, 1).sum() == 36 - 16 and (M.ring(m, 1) * m).sum() == 0
+    assert M.seam(m, 1).sum() == 36 - 4
+    assert torch.equal(M.erode(M.dilate(m, 1), 1), m)
+    assert M.bbox(m) == (4, 4, 8, 8)
+    mk = np.zeros((32, 32), bool)
+    mk[0, 0] = True
+    assert M.support(mk, (8, 8))[0, 0] == 1 and M.support(mk, (8, 8)).sum() == 1
+
+
+def test_region_patches_and_correspondence():
+    dst = torch.zeros(16, 16)
+    dst[8:16, 0:8] = 1
+    src = torch.zeros(16, 16)
+    src[0:8, 8:16] = 1
+    di = E.region_patches(dst, 4, min_cover=0.25)
+    si = E.region_patches(src, 4, min_cover=0.25)
+    assert di.tolist() == [8, 9, 12, 13] and si.tolist() == [2, 3, 6, 7]
+    assert si[E._corresponding(di, si, dst, src, 4)].tolist() == [2, 3, 6, 7]  # same relative position
+
+
+def test_exact_loop_without_loss_returns_the_start(tiny_model):
+    """With the round-trip correction and no curve loss, removal with init='invert' gives back the input exactly."""
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)  # the model's size: no resizing
+    mask = np.zeros((16, 16), bool)
+    mask[4:9, 5:12] = True
+    r = E.remove_object(tiny_model, img, mask, init="invert", curve_weight=0.0, **FAST)
+    assert np.array_equal(r.image, img)
+    r = E.remove_object(tiny_model, img, mask, init="invert", curve_weight=0.0, exact=False, **FAST)
+    assert not np.array_equal(r.image, img)  # the plain DDIM round trip is not exact
