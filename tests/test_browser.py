@@ -1,0 +1,133 @@
+"""A real browser on the real page: headless Chromium, driven by Playwright, paints a mask and removes an object.
+
+Uses the system Chromium (Debian's ``chromium`` package; ``DIFFGEO_CHROMIUM`` names another binary) through
+Playwright's Python package, never Playwright's own browser downloads. Skipped, with the reason, only when no browser
+can be launched. Widgets are found by their labels and element ids, which the app keeps stable for this test.
+A screenshot of the finished page is saved in the test's temporary folder (and copied to ``DIFFGEO_SCREENSHOT_DIR``
+when that is set).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_app_e2e import serve_app
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+RESULT_TIMEOUT_MS = 300_000
+
+
+def chromium_path() -> str | None:
+    for candidate in (os.environ.get("DIFFGEO_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                      shutil.which("chromium-browser"), shutil.which("google-chrome")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    exe = chromium_path()
+    if exe is None:
+        pytest.skip("no Chromium binary (install Debian's `chromium`, or set DIFFGEO_CHROMIUM)")
+    pw = sync_api.sync_playwright().start()
+    try:
+        try:
+            b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        except Exception as err:  # noqa: BLE001 - any launch failure means: no usable browser here
+            pytest.skip(f"Chromium at {exe} could not be launched: {str(err).splitlines()[0]}")
+        yield b
+        b.close()
+    finally:
+        pw.stop()
+
+
+@pytest.fixture(scope="module")
+def page_url(tmp_path_factory, tiny_pixel_dir):
+    with serve_app(tmp_path_factory.mktemp("browser_server"), tiny_pixel_dir) as (url, _):
+        yield url
+
+
+def set_number(page, label: str, value: float) -> None:
+    """Type into a slider's number box (Gradio labels it "number input for <label>")."""
+    box = page.get_by_label(f"number input for {label}", exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def test_paint_mask_and_remove_object(browser, page_url, tmp_path):
+    example = ROOT / "weights" / "examples" / "scene_20000003_256.png"
+    if not example.is_file():  # the shipped examples are optional: draw on a procedural scene instead
+        from pipeline import scenes
+
+        example = tmp_path / "scene.png"
+        Image.fromarray(scenes.make_scene(10_000_001, size=32).image).resize((256, 256), Image.NEAREST).save(example)
+    original = np.asarray(Image.open(example).convert("RGB"))
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(page_url, timeout=60_000)
+    page.get_by_text("diffgeo: inside a diffusion model").wait_for(timeout=60_000)
+
+    # fast settings for the tiny model: 2 DDIM steps, shallow edit, one gradient step, no extra measurement
+    page.get_by_text("Settings", exact=True).click()
+    page.get_by_role("radio", name="torch", exact=True).check()  # "auto" would export ONNX graphs first
+    set_number(page, "Steps", 2)
+    page.get_by_role("tab", name="Remove object").click()
+    set_number(page, "Remove object: edit depth t_edit", 100)
+    page.locator("#remove-advanced").get_by_text("Advanced", exact=True).click()
+    set_number(page, "Remove object: gradient steps per timestep", 1)
+    page.get_by_label("Remove object: measure curves before/after").uncheck()
+
+    # upload through the editor's own Upload button, then paint a stroke with the brush
+    editor = page.locator("#remove-editor")
+    editor.locator("canvas").first.wait_for(timeout=60_000)
+    with page.expect_file_chooser() as chooser:
+        editor.get_by_role("button", name="Upload", exact=True).click()
+    chooser.value.set_files(str(example))
+    editor.get_by_role("button", name="Brush", exact=True).click()
+    page.wait_for_timeout(500)
+    box = editor.locator("canvas").first.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 30, cy - 15)
+    page.mouse.down()
+    for i in range(1, 16):
+        page.mouse.move(cx - 30 + 4 * i, cy - 15 + 2 * i)
+    page.mouse.up()
+
+    page.get_by_role("button", name="Remove object", exact=True).click()
+    status = page.locator("#remove-status")
+    status.get_by_text("backend:").wait_for(timeout=RESULT_TIMEOUT_MS)
+    result_img = page.locator("#remove-result img")
+    result_img.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)
+    shot = tmp_path / "remove_tab.png"
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("DIFFGEO_SCREENSHOT_DIR"):
+        Path(os.environ["DIFFGEO_SCREENSHOT_DIR"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(os.environ["DIFFGEO_SCREENSHOT_DIR"]) / shot.name)
+
+    # the result the page shows: the same size as the upload, untouched at the corners, changed under the stroke
+    src = result_img.get_attribute("src")
+    with urllib.request.urlopen(src if src.startswith("http") else page_url.rstrip("/") + src, timeout=30) as r:
+        result = np.asarray(Image.open(io.BytesIO(r.read())).convert("RGB"))
+    assert result.shape == original.shape
+    corner = (slice(0, 24), slice(0, 24))
+    np.testing.assert_array_equal(result[corner], original[corner])
+    assert (result != original).any()
+    assert "mask:" in status.inner_text()
+    assert not errors, errors
+    page.close()
