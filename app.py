@@ -52,6 +52,8 @@ BACKENDS = ("auto", "torch", "torch-compile", "onnxruntime", "tensorrt")
 FALLBACK_EXAMPLE_SEEDS = (10_000_001, 10_000_002, 10_000_003, 10_000_004)
 #: Label of the settings' model dropdown (browser tests find widgets by their labels: keep them stable).
 MODEL_LABEL = "Model"
+#: Side, in pixels, of each picture in the geodesic strips (model outputs are small; inputs may be large).
+STRIP_CELL = 96
 
 
 # ====================================================================================================================
@@ -536,11 +538,10 @@ def _edit_outputs(ctx: Context, before: list[np.ndarray], result, name: str, ext
     measured = lambda which: {"target region": result.mean_curve(which)} \
         if getattr(result, f"curves_{which}") is not None else {}
     curves = viz.before_after_figure(_np(result.timesteps), measured("before"), measured("after"),
-                                     reference={"reference r*": result.mean_curve("reference")})
+                                     reference={"reference r*": result.mean_curve("reference")}, title="")
     losses = None
     if len(result.loss_history):
-        losses = viz.history_figure({"curve loss": _np(result.loss_history)}, title="Loss over gradient steps",
-                                    ylabel="loss")
+        losses = viz.history_figure({"curve loss": _np(result.loss_history)}, title="", ylabel="loss")
     out = output_dir()
     files = [viz.save_png(edited, out / f"{name}.png"), viz.save_png(strip, out / f"{name}_before_after.png")]
     diag = result.diagnostics or {}
@@ -658,14 +659,15 @@ def run_geodesic(image_a, image_b, n_points, t_star, lam, beyond, max_iter, mode
                 paths[method] = interp.interpolate_images(ctx.model, a, b, method=method, progress=stage, **common)
     geo = paths["geodesic"]
     rows = {m: [np.asarray(im) for im in p.images[: p.n_inner]] for m, p in paths.items()}
-    strip = viz.image_strip(rows)
+    strip = viz.image_strip(rows, cell=STRIP_CELL)
     out = output_dir()
     gif = viz.save_gif(rows["geodesic"], out / "geodesic.gif")
     files = [gif, viz.save_png(strip, out / "strip.png")]
     extrapolated = None
     if len(geo.images) > geo.n_inner:
-        extrapolated = viz.image_strip({"inputs a, b": [a, b],
-                                        "b, then beyond": [np.asarray(im) for im in geo.images[geo.n_inner - 1:]]})
+        extrapolated = viz.image_strip({"inputs": [a, b],
+                                        "b, beyond": [np.asarray(im) for im in geo.images[geo.n_inner - 1:]]},
+                                       cell=STRIP_CELL)
         files.append(viz.save_png(extrapolated, out / "extrapolation.png"))
     fig = viz.history_figure({"geodesic": geo.energy},
                              references={f"{m} (fixed path)": p.energy[0] for m, p in paths.items() if m != "geodesic"})

@@ -49,7 +49,6 @@ from pipeline.geodesic import (  # noqa: E402
     extrapolate,
     geodesic_bvp,
     geodesic_shoot,
-    legendre_velocity,
     lerp,
 )
 from pipeline.synthetic import sphere  # noqa: E402
@@ -336,7 +335,8 @@ def bench_shooting(dims, sigma, n_pairs) -> dict:
 # --------------------------------------------------------------------------------------------------------------------
 # 4. images
 # --------------------------------------------------------------------------------------------------------------------
-def bench_images(model_source: str, n_seeds: int, n_points: int, num_steps: int, max_iter: int) -> dict:
+def bench_images(model_source: str, n_seeds: int, n_points: int, num_steps: int, max_iter: int,
+                 t_stars: tuple[int, ...] = (400,)) -> dict:
     from pipeline.errors import ModelLoadError
     from pipeline.interpolate import interpolate_images
     from pipeline.model import load_model
@@ -351,6 +351,12 @@ def bench_images(model_source: str, n_seeds: int, n_points: int, num_steps: int,
         from pipeline.scenes import scene_path
     except ImportError as err:
         return {"skipped": f"pipeline.scenes.scene_path unavailable: {err}"}
+    import hashlib
+
+    h = hashlib.sha256()
+    for prm in model.unet.state_dict().values():  # which weights (checkpoints change while a model trains)
+        h.update(prm.detach().cpu().float().numpy().tobytes())
+    weights_sha = h.hexdigest()[:16]
     from pipeline.scenes import split_seeds
 
     dense = 4 * (n_points - 1) + 1
@@ -363,21 +369,21 @@ def bench_images(model_source: str, n_seeds: int, n_points: int, num_steps: int,
         seeds.append(seed)
         if len(seeds) == n_seeds:
             break
-    per = {m: [] for m in ("geodesic", "lerp", "slerp")}
+    per = {(t, m): [] for t in t_stars for m in ("geodesic", "lerp", "slerp")}
     for seed in seeds:
         frames = scene_path(seed, dense, size=model.image_size)
         truth = np.stack([f.image for f in frames]).astype(np.float64) / 255  # (dense, H, W, 3)
         a, b = frames[0].image, frames[-1].image
-        for method in per:
+        for t_star, method in per:
             t0 = time.perf_counter()
-            res = interpolate_images(model, a, b, n_points=n_points, t_star=400, lam=LAM, method=method,
+            res = interpolate_images(model, a, b, n_points=n_points, t_star=t_star, lam=LAM, method=method,
                                      num_steps=num_steps, max_iter=max_iter)
             imgs = np.stack(res.images).astype(np.float64) / 255  # (n, H, W, 3)
             rmse = np.sqrt(((imgs[:, None] - truth[None]) ** 2).mean(axis=(2, 3, 4)))  # (n, dense)
             nearest = rmse.min(axis=1)
             steps = np.sqrt(((imgs[1:] - imgs[:-1]) ** 2).mean(axis=(1, 2, 3)))  # (n - 1,)
             second = np.sqrt(((imgs[2:] - 2 * imgs[1:-1] + imgs[:-2]) ** 2).mean(axis=(1, 2, 3)))
-            per[method].append({
+            per[t_star, method].append({
                 "seed": seed, "nearest_gt_rmse_interior": float(nearest[1:-1].mean()),
                 "nearest_gt_rmse_max": float(nearest[1:-1].max()), "endpoint_rmse": float(nearest[[0, -1]].mean()),
                 "step_rmse_cv": float(steps.std() / max(steps.mean(), 1e-12)),
@@ -385,13 +391,17 @@ def bench_images(model_source: str, n_seeds: int, n_points: int, num_steps: int,
                 "energy_final": res.energy[-1], "energy_initial": res.energy[0], "length": res.length,
                 "iterations": res.geodesic.iterations if res.geodesic else 0,
                 "seconds": time.perf_counter() - t0})
-            print(f"  images seed={seed} {method}: nearest-GT RMSE {per[method][-1]['nearest_gt_rmse_interior']:.4f}"
-                  f" smooth {per[method][-1]['second_diff_over_step']:.3f}", flush=True)
+            last = per[t_star, method][-1]
+            print(f"  images seed={seed} t*={t_star} {method}: nearest-GT RMSE {last['nearest_gt_rmse_interior']:.4f}"
+                  f" smooth {last['second_diff_over_step']:.3f}", flush=True)
     keys = ["nearest_gt_rmse_interior", "nearest_gt_rmse_max", "endpoint_rmse", "step_rmse_cv",
             "second_diff_over_step", "energy_final", "length", "iterations", "seconds"]
-    return {"model": model_source, "seeds": seeds, "skipped_static_seeds": degenerate, "n_points": n_points, "num_steps": num_steps, "t_star": 400,
-            "lam": LAM, "max_iter": max_iter, "dense_truth_frames": dense,
-            "methods": {m: summarize(v, keys) for m, v in per.items()}, "per_seed": per}
+    return {"model": model_source, "weights_sha256_16": weights_sha, "seeds": seeds,
+            "skipped_static_seeds": degenerate, "n_points": n_points,
+            "num_steps": num_steps, "t_stars": list(t_stars), "lam": LAM, "max_iter": max_iter,
+            "dense_truth_frames": dense,
+            "rows": [{"t_star": t, "method": m, **summarize(v, keys)} for (t, m), v in per.items()],
+            "per_seed": {f"t{t}/{m}": v for (t, m), v in per.items()}}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -443,8 +453,8 @@ def markdown(res: dict) -> str:
     L += ["\n## 3. Shooting\n",
           f"From a with v0 = the great circle's velocity towards b (angle x R; t = 1 is b on the exact circle), "
           f"{sh['n_points'] - 1} recorded RK4 steps with the given substeps; drift = max over the path of "
-          "abs(speed / speed_0 - 1); radial / out-of-plane: distance of the shot path from the great circle; end error = "
-          "dist(x(1), b) / dist(a, b).\n",
+          "abs(speed / speed_0 - 1); radial / out-of-plane: distance of the shot path from the great circle; "
+          "end error = dist(x(1), b) / dist(a, b).\n",
           "| substeps | diverged | speed drift (max) | radial (max) | out-of-plane (max) | end error (max) | seconds |",
           "|---|---|---|---|---|---|---|"]
     for r in sh["conservation"]:
@@ -470,19 +480,26 @@ def markdown(res: dict) -> str:
     if "skipped" in im:
         L.append(im["skipped"])
     else:
-        L += [f"Model `{im['model']}`, held-out seeds {im['seeds']} (skipped as static: "
-              f"{im.get('skipped_static_seeds', [])}), {im['n_points']} points, t* = {im['t_star']}, "
-              f"{im['num_steps']} DDIM steps, geodesic max_iter {im['max_iter']}. Nearest-GT RMSE: pixel RMSE in [0, 1] "
+        L += [f"Model `{im['model']}` (weights sha256 {im.get('weights_sha256_16', '?')}), held-out seeds "
+              f"{im['seeds']} (skipped as static: "
+              f"{im.get('skipped_static_seeds', [])}), {im['n_points']} points, lam = {im['lam']:g}, "
+              f"{im['num_steps']} DDIM steps, geodesic max_iter {im['max_iter']}. Nearest-GT RMSE: pixel RMSE "
+              "in [0, 1] "
               f"of each interior decoded image to the nearest of {im['dense_truth_frames']} ground-truth frames; "
-              "endpoint RMSE = the DDIM round-trip floor; step CV = std/mean of consecutive image distances (evenness); "
-              "2nd diff / step = mean |I_{i+1} - 2 I_i + I_{i-1}| over mean step (smoothness, lower is smoother).\n",
-              "| method | nearest-GT RMSE (mean) | (worst) | endpoint RMSE | step CV | 2nd diff / step | score-metric "
-              "length | seconds |", "|---|---|---|---|---|---|---|---|"]
-        for m, r in im["methods"].items():
-            L.append(f"| {m} | {r['nearest_gt_rmse_interior']['mean']:.4f} | {r['nearest_gt_rmse_max']['max']:.4f} "
+              "endpoint RMSE = the DDIM round-trip floor; step CV = std/mean of consecutive image distances "
+              "(evenness); "
+              "2nd diff / step = mean rms(I_{i+1} - 2 I_i + I_{i-1}) over mean rms step (smoothness, lower is "
+              "smoother)."
+              + ("" if im["model"] == "default" else " Not the embedded default model: an intermediate checkpoint "
+                 "given by --model; rerun with the default weights once they exist.") + "\n",
+              "| t* | method | nearest-GT RMSE (mean) | (worst) | endpoint RMSE | step CV | 2nd diff / step "
+              "| score-metric length | iterations | seconds |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in im["rows"]:
+            L.append(f"| {r['t_star']} | {r['method']} | {r['nearest_gt_rmse_interior']['mean']:.4f} "
+                     f"| {r['nearest_gt_rmse_max']['max']:.4f} "
                      f"| {r['endpoint_rmse']['mean']:.4f} | {r['step_rmse_cv']['mean']:.3f} "
                      f"| {r['second_diff_over_step']['mean']:.3f} | {r['length']['mean']:.4g} "
-                     f"| {r['seconds']['mean']:.1f} |")
+                     f"| {r['iterations']['mean']:.0f} | {r['seconds']['mean']:.1f} |")
     return "\n".join(L) + "\n"
 
 
@@ -493,6 +510,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-images", action="store_true", help="skip the image part")
     p.add_argument("--only", default=None, help="comma-separated subset of spheres,peers,shooting,images")
     p.add_argument("--image-seeds", type=int, default=4, help="held-out scene seeds for the image part")
+    p.add_argument("--t-stars", default="200,400", help="noise levels t* of the image part (comma-separated)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="output folder")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--report-only", action="store_true", help="only rewrite geodesics.md from geodesics.json")
@@ -524,8 +542,9 @@ def main(argv=None) -> int:
         res["shooting"] = bench_shooting((3, 64), 0.1, n_pairs)
     if "images" in parts:
         print("images:", flush=True)
-        res["images"] = bench_images(args.model, 1 if args.quick else args.image_seeds, n_points=9, num_steps=20 if args.quick else 50,
-                                     max_iter=10 if args.quick else 50)
+        res["images"] = bench_images(args.model, 1 if args.quick else args.image_seeds, n_points=9,
+                                     num_steps=20 if args.quick else 50, max_iter=10 if args.quick else 50,
+                                     t_stars=tuple(int(t) for t in args.t_stars.split(",")))
     res["commands"] = {**previous.get("commands", {}), **{k: cmd for k in parts}}
     for key in ("spheres", "peers", "shooting", "images"):  # keep parts not rerun this time
         if key not in res and key in previous:

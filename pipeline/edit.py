@@ -114,12 +114,15 @@ class RemoveConfig(EditConfig):
 
     t_edit: int = 200  # shallow: the start content is already object-free; deeper inversions only lose detail
     num_steps: int = 10  # DDIM steps between 0 and t_edit
+    iterations: int = 2  # gradient steps per active step
     lr: float = 0.01  # small cap: removal is scored by fidelity, and rate gradients are high-frequency
+    grad_blur: float = 2.0  # smooth updates (model cells): raw rate gradients add high-frequency artefacts
     ring_width: int = 3  # width (model-space cells) of the background ring that gives r*
     reference: str = "shape"  # "level": r* = the ring's mean curve; "shape": its shape, at each patch's own level
     grow: int = 0  # dilate the model-space edit region by this many cells (0: the cells the mask touches)
     init: str = "harmonic"  # start content in the mask: "invert" (the input), "harmonic" (Laplace fill), "mean"
     init_noise: float = 0.0  # 0: keep the inverted x_{t_edit} in the mask; 1: fresh forward noise of the start
+    # window None = (t_edit / 2, t_edit): the loss acts early, so the last steps clean up its artefacts
 
 
 @dataclass(frozen=True)
@@ -133,10 +136,11 @@ class TransferConfig(EditConfig):
 
 @dataclass(frozen=True)
 class SaliencyConfig(EditConfig):
-    """Saliency adjustment: the region's curve fluctuation about the rest of the image is scaled by ``factor``."""
+    """Saliency adjustment: the region's log-curve fluctuation about a baseline is scaled by ``factor``."""
 
     t_b: int = 100  # fluctuation is scaled for t > t_b; below it the region keeps its own curve
-    fluctuation: str = "own"  # about what the log-curve is scaled: "own" (its mean over t > t_b), "context"
+    fluctuation: str = "context"  # baseline: "context" (curve of the rest of the image) or "own" (the curve's mean)
+    grad_blur: float = 2.0  # smooth updates (model cells): raw rate gradients add high-frequency artefacts
     preserve_weight: float = 0.1  # keeps the region's content near the original trajectory (anchor)
     grow: int = 0  # dilation (model cells) of the model-space edit region
 
@@ -777,7 +781,7 @@ def remove_object(model, image, mask, *, config: RemoveConfig | None = None, bac
 
     traj = run.invert(x_start)
     v, v_ring = run.directions(idx), run.directions(run.subset(ring_idx, cfg.max_reference_patches))
-    weights = run.window(traj.timesteps, (0, cfg.t_edit))
+    weights = run.window(traj.timesteps, (cfg.t_edit // 2, cfg.t_edit))
     log_ring = torch.log(_geomean(run.curves(traj, v_ring, steps=weights > 0), dim=1))[:, None]  # (S, 1), NaN off
     if cfg.reference == "shape":  # shift each patch's reference to its own mean log-rate over the window
         on = weights[1:, None] > 0
@@ -851,10 +855,12 @@ def adjust_saliency(model, image, mask, factor: float, *, config: SaliencyConfig
     """Make the region under ``mask`` more (``factor > 1``) or less (``factor < 1``) salient.
 
     For t > t_b each region patch's log-curve is pushed to ``log r* = b + factor (log c_p - b)``: its fluctuation
-    about a baseline b is scaled by ``factor``. ``fluctuation="own"`` (default, DESIGN.md section 4): b is the patch's
-    own mean log-rate over t > t_b, so the curve's total variation scales by ``factor``; ``"context"``: b(t) is the
-    log of the geometric-mean curve of the patches outside the region, so the region's contrast to the rest of the
-    image scales. The returned image equals the input outside ``mask``.
+    about a baseline b is scaled by ``factor``. ``fluctuation="context"`` (default): b(t) is the log of the
+    geometric-mean curve of patches outside the region, so the region's deviation from the rest of the image (what a
+    time-normalised saliency map measures) scales; ``"own"`` (the literal reading of DESIGN.md section 4): b is the
+    patch's own mean log-rate over t > t_b, so the curve's total variation scales. On the tuning split "context"
+    moved the saliency measures in the intended direction more often. The returned image equals the input outside
+    ``mask``.
     """
     cfg = with_overrides(config, overrides, SaliencyConfig)
     _check_float("factor", factor, 0.0)

@@ -81,7 +81,10 @@ def _grid(n_points: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def lerp_at(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """x(t) = (1 - t) a + t b at parameters t (any reals; t > 1 extrapolates).  (*shape), (*shape), (n,) -> (n, *shape)"""
+    """x(t) = (1 - t) a + t b at parameters t (any reals; t > 1 extrapolates).
+
+    (*shape), (*shape), (n,) -> (n, *shape)
+    """
     a, b = _check_pair(a, b)
     t = t.to(device=a.device, dtype=a.dtype).reshape(-1, *([1] * a.ndim))
     return (1 - t) * a[None] + t * b[None]
@@ -134,7 +137,10 @@ def metric_norm2(score: ScoreFn, x: torch.Tensor, u: torch.Tensor, *, lam: float
 
 
 def geodesic_acceleration(s: torch.Tensor, hv: torch.Tensor, v: torch.Tensor, lam: float) -> torch.Tensor:
-    """x'' = -lam (v . D s[v]) s / (1 + lam |s|^2)  (Sherman-Morrison).  s, hv = D s(x)[v], v: (N, *shape) -> (N, *shape)"""
+    """x'' = -lam (v . D s[v]) s / (1 + lam |s|^2)  (Sherman-Morrison).
+
+    s, hv = D s(x)[v], v: (N, *shape) -> (N, *shape)
+    """
     return _expand(-lam * _dot(v, hv) / (1.0 + lam * _dot(s, s)), s) * s
 
 
@@ -287,7 +293,8 @@ def _check_pair(a, b) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _check_n_points(n_points, *, minimum: int = 3) -> int:
     if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < minimum:
-        raise InputError(f"n_points (path points, both endpoints included) must be an int >= {minimum}, got {n_points!r}")
+        raise InputError(f"n_points (path points, both endpoints included) must be an int >= {minimum}, "
+                         f"got {n_points!r}")
     return n_points
 
 
@@ -337,7 +344,8 @@ def _rel_change(old: float, new: float) -> float:
 
 
 def _lbfgs(f: Objective, z0: torch.Tensor, *, max_iter: int, tol: float, history_size: int,
-           step_hook: Callable[[int, float], None], precond: Callable[[torch.Tensor], torch.Tensor] | None = None) -> _Run:
+           step_hook: Callable[[int, float], None],
+           precond: Callable[[torch.Tensor], torch.Tensor] | None = None) -> _Run:
     """L-BFGS (two-loop recursion) with a backtracking Armijo line search (safeguarded quadratic steps).
 
     ``precond`` applies the initial inverse Hessian H0 (scaled each iteration by ``s.y / y.H0 y``); the BVP passes the
@@ -581,7 +589,8 @@ def geodesic_bvp(
         optimizer=_check_choice(optimizer, OPTIMIZERS, "optimizer"),
         gradient=_check_choice(gradient, GRADIENTS, "gradient"), max_iter=_check_positive_int(max_iter, "max_iter"),
         tol=_check_positive(tol, "tol"), history_size=_check_positive_int(history_size, "history_size"),
-        precondition=bool(precondition), lr=_check_positive(lr, "lr"), chunk=None if chunk is None else _check_positive_int(chunk, "chunk"),
+        precondition=bool(precondition), lr=_check_positive(lr, "lr"),
+        chunk=None if chunk is None else _check_positive_int(chunk, "chunk"),
     )
     grad_mode = cfg.gradient
     if grad_mode == "auto":

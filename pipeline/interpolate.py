@@ -104,7 +104,8 @@ def _check_common(model, t_star, num_steps, method) -> None:
 
 
 def invert_pair(model, image_a, image_b, *, t_star: int, num_steps: int, backend=None,
-                progress: ProgressFn | None = None, cancel: CancelFlag | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                progress: ProgressFn | None = None, cancel: CancelFlag | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images -> model space -> DDIM inversion to t_star, both in one batch.  -> two (C, h, w)"""
     size = model.image_size
     imgs = torch.cat([image_to_tensor(im, size, name=nm) for im, nm in ((image_a, "image_a"), (image_b, "image_b"))])

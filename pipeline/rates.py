@@ -57,15 +57,16 @@ NORMALIZATIONS = ("none", "time", "curve")
 #: Rate-map estimators.
 ESTIMATORS = ("direct", "projected")
 #: How many directions at one point are batched: ``vmap`` (primal once; PyTorch model only), ``repeat`` (x repeated
-#: along the batch; any backend), ``auto`` (vmap for the PyTorch model, falling back to repeat if vmap fails).
+#: along the batch; any backend), ``auto`` (vmap for the PyTorch model with more than one direction per batch,
+#: falling back to repeat if vmap fails).
 BATCHINGS = ("auto", "vmap", "repeat")
 
 #: Default saliency statistic and normalisation: total variation of the per-timestep-normalised curves. Chosen on a
-#: quick sanity check (8 scenes of the tuning split, the 32 px scenes model part-way through training (step ~1850),
-#: patch 4, T = 10, objects as labels): mean ROC AUC 0.70 +- 0.07 (s.e.) for tv + "time", 0.66 for std + "time",
-#: but 0.41 for tv, 0.40 for the mean rate and 0.34 for the peak without normalisation (below 0.5: object patches had
-#: *lower* raw rates there). DESIGN.md's first probe (16 px digits) preferred the mean rate (0.71 vs 0.62 for tv).
-#: Both samples are small; the scenes benchmark is to settle it.
+#: quick sanity check (12 scenes of the tuning split, the embedded default model, direct estimator, patch 4, T = 10,
+#: object masks as labels): mean ROC AUC 0.77 +- 0.04 (s.e.) for tv + "time" and 0.76 for std + "time", but 0.44
+#: for tv, 0.40 for the mean rate and 0.30 for the peak without normalisation (below 0.5: object patches had *lower*
+#: raw rates there); a window t > 300 lowered tv + "time" to 0.68. DESIGN.md's first probe (16 px digits) preferred
+#: the mean rate (0.71 vs 0.62 for tv). Both samples are small; the scenes benchmark is to settle it.
 DEFAULT_STATISTIC = "tv"
 DEFAULT_NORMALIZE = "time"
 DEFAULT_BATCH_SIZE = 16  # directions per JVP batch: per-direction cost is flat from 8 to 32 on CPU, memory grows

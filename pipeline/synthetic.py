@@ -35,7 +35,8 @@ derivatives exact, so autograd, ``torch.func.jvp`` and the closed-form JVP all a
 **Torus** (tube radius r around a circle of radius R in R^3, uniform surface measure, optionally embedded in R^D).
 ``p_sigma`` is a Gaussian mixture over the torus; the integral over the two angles uses the periodic trapezoidal rule
 on a grid with arc spacing h <= sigma / 2 (error ~ exp(-2 pi^2 (w / h)^2) for a posterior of width w; w shrinks to
-~sigma / 1.5 three sigmas outside the tube, so the error stays below ~1e-12 where the density is not negligible), so the score and
+~sigma / 1.5 three sigmas outside the tube, so the error stays below ~1e-12 where the density is not negligible), so
+the score and
 its JVP are those of that mixture, in closed form: ``s = (E_pi[y] - x) / sigma^2``,
 ``D s[v] = Cov_pi(y) v / sigma^4 - v / sigma^2``. Its true geodesics are computed numerically (see
 :meth:`SmoothedTorus.geodesic`).
@@ -245,7 +246,10 @@ class SmoothedSphere:
         return (rho * b_ratio(kappa, self.n) * px - x) / self.sigma**2
 
     def score_jvp(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(s(x), D s(x)[v]), D s[v] = (rho B Pv + rho (R/sigma^2)^2 C (Px.Pv) Px - v) / sigma^2.  2 x (N, D) -> 2 x (N, D)"""
+        """(s(x), D s(x)[v]), D s[v] = (rho B Pv + rho (R/sigma^2)^2 C (Px.Pv) Px - v) / sigma^2.
+
+        x, v: (N, D) -> two (N, D)
+        """
         x, v = _check_points(x, self.ambient, "x"), _check_points(v, self.ambient, "v")
         if v.shape != x.shape:
             raise InputError(f"v must have the shape of x {tuple(x.shape)}, got {tuple(v.shape)}")
@@ -480,10 +484,10 @@ class SmoothedTorus:
         """Shortest surface geodesic from proj(a) to proj(b), n points evenly spaced by arc length.  -> (n, D)
 
         Numerical: the discrete Euclidean energy of a 64-segment curve constrained to the torus (angle coordinates)
-        minimised by L-BFGS-B (coarse to fine, from 12 segments) from the straight line in angle space, for each lift of b's angles within
-        pi + 0.25 of a's (one to four candidates); the shortest wins. A local method: the result is the shortest of
-        those candidates' local minima, which can miss a geodesic that winds away from the straight line in angle space
-        (e.g. through the inner equator for points far apart in theta).
+        minimised by L-BFGS-B (coarse to fine, from 12 segments) from the straight line in angle space, for each lift
+        of b's angles within pi + 0.25 of a's (one to four candidates); the shortest wins. A local method: the result
+        is the shortest of those candidates' local minima, which can miss a geodesic that winds away from the straight
+        line in angle space (e.g. through the inner equator for points far apart in theta).
         """
         fine = self._shortest(a, b)  # (n_fine + 1, 3)
         seg = (fine[1:] - fine[:-1]).norm(dim=-1)
@@ -503,7 +507,10 @@ class SmoothedTorus:
         return torch.tensor(out, dtype=torch.float64)
 
     def sample(self, num: int, *, seed: int = 0, noisy: bool = False) -> torch.Tensor:
-        """``num`` points uniform (surface measure) on the torus, by rejection on phi (``noisy``: from p_sigma).  -> (num, D)"""
+        """``num`` points uniform (surface measure) on the torus, by rejection on phi (``noisy``: from p_sigma).
+
+        -> (num, D) float64
+        """
         g = torch.Generator().manual_seed(int(seed))
         theta = 2 * math.pi * torch.rand(num, generator=g, dtype=torch.float64)
         phi = torch.empty(0, dtype=torch.float64)

@@ -296,7 +296,7 @@ def train(
     step, prev_seconds, resumed_from = 0, 0.0, 0
     ckpt = out / CHECKPOINT_NAME
     if cfg.resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])

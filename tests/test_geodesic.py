@@ -52,7 +52,7 @@ def s2_64():
     return sphere(2, 64, sigma=0.1, seed=2)
 
 
-# ---- baselines and pieces ---------------------------------------------------------------------------------------------
+# ---- baselines and pieces --------------------------------------------------------------------------------------------
 def test_lerp_slerp_shapes_and_ends():
     a, b = _pair()
     for f in (lerp, slerp):
@@ -82,7 +82,7 @@ def test_end_velocity_is_second_order():
     torch.testing.assert_close(v, torch.tensor([2.0, math.cos(1.0)], dtype=F64), rtol=0, atol=5e-3)
 
 
-# ---- the energy gradient ----------------------------------------------------------------------------------------------
+# ---- the energy gradient ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["sphere-R3", "sphere-R64", "torus-R5"])
 def test_jvp_gradient_equals_autograd(name, s2, s2_64):
     M = {"sphere-R3": s2, "sphere-R64": s2_64, "torus-R5": torus(5, sigma=0.2, seed=1)}[name]
@@ -120,7 +120,7 @@ def test_curve_energy_formula():
     assert abs(float(curve_energy(_gaussian_score, path, lam=3.0)) - ref) < 1e-12 * ref
 
 
-# ---- boundary value problem -------------------------------------------------------------------------------------------
+# ---- boundary value problem ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("init", ["linear", "slerp"])
 @pytest.mark.parametrize("optimizer", ["lbfgs", "torch-lbfgs"])
 def test_lam_zero_gives_evenly_spaced_straight_line(init, optimizer):
@@ -216,7 +216,7 @@ def test_bvp_bad_input(s2):
         extrapolate(s2.score, a, b, velocity="forward")
 
 
-# ---- shooting ---------------------------------------------------------------------------------------------------------
+# ---- shooting --------------------------------------------------------------------------------------------------------
 def test_shooting_euclidean_is_a_straight_line():
     x0, v0 = _pair()
     r = geodesic_shoot(_gaussian_score, x0, v0, lam=0.0, n_steps=10, dt=0.1)

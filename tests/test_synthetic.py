@@ -72,7 +72,7 @@ def test_b_ratio_derivatives(n):
     assert abs(float(c[0] - c[1])) < 1e-8 * abs(float(c[0]))
 
 
-# ---- sphere -----------------------------------------------------------------------------------------------------------
+# ---- sphere ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("k,ambient,seed", [(1, 2, None), (2, 3, 0), (2, 10, 3), (1, 5, 1)])
 def test_sphere_score_is_grad_log_density(k, ambient, seed):
     M = sphere(k, ambient, sigma=0.3, seed=seed)
@@ -150,7 +150,7 @@ def test_sphere_bad_input():
         sphere(3, 4).log_density(torch.ones(1, 4, dtype=F64))
 
 
-# ---- torus ------------------------------------------------------------------------------------------------------------
+# ---- torus -----------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tor():
     return torus(5, sigma=0.15, seed=2)

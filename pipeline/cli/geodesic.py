@@ -26,7 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default="default",
                    help="'default' (embedded model), a local diffusers folder, or a hub id (default: default)")
     p.add_argument("--t-star", type=int, default=400, help="noise level of the path, in train timesteps (default: 400)")
-    p.add_argument("--lam", type=float, default=1000.0, help="metric weight lambda of G = I + lam s s^T (default: 1000)")
+    p.add_argument("--lam", type=float, default=1000.0,
+                   help="metric weight lambda of G = I + lam s s^T (default: 1000)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps between 0 and t* (default: 50)")
     p.add_argument("--max-iter", type=int, default=100, help="geodesic solver iterations (default: 100)")
     p.add_argument("--optimizer", default="lbfgs", choices=("lbfgs", "torch-lbfgs", "adam"),
