@@ -13,8 +13,9 @@ study (``--study``) and any tuning use the TUNING split, and the study's results
    inpainting (Telea, Navier-Stokes; radius 3), and diffusers' RePaint with the same U-Net (``--repaint-steps`` steps,
    jump length 5, 2 resamplings).
 2. **Saliency.** ROC AUC (scikit-learn) of saliency maps against the union of the object masks: the curve-fluctuation
-   map (``pipeline.rates.generation_curves``, its defaults unless ``--statistic`` etc. are given), OpenCV's
-   spectral-residual and fine-grained static saliency. Then ``adjust_saliency`` with factors 2 and 0.5 on the top
+   map (``pipeline.rates.generation_curves`` with the configuration the TUNING-split study chose: direct estimator,
+   patch 4, direction smoothing 1, statistic std of time-normalised curves; plus, from the same curves, the paper's
+   TV statistic and the mean rate), OpenCV's spectral-residual and fine-grained static saliency. Then ``adjust_saliency`` with factors 2 and 0.5 on the top
    object: the region's saliency contrast (mean saliency inside / mean outside) before and after, for both the curve
    map and spectral residual, and PSNR inside (how much the region changed) and outside (must be inf: unchanged).
 3. **Transfer.** Scenes with two or more objects: target = the top object, source = the bottom object (same image).
@@ -64,15 +65,16 @@ class BenchConfig:
     tasks: tuple[str, ...] = TASKS  # which parts to run
     n_remove: int = 24  # scenes for removal
     n_saliency: int = 24  # scenes for the saliency AUC
-    n_adjust: int = 8  # scenes for adjust_saliency (each with factors 2 and 0.5)
-    n_transfer: int = 12  # scenes for transfer
+    n_adjust: int = 6  # scenes for adjust_saliency (each with factors 2 and 0.5)
+    n_transfer: int = 8  # scenes for transfer
     n_blend: int = 12  # scene pairs for blending
     repaint_steps: int = 50  # RePaint inference steps
     curve_timesteps: int = 10  # timesteps of the generation curves for saliency maps
-    curve_patch: int = 2  # patch size of the saliency maps (model cells)
-    statistic: str | None = None  # saliency statistic (None: pipeline.rates default)
-    normalize: str | None = None  # curve normalisation (None: pipeline.rates default)
-    t_min: int | None = None  # saliency window t > t_min
+    curve_patch: int = 4  # patch size of the saliency maps (model cells); chosen by the tuning-split study
+    curve_smooth: float = 1.0  # Gaussian std of the patch directions (model cells); chosen by the study
+    statistic: str = "std"  # saliency statistic; chosen by the study (best AUC without map blur)
+    normalize: str = "time"  # curve normalisation; chosen by the study
+    t_min: int | None = None  # saliency window t > t_min; chosen by the study
     seed: int = 0  # seeds of the edits and RePaint
     threads: int | None = None  # torch CPU threads
     overrides: dict = field(default_factory=dict)  # edit config overrides per task, {"remove": {...}, ...}
@@ -268,12 +270,31 @@ def _time_summary(times: dict[str, list[tuple[float, float]]]) -> dict:
             for k, v in times.items() if v}
 
 
-def _curve_saliency(model, img: np.ndarray, cfg: BenchConfig) -> np.ndarray:
-    from pipeline.rates import generation_curves
+#: Extra statistics reported from the same curves: (label, statistic, normalize, t_min).
+EXTRA_STATISTICS = (
+    ("curve: paper's TV of time-normalised curves", "tv", "time", None),
+    ("curve: mean rate (pipeline.rates default statistic)", "mean", "none", None),
+)
 
-    kw = {k: getattr(cfg, k) for k in ("statistic", "normalize", "t_min") if getattr(cfg, k) is not None}
-    res = generation_curves(model, img, num_timesteps=cfg.curve_timesteps, patch_size=cfg.curve_patch, **kw)
-    return res.saliency.numpy()
+
+def _curve_maps(model, img: np.ndarray, cfg: BenchConfig, extra: bool = False) -> dict[str, np.ndarray]:
+    """Curve-fluctuation saliency maps at the image's size: the benchmark's configuration (and the extra statistics)."""
+    import torch.nn.functional as F
+
+    from pipeline.rates import generation_curves, saliency_from_curves
+
+    res = generation_curves(model, img, num_timesteps=cfg.curve_timesteps, patch_size=cfg.curve_patch,
+                            smooth=cfg.curve_smooth, statistic=cfg.statistic, normalize=cfg.normalize, t_min=cfg.t_min)
+    maps = {"curve fluctuation": res.saliency.numpy()}
+    for label, stat, norm, t_min in EXTRA_STATISTICS if extra else ():
+        ps = saliency_from_curves(res.curves, res.timesteps, statistic=stat, normalize=norm, t_min=t_min)
+        maps[label] = F.interpolate(ps[None, None].double(), size=img.shape[:2], mode="bilinear",
+                                    align_corners=False)[0, 0].numpy()
+    return maps
+
+
+def _curve_saliency(model, img: np.ndarray, cfg: BenchConfig) -> np.ndarray:
+    return _curve_maps(model, img, cfg)["curve fluctuation"]
 
 
 def opencv_saliency(img: np.ndarray, kind: str) -> np.ndarray:
@@ -297,7 +318,7 @@ def run_saliency(model, cfg: BenchConfig) -> dict:
         label = np.any(sc.masks, axis=0)
         if label.all() or not label.any():
             continue
-        row = {"seed": seed, "auc/curve fluctuation": auc(_curve_saliency(model, sc.image, cfg), label),
+        row = {"seed": seed, **{f"auc/{k}": auc(v, label) for k, v in _curve_maps(model, sc.image, cfg, True).items()},
                "auc/opencv spectral residual": auc(opencv_saliency(sc.image, "spectral"), label),
                "auc/opencv fine grained": auc(opencv_saliency(sc.image, "fine"), label)}
         rows.append(row)
@@ -485,19 +506,37 @@ def study_markdown(st: dict) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 # Driver
 # --------------------------------------------------------------------------------------------------------------------
-def run_benchmark(cfg: BenchConfig) -> dict:
+RUNNERS = {"remove": run_removal, "saliency": run_saliency, "transfer": run_transfer, "blend": run_blend}
+
+
+def _run_part(cfg: BenchConfig, task: str) -> tuple[str, dict, float]:
+    """One part in this process (a worker when ``jobs > 1``): load the model, run, time it."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    print(f"{task} ...", flush=True)
+    part = RUNNERS[task](load_model(cfg.model, device="cpu"), cfg)
+    return task, part, time.perf_counter() - t0
+
+
+def run_benchmark(cfg: BenchConfig, *, jobs: int = 1) -> dict:
+    """Run the parts (``jobs`` worker processes in parallel); write ``edit_quality.{json,md}`` (tuning: ``_tuning``)."""
     if cfg.split not in SPLITS or cfg.split == "train":
         raise InputError(f"split must be 'heldout' (reported numbers) or 'tuning', got {cfg.split!r}")
-    model = load_model(cfg.model, device="cpu")
-    res: dict = {"config": asdict(cfg), "model": cfg.model, "command": reproduce_command(cfg),
-                 "torch_threads": torch.get_num_threads(), "parts": {}}
-    runners = {"remove": run_removal, "saliency": run_saliency, "transfer": run_transfer, "blend": run_blend}
+    res: dict = {"config": asdict(cfg), "model": cfg.model, "command": reproduce_command(cfg, jobs=jobs),
+                 "torch_threads": cfg.threads or torch.get_num_threads(), "jobs": jobs, "parts": {},
+                 "part_seconds": {}}
     t0 = time.perf_counter()
-    for task in cfg.tasks:
-        print(f"{task} ...", flush=True)
-        res["parts"][task] = runners[task](model, cfg)
+    if jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+            done = list(pool.map(_run_part, [cfg] * len(cfg.tasks), cfg.tasks))
+    else:
+        done = [_run_part(cfg, task) for task in cfg.tasks]
+    for task, part, seconds in done:
+        res["parts"][task], res["part_seconds"][task] = part, seconds
     res["total_seconds"] = time.perf_counter() - t0
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -515,13 +554,14 @@ def _json_default(o):
     return str(o)
 
 
-def reproduce_command(cfg: BenchConfig) -> str:
+def reproduce_command(cfg: BenchConfig, *, jobs: int = 1) -> str:
     d = BenchConfig()
-    args = ["python", "-m", "benchmarks.edit_quality"]
+    args = ["python", "-m", "benchmarks.edit_quality"] + (["--jobs", str(jobs)] if jobs > 1 else [])
     for f, flag in (("model", "--model"), ("out", "--out"), ("split", "--split"), ("n_remove", "--n-remove"),
                     ("n_saliency", "--n-saliency"), ("n_adjust", "--n-adjust"), ("n_transfer", "--n-transfer"),
                     ("n_blend", "--n-blend"), ("repaint_steps", "--repaint-steps"),
                     ("curve_timesteps", "--curve-timesteps"), ("curve_patch", "--curve-patch"),
+                    ("curve_smooth", "--curve-smooth"),
                     ("statistic", "--statistic"), ("normalize", "--normalize"), ("t_min", "--t-min"),
                     ("seed", "--seed"), ("threads", "--threads")):
         v = getattr(cfg, f)
@@ -541,8 +581,9 @@ def _fmt(v: float, digits: int = 2) -> str:
 def markdown(res: dict) -> str:
     cfg = res["config"]
     lines = [f"# Editing by curve matching: quality on {cfg['split']} scenes", "",
-             f"Model `{res['model']}`; reproduce with `{res['command']}`; total {res['total_seconds']:.0f} s "
-             f"with {res['torch_threads']} torch thread(s).", ""]
+             f"Model `{res['model']}`; reproduce with `{res['command']}`; total {res['total_seconds']:.0f} s wall "
+             f"with {res['torch_threads']} torch thread(s) per process, {res['jobs']} process(es) "
+             f"(per part: {', '.join(f'{k} {v:.0f} s' for k, v in res['part_seconds'].items())}).", ""]
     parts = res["parts"]
     if "remove" in parts:
         p = parts["remove"]
@@ -556,10 +597,11 @@ def markdown(res: dict) -> str:
     if "saliency" in parts:
         p = parts["saliency"]
         s = p["summary"]
-        lines += ["## Saliency", "", f"ROC AUC against the object masks ({len(p['rows'])} scenes; curve map: "
-                  f"{cfg['curve_timesteps']} timesteps, patch {cfg['curve_patch']}, statistic "
-                  f"{cfg['statistic'] or 'default'}, normalize {cfg['normalize'] or 'default'}, t_min {cfg['t_min']})",
-                  "", "| map | AUC |", "|---|---|"]
+        lines += ["## Saliency", "", f"ROC AUC against the object masks ({len(p['rows'])} scenes; curve map: direct "
+                  f"estimator, {cfg['curve_timesteps']} timesteps, patch {cfg['curve_patch']}, direction smoothing "
+                  f"{cfg['curve_smooth']}, statistic {cfg['statistic']}, normalize {cfg['normalize']}, t_min "
+                  f"{cfg['t_min']}: the best configuration without map blur of the tuning-split study "
+                  "`edit_saliency_study.md`)", "", "| map | AUC |", "|---|---|"]
         for k, v in s.items():
             lines.append(f"| {k[4:]} | {v['mean']:.3f} |")
         lines += ["", "adjust_saliency on the top object (contrast = mean saliency inside / outside; mean over scenes):",
@@ -614,11 +656,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repaint-steps", type=int, default=d.repaint_steps, help="RePaint inference steps")
     p.add_argument("--curve-timesteps", type=int, default=d.curve_timesteps, help="timesteps of saliency curves")
     p.add_argument("--curve-patch", type=int, default=d.curve_patch, help="patch size of saliency maps")
-    p.add_argument("--statistic", default=None, help="saliency statistic (default: pipeline.rates default)")
-    p.add_argument("--normalize", default=None, help="curve normalisation (default: pipeline.rates default)")
-    p.add_argument("--t-min", type=int, default=None, help="saliency window t > t_min")
+    p.add_argument("--curve-smooth", type=float, default=d.curve_smooth, help="patch-direction smoothing of maps")
+    p.add_argument("--statistic", default=d.statistic, help="saliency statistic of the curve map")
+    p.add_argument("--normalize", default=d.normalize, help="curve normalisation of the curve map")
+    p.add_argument("--t-min", type=int, default=d.t_min, help="saliency window t > t_min")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the edits and RePaint")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (per process)")
+    p.add_argument("--jobs", type=int, default=1, help="run the parts in this many processes in parallel")
     p.add_argument("--overrides", default=None, help='JSON edit-config overrides per task, e.g. {"remove": {"lr": 0.1}}')
     p.add_argument("--study", type=int, default=0, metavar="N",
                    help="instead of the benchmark, run the saliency study on N TUNING scenes")
@@ -630,7 +674,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = BenchConfig(model=a.model, out=a.out, split=a.split, tasks=tasks, n_remove=a.n_remove,
                       n_saliency=a.n_saliency, n_adjust=a.n_adjust, n_transfer=a.n_transfer, n_blend=a.n_blend,
                       repaint_steps=a.repaint_steps, curve_timesteps=a.curve_timesteps, curve_patch=a.curve_patch,
-                      statistic=a.statistic, normalize=a.normalize, t_min=a.t_min, seed=a.seed, threads=a.threads,
+                      curve_smooth=a.curve_smooth, statistic=a.statistic, normalize=a.normalize, t_min=a.t_min,
+                      seed=a.seed, threads=a.threads,
                       overrides=json.loads(a.overrides) if a.overrides else {})
     if a.study:
         if cfg.threads:
@@ -644,8 +689,8 @@ def main(argv: list[str] | None = None) -> int:
         (out / "edit_saliency_study.md").write_text(study_markdown(st) + f"\nReproduce: `{st['command']}`\n")
         print(study_markdown(st))
         return 0
-    print("reproduce with:", reproduce_command(cfg), flush=True)
-    res = run_benchmark(cfg)
+    print("reproduce with:", reproduce_command(cfg, jobs=a.jobs), flush=True)
+    run_benchmark(cfg, jobs=a.jobs)
     print((Path(cfg.out) / ("edit_quality.md" if cfg.split == "heldout" else "edit_quality_tuning.md")).read_text())
     return 0
 

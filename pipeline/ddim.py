@@ -113,17 +113,18 @@ def sample(
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
     return_trajectory: bool = False,
-    clip_x0: bool | None = None,
+    clip_x0: bool = False,
 ) -> torch.Tensor | Trajectory:
     """DDIM generation from ``x_{t_start}`` down to the clean ``x_0`` in ``num_steps`` steps.
 
     x_t: (B, C, H, W) -> x_0 (B, C, H, W), or the :class:`Trajectory` (ordered by increasing t) if asked.
-    ``clip_x0`` clamps each step's x_0 prediction to [-1, 1]; the default (None) clips for pixel models, whose
-    data range is [-1, 1], and not for latent models.
+    ``clip_x0`` clamps each step's x_0 prediction to [-1, 1]. Off by default, so that ``sample`` inverts
+    :func:`invert` (clipping costs ~12 dB of reconstruction PSNR on the default model); :func:`generate` turns it on
+    for pixel models, where it keeps samples from pure noise out of saturated colours.
     """
     ops = backend if backend is not None else model
     x = model.check_x(x_t, "x_t")
-    clip = model.kind == "pixel" if clip_x0 is None else bool(clip_x0)
+    clip = bool(clip_x0)
     grid = timestep_grid(t_start, num_steps, num_train_timesteps=model.num_train_timesteps)
     ab = _alphas(model, grid, x)
     states = [x]
@@ -152,4 +153,4 @@ def generate(
     s = model.sample_size
     noise = torch.randn(n, model.channels, s, s, generator=g, dtype=torch.float64).to(model.device, model.dtype)
     return sample(model, noise, t_start=model.num_train_timesteps - 1, num_steps=num_steps, backend=backend,
-                  progress=progress, cancel=cancel)
+                  progress=progress, cancel=cancel, clip_x0=model.kind == "pixel")

@@ -147,8 +147,12 @@ class SaliencyConfig(EditConfig):
 
 @dataclass(frozen=True)
 class BlendConfig(EditConfig):
-    """Blending: object curves from the foreground early, seam curves from the background late."""
+    """Blending: object curves from the foreground early, seam curves from the background late (tuning split)."""
 
+    t_edit: int = 250  # moderate: the pasted object must survive the round trip
+    num_steps: int = 10  # DDIM steps between 0 and t_edit
+    lr: float = 0.003  # small cap: larger steps degraded the seam on the tuning split (see the benchmark)
+    grad_blur: float = 2.0  # smooth updates (model cells): raw rate gradients add high-frequency artefacts
     t_switch: int = 200  # object patches follow the foreground for t > t_switch, seam patches the background below
     seam_width: int = 2  # half-width (model cells) of the seam band; the edit region is the mask dilated by it
     preserve_weight: float = 0.1  # keeps the object near the pasted trajectory (anchor)

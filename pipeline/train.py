@@ -37,6 +37,7 @@ from .scenes import TRAIN_SEEDS, make_dataset
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
+LR_DECAYS = ("none", "cosine")
 PIPELINE_NAME = "pipeline"
 
 
@@ -60,6 +61,8 @@ class TrainConfig:
     batch_size: int = 64  # images per step
     lr: float = 1e-3  # AdamW peak learning rate (small U-Nets tolerate a high rate; measured stable on digits)
     warmup_steps: int = 200  # linear learning-rate warm-up
+    lr_decay: str = "none"  # "none" (constant after warm-up) | "cosine" (to lr * lr_min_ratio over this invocation)
+    lr_min_ratio: float = 0.05  # final lr / lr of the cosine decay
     weight_decay: float = 0.01  # AdamW weight decay
     grad_clip: float = 1.0  # max global gradient norm
     ema_decay: float = 0.999  # EMA decay (with the warm-up min(decay, (1 + n) / (10 + n)))
@@ -132,6 +135,10 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
             raise InputError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if not cfg.lr > 0:
         raise InputError(f"lr must be > 0, got {cfg.lr}")
+    if cfg.lr_decay not in LR_DECAYS:
+        raise InputError(f"lr_decay must be one of {', '.join(LR_DECAYS)}, got {cfg.lr_decay!r}")
+    if not 0 <= cfg.lr_min_ratio <= 1:
+        raise InputError(f"lr_min_ratio must lie in [0, 1], got {cfg.lr_min_ratio}")
     if not 0 <= cfg.ema_decay < 1:
         raise InputError(f"ema_decay must lie in [0, 1), got {cfg.ema_decay}")
     if cfg.pool_size > len(TRAIN_SEEDS):
@@ -222,9 +229,17 @@ def ema_update(ema, model, decay: float) -> None:
         be.copy_(b)
 
 
-def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Linear warm-up to ``lr`` over ``warmup_steps``, then constant."""
-    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+def lr_at(cfg: TrainConfig, step: int, frac: float = 0.0) -> float:
+    """Learning rate at global ``step`` when a fraction ``frac`` in [0, 1] of this invocation's budget is spent.
+
+    lr_t = lr min(1, (step + 1) / warmup) d(frac), with d = 1 ("none") or
+    d = r + (1 - r) (1 + cos(pi frac)) / 2, r = lr_min_ratio ("cosine").
+    """
+    warm = min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+    if cfg.lr_decay == "cosine":
+        f = min(max(frac, 0.0), 1.0)
+        return cfg.lr * warm * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * f)))
+    return cfg.lr * warm
 
 
 def export_pipeline(ema, cfg: TrainConfig, folder: Path) -> Path:
@@ -329,8 +344,9 @@ def train(
             checkpoint(prev_seconds + time.time() - t_start)
             logfile.close()
             raise Cancelled(f"training cancelled at step {step}; checkpoint written to {ckpt}")
+        lr = lr_at(cfg, step, _budget_fraction(cfg, steps_this_run, step - steps_this_run, time.time() - t_start))
         for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step)
+            g["lr"] = lr
         x0 = sample_batch(pool, cfg.batch_size, gen, cfg.hflip)
         loss = diffusion_loss(model, x0, alphas_cumprod, gen)
         opt.zero_grad(set_to_none=True)
@@ -351,7 +367,7 @@ def train(
         if step % cfg.log_every == 0:
             elapsed = time.time() - t_start
             losses.append((step, float(np.mean(window))))
-            note(f"step {step} loss {np.mean(window):.5f} lr {lr_at(cfg, step - 1):.2e} "
+            note(f"step {step} loss {np.mean(window):.5f} lr {lr:.2e} "
                  f"wall {prev_seconds + elapsed:.0f}s s/step {elapsed / steps_this_run:.3f}")
             window = []
         if time.time() - last_ckpt >= cfg.checkpoint_minutes * 60.0:
@@ -376,6 +392,16 @@ def train(
     note(f"done: {step} steps, {wall:.0f}s this run, {wall / max(steps_this_run, 1):.3f} s/step")
     logfile.close()
     return result
+
+
+def _budget_fraction(cfg: TrainConfig, done: int, start_step: int, elapsed: float) -> float:
+    """Fraction of this invocation's budget spent: the larger of the step and the time fractions."""
+    fracs = [0.0]
+    if cfg.steps is not None:
+        fracs.append(done / max(cfg.steps - start_step, 1))
+    if cfg.minutes is not None:
+        fracs.append(elapsed / (cfg.minutes * 60.0))
+    return min(max(fracs), 1.0)
 
 
 def _cancelled(cancel: CancelFlag | None) -> bool:

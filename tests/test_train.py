@@ -90,7 +90,7 @@ def test_resume_continues_step_count(tmp_path):
     "kw",
     [dict(size=6), dict(size=18, block_out_channels=(8, 16, 16), attention_levels=(False, False, True)),
      dict(attention_levels=(True,)), dict(norm_num_groups=3), dict(steps=None, minutes=None), dict(lr=0.0),
-     dict(device="tpu")],
+     dict(device="tpu"), dict(lr_decay="step"), dict(lr_min_ratio=2.0)],
 )
 def test_bad_config(tmp_path, kw):
     from pipeline.train import resolve_device
@@ -123,6 +123,17 @@ def test_cancel_writes_resumable_checkpoint(tmp_path):
 
     seen = []
     with pytest.raises(Cancelled):
-        train(tiny_config(tmp_path, steps=50), progress=lambda k, n, desc: seen.append(k), cancel=lambda: len(seen) >= 3)
+        train(tiny_config(tmp_path, steps=50), progress=lambda k, n, desc: seen.append(k),
+              cancel=lambda: len(seen) >= 3)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 3
     assert load_model(tmp_path / "pipeline", device="cpu").sample_size == 16
+
+
+def test_lr_schedule(tmp_path):
+    from pipeline.train import lr_at
+
+    const = tiny_config(tmp_path, lr=1.0, warmup_steps=10)
+    assert lr_at(const, 0) == pytest.approx(0.1) and lr_at(const, 50, 0.9) == 1.0
+    cos = tiny_config(tmp_path, lr=1.0, warmup_steps=10, lr_decay="cosine", lr_min_ratio=0.1)
+    assert lr_at(cos, 50, 0.0) == 1.0 and lr_at(cos, 50, 1.0) == pytest.approx(0.1)
+    assert lr_at(cos, 50, 0.5) == pytest.approx(0.55)
