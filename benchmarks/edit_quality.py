@@ -15,9 +15,10 @@ study (``--study``) and any tuning use the TUNING split, and the study's results
 2. **Saliency.** ROC AUC (scikit-learn) of saliency maps against the union of the object masks: the curve-fluctuation
    map (``pipeline.rates.generation_curves`` with the configuration the TUNING-split study chose: direct estimator,
    patch 4, direction smoothing 1, statistic std of time-normalised curves; plus, from the same curves, the paper's
-   TV statistic and the mean rate), OpenCV's spectral-residual and fine-grained static saliency. Then ``adjust_saliency`` with factors 2 and 0.5 on the top
-   object: the region's saliency contrast (mean saliency inside / mean outside) before and after, for both the curve
-   map and spectral residual, and PSNR inside (how much the region changed) and outside (must be inf: unchanged).
+   TV statistic and the mean rate), OpenCV's spectral-residual and fine-grained static saliency. Then
+   ``adjust_saliency`` with factors 2 and 0.5 on the top object: the region's saliency contrast (mean saliency
+   inside / mean outside) before and after, for both the curve map and spectral residual, and PSNR inside (how much
+   the region changed) and outside (must be inf: unchanged).
 3. **Transfer.** Scenes with two or more objects: target = the top object, source = the bottom object (same image).
    Distances between target and source regions of colour (CIE76 distance of mean Lab colours) and texture (absolute
    difference of the mean Sobel gradient magnitude of luminance, on 0..1), before and after; methods: this method,
@@ -604,12 +605,14 @@ def markdown(res: dict) -> str:
                   "`edit_saliency_study.md`)", "", "| map | AUC |", "|---|---|"]
         for k, v in s.items():
             lines.append(f"| {k[4:]} | {v['mean']:.3f} |")
-        lines += ["", "adjust_saliency on the top object (contrast = mean saliency inside / outside; mean over scenes):",
+        lines += ["", "adjust_saliency on the top object (contrast = mean saliency inside / outside; mean over "
+                  "scenes):",
                   "", "| factor | curve contrast before -> after | spectral contrast before -> after | "
                   "PSNR inside | PSNR outside |", "|---|---|---|---|---|"]
         for f, a in p["adjust_summary"].items():
             if a:
-                lines.append(f"| {f} | {a['curve contrast before']['mean']:.3f} -> {a['curve contrast after']['mean']:.3f}"
+                cb, ca = a["curve contrast before"]["mean"], a["curve contrast after"]["mean"]
+                lines.append(f"| {f} | {cb:.3f} -> {ca:.3f}"
                              f" | {a['spectral contrast before']['mean']:.3f} -> "
                              f"{a['spectral contrast after']['mean']:.3f} | {_fmt(a['psnr inside']['mean'])} | "
                              f"{'inf' if a['psnr outside']['n_inf'] == a['psnr outside']['n'] else 'finite!'} |")
@@ -663,7 +666,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the edits and RePaint")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (per process)")
     p.add_argument("--jobs", type=int, default=1, help="run the parts in this many processes in parallel")
-    p.add_argument("--overrides", default=None, help='JSON edit-config overrides per task, e.g. {"remove": {"lr": 0.1}}')
+    p.add_argument("--overrides", default=None,
+                   help='JSON edit-config overrides per task, e.g. {"remove": {"lr": 0.1}}')
     p.add_argument("--study", type=int, default=0, metavar="N",
                    help="instead of the benchmark, run the saliency study on N TUNING scenes")
     a = p.parse_args(argv)

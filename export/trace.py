@@ -177,9 +177,9 @@ def fold_zeros(gm: torch.fx.GraphModule) -> int:
                 is_zero = True
             else:
                 keep = b if a in zero else a
-                same = (isinstance(node.meta.get("val"), torch.Tensor) and isinstance(keep.meta.get("val"), torch.Tensor)
-                        and node.meta["val"].shape == keep.meta["val"].shape
-                        and node.meta["val"].dtype == keep.meta["val"].dtype)
+                out, kept = node.meta.get("val"), keep.meta.get("val")
+                same = (isinstance(out, torch.Tensor) and isinstance(kept, torch.Tensor)
+                        and out.shape == kept.shape and out.dtype == kept.dtype)
                 if same and node.kwargs.get("alpha", 1) == 1:
                     if t is aten.sub.Tensor and keep is b:  # 0 - b
                         with g.inserting_before(node):

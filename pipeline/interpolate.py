@@ -115,9 +115,10 @@ def invert_pair(model, image_a, image_b, *, t_star: int, num_steps: int, backend
 
 
 def decode_path(model, path: torch.Tensor, *, t_star: int, num_steps: int, backend=None, batch_size: int = 16,
-                progress: ProgressFn | None = None, cancel: CancelFlag | None = None
+                clip_x0: bool = False, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
                 ) -> tuple[torch.Tensor, list[np.ndarray]]:
-    """DDIM generation of every path point from t_star to 0, then ``model.decode``.
+    """DDIM generation of every path point from t_star to 0 (``clip_x0``: clamp each step's x_0 prediction to
+    [-1, 1], see :func:`pipeline.ddim.sample`), then ``model.decode``.
 
     path: (n, C, h, w) -> x0 (n, C, h, w) and n uint8 (H, W, 3) images.
     """
@@ -125,7 +126,7 @@ def decode_path(model, path: torch.Tensor, *, t_star: int, num_steps: int, backe
     for i in range(0, path.shape[0], batch_size):
         check_cancelled(cancel)
         x0 = ddim.sample(model, path[i : i + batch_size], t_start=t_star, num_steps=num_steps, backend=backend,
-                         progress=progress, cancel=cancel)
+                         clip_x0=clip_x0, progress=progress, cancel=cancel)
         with torch.no_grad():
             pix = model.decode(x0)  # (b, 3, H, W) in [-1, 1]
         x0s.append(x0)
@@ -169,6 +170,7 @@ def interpolate_images(
     backend=None,
     gradient: str = "auto",
     batch_size: int = 16,
+    clip_x0: bool = False,
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
     **solver,
@@ -186,6 +188,8 @@ def interpolate_images(
         backend: optional object with ``eps(x, t)`` / ``eps_jvp(x, t, v)`` used for DDIM, scores and JVPs.
         gradient: ``"auto"`` | ``"jvp"`` | ``"autograd"`` (see the module docstring).
         batch_size: path points generated per DDIM batch.
+        clip_x0: clamp the x_0 prediction of every DDIM generation step to [-1, 1] (off: the ends are then exact
+            DDIM round trips; on: interior points far from the data decode to less saturated colours).
         progress, cancel: callback ``progress(done, total, desc)`` per step of each phase; stop flag.
         solver: options of :func:`pipeline.geodesic.geodesic_bvp` (``max_iter``, ``optimizer``, ``tol``, ``chunk``,
             ``init``, ...).
@@ -215,7 +219,7 @@ def interpolate_images(
     secs["path"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     x0, images = decode_path(model, path, t_star=t_star, num_steps=num_steps, backend=backend, batch_size=batch_size,
-                             progress=progress, cancel=cancel)
+                             clip_x0=clip_x0, progress=progress, cancel=cancel)
     secs["decode"] = time.perf_counter() - t0
     return ImagePath(images=images, path=path, x0=x0, method=method, t_star=t_star, lam=float(lam), energy=energy,
                      length=length, euclidean_length=euclid, n_inner=path.shape[0], geodesic=geo, seconds=secs)
@@ -236,6 +240,7 @@ def extrapolate_images(
     gradient: str = "auto",
     substeps: int = 4,
     batch_size: int = 16,
+    clip_x0: bool = False,
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
     **solver,
@@ -280,7 +285,7 @@ def extrapolate_images(
     secs["path"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     x0, images = decode_path(model, path, t_star=t_star, num_steps=num_steps, backend=backend, batch_size=batch_size,
-                             progress=progress, cancel=cancel)
+                             clip_x0=clip_x0, progress=progress, cancel=cancel)
     secs["decode"] = time.perf_counter() - t0
     return ImagePath(images=images, path=path, x0=x0, method=method, t_star=t_star, lam=float(lam), energy=energy,
                      length=length, euclidean_length=euclid, n_inner=n_points, geodesic=geo, shoot=shot, seconds=secs)

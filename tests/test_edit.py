@@ -51,7 +51,7 @@ def _run_task(task: str, model, scene, **kw):
 TASKS = ("remove", "transfer", "saliency", "blend")
 
 
-# ---- contracts ------------------------------------------------------------------------------------------------------
+# ---- contracts -------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("task", TASKS)
 def test_task_shapes_and_outside_unchanged(tiny_model, scene, task):
     img, mask, _ = scene
@@ -117,7 +117,7 @@ def test_latent_model_removal(tiny_latent_model):
     _outside_unchanged(r, img)
 
 
-# ---- determinism, progress, cancel --------------------------------------------------------------------------------
+# ---- determinism, progress, cancel -----------------------------------------------------------------------------------
 def test_deterministic_by_seed(tiny_model, scene):
     a = _run_task("remove", tiny_model, scene, seed=3, init_noise=1.0)
     b = _run_task("remove", tiny_model, scene, seed=3, init_noise=1.0)
@@ -151,7 +151,7 @@ def test_cancel_raises(tiny_model, scene, after):
         E.adjust_saliency(tiny_model, img, mask, 0.5, cancel=ev, **FAST)
 
 
-# ---- input errors -----------------------------------------------------------------------------------------------------
+# ---- input errors ----------------------------------------------------------------------------------------------------
 def test_bad_masks_and_images_rejected(tiny_model, scene):
     img, mask, src = scene
     with pytest.raises(InputError, match="empty"):
@@ -199,7 +199,7 @@ def test_config_defaults_are_valid():
         E.check_config(cls())
 
 
-# ---- the loop's optimisation ------------------------------------------------------------------------------------------
+# ---- the loop's optimisation -----------------------------------------------------------------------------------------
 def test_curve_loss_decreases(tiny_model):
     """One active step, many iterations: the curve loss towards a reference 1.5x the current rates decreases."""
     from pipeline.ddim import invert
@@ -229,7 +229,7 @@ def test_ablation_runs_no_gradient_steps(tiny_model, scene):
     assert r.loss_history.size == 0 and r.diagnostics["gradient_iterations"] == 0
 
 
-# ---- rates and their gradients ----------------------------------------------------------------------------------------
+# ---- rates and their gradients ---------------------------------------------------------------------------------------
 def test_rates_modes_agree_with_generation_rate(tiny_model):
     torch.manual_seed(1)
     x = torch.randn(1, 3, 16, 16)
@@ -260,7 +260,7 @@ def test_rate_gradient_matches_central_differences(tiny_model64, mode):
     torch.testing.assert_close((g * u).sum(), fd, rtol=1e-6, atol=1e-9)
 
 
-# ---- helpers ------------------------------------------------------------------------------------------------------
+# ---- helpers ---------------------------------------------------------------------------------------------------------
 def test_harmonic_fill_reproduces_a_linear_ramp():
     yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
     x = torch.stack([0.05 * xx - 0.4, 0.03 * yy, 0.02 * (xx + yy) - 0.3])[None]  # harmonic: linear

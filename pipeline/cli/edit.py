@@ -79,7 +79,8 @@ def _add_common(p: argparse.ArgumentParser, task: str) -> None:
 def add_parser(sub) -> None:
     """Register the four editing commands."""
     for task in ("remove", "transfer", "saliency", "blend"):
-        p = sub.add_parser(task, help=_HELP[task], description=_HELP[task].capitalize() + ". " + __doc__.split("\n\n")[1])
+        description = _HELP[task].capitalize() + ". " + __doc__.split("\n\n")[1]
+        p = sub.add_parser(task, help=_HELP[task], description=description)
         _add_common(p, task)
         if task == "transfer":
             p.add_argument("--source-mask", required=True, help="mask file of the source region")
