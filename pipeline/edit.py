@@ -550,7 +550,7 @@ def _generate(model, plan: MatchPlan, cfg: EditConfig, backend, optimise: bool, 
             x, ls, e = _optimise(model, x, k, t, plan, cfg, m, gen, cancel)
             losses, steps, evals = losses + ls, steps + [t] * len(ls), evals + e
         with torch.no_grad():
-            x = ddim_step(x, ops.eps(x, t), ab[k], ab[k - 1], clip_x0=clip)  # as ddim.sample: clip pixel models
+            x = ddim_step(x, ops.eps(x, t), ab[k], ab[k - 1], clip_x0=clip)  # clip x0 for pixel models, as ddim.generate does
             x = m * x + (1 - m) * plan.outside.states[k - 1]
         report(progress, done + n - k + 1, total, f"curve matching (t={t})" if optimise else "round-trip correction")
     return x.detach(), losses, steps, evals
