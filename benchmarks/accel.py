@@ -5,7 +5,8 @@
 Writes ``benchmarks/results/accel.json`` and ``accel.md`` and prints the command that reproduces them and the machine.
 Backends: torch eager (``torch.func.jvp``), torch-compile (inductor; forward compiled directly, JVPs compiled from the
 make_fx-traced graph), onnxruntime CPU (graphs exported on first use, cached). Every figure is the median of
-``--runs`` timed calls after warm-up, measured in this run; ratios are to torch eager in the same run. Also measured:
+``--runs`` timed calls after warm-up, measured in this run, with the backends called round-robin (one call of each in
+turn) so that they share the machine's load; ratios are to torch eager in the same run. Also measured:
 ONNX Runtime session options (graph optimisation level, intra-op threads, memory pattern) on the JVP graphs.
 
 Targets (CPU): ORT JVP >= 3x faster than eager func.jvp at batch 1 and >= 2x at batch 8; a JVP costing <= 3 forwards
@@ -83,28 +84,39 @@ def load_bench_model(source: str | None):
 # --------------------------------------------------------------------------------------------------------------------
 # Timing
 # --------------------------------------------------------------------------------------------------------------------
-def timeit(fn, *args, runs: int, warmup: int = 3, **kwargs) -> dict:
-    """Median, quartiles and min of ``runs`` timed calls ``fn(*args, **kwargs)`` (ms) after ``warmup`` untimed ones."""
+def timeit_interleaved(fns: dict, runs: int, warmup: int = 3) -> dict:
+    """Time the zero-argument callables ``fns`` (name -> fn) round-robin: ``warmup`` untimed rounds, then ``runs``
+    rounds of one call each, so that load changes on a shared machine hit every entry alike. Per name: median,
+    quartiles and min of the wall time (ms), and the median process CPU time (all threads) per call: on a loaded
+    machine the wall time includes waiting for a core, the CPU time does not."""
     for _ in range(warmup):
-        fn(*args, **kwargs)
-    ts = []
+        for fn in fns.values():
+            fn()
+    wall: dict = {k: [] for k in fns}
+    cpu: dict = {k: [] for k in fns}
     for _ in range(runs):
-        start = time.perf_counter()
-        fn(*args, **kwargs)
-        ts.append((time.perf_counter() - start) * 1e3)
-    q = statistics.quantiles(ts, n=4)
-    return {"median_ms": statistics.median(ts), "p25_ms": q[0], "p75_ms": q[2], "min_ms": min(ts), "runs": runs}
+        for k, fn in fns.items():
+            start, cstart = time.perf_counter(), time.process_time()
+            fn()
+            wall[k].append((time.perf_counter() - start) * 1e3)
+            cpu[k].append((time.process_time() - cstart) * 1e3)
+    out = {}
+    for k, ts in wall.items():
+        q = statistics.quantiles(ts, n=4)
+        out[k] = {"median_ms": statistics.median(ts), "p25_ms": q[0], "p75_ms": q[2], "min_ms": min(ts),
+                  "runs": runs, "cpu_median_ms": statistics.median(cpu[k])}
+    return out
+
+
+def timeit(fn, *args, runs: int, warmup: int = 3, **kwargs) -> dict:
+    """:func:`timeit_interleaved` of the one call ``fn(*args, **kwargs)``."""
+    return timeit_interleaved({"fn": lambda: fn(*args, **kwargs)}, runs, warmup)["fn"]
 
 
 def machine_info(threads: int) -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from benchmarks.common import cpu_model
+
+    cpu = cpu_model()
     import onnxruntime
 
     info = {"cpu": cpu, "logical_cpus": os.cpu_count(), "python": platform.python_version(),
@@ -129,15 +141,19 @@ def inputs(model, B: int, seed: int = 0):
     return x, t, v
 
 
-def bench_maps(backend, model, runs: int, batches=(1, 8)) -> dict:
-    out = {}
+def bench_calls(backends: dict, model, runs: int, batches=(1, 8)) -> dict:
+    """{backend name: {call_bB: timing}} for h, eps, h_jvp, eps_jvp; each call is timed on all backends
+    round-robin (:func:`timeit_interleaved`), so the ratios between backends share the same machine load."""
+    out: dict = {name: {} for name in backends}
     for B in batches:
         x, t, v = inputs(model, B)
-        with torch.no_grad():
-            out[f"h_b{B}"] = timeit(backend.h, x, t, runs=runs)
-            out[f"eps_b{B}"] = timeit(backend.eps, x, t, runs=runs)
-            out[f"h_jvp_b{B}"] = timeit(backend.h_jvp, x, t, v, runs=runs)
-            out[f"eps_jvp_b{B}"] = timeit(backend.eps_jvp, x, t, v, runs=runs)
+        for g, args in (("h", (x, t)), ("eps", (x, t)), ("h_jvp", (x, t, v)), ("eps_jvp", (x, t, v))):
+            fns = {name: (lambda b=b, g=g, args=args: getattr(b, g)(*args)) for name, b in backends.items()}
+            with torch.no_grad():
+                timed = timeit_interleaved(fns, runs)
+            for name in backends:
+                out[name][f"{g}_b{B}"] = timed[name]
+            log.info("%s_b%d: %s", g, B, {k: round(v["median_ms"], 2) for k, v in timed.items()})
     return out
 
 
@@ -195,6 +211,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-options", action="store_true", help="skip the ORT session-option sweep")
     p.add_argument("--patch-size", type=int, default=4, help="rate-map patch size (directions = (size/patch)^2)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="results folder")
+    p.add_argument("--name", default="accel", help="results file stem: <out>/<name>.json and .md")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     command = "python benchmarks/accel.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
@@ -208,38 +225,36 @@ def main(argv=None) -> int:
                      "parameters": sum(p.numel() for p in model.unet.parameters()), "runs": args.runs,
                      "targets": TARGETS, "backends": {}, "compile_seconds": {}, "notes": []}
 
-    eager = get_backend(model, "torch")
-    results["backends"]["torch"] = bench_maps(eager, model, args.runs)
-    log.info("torch eager: %s", {k: round(v["median_ms"], 2) for k, v in results["backends"]["torch"].items()})
+    backends = {"torch": get_backend(model, "torch")}
 
     start = time.perf_counter()
     ort = get_backend(model, "onnxruntime", artifacts=args.artifacts, batch_sizes=(1, 8), threads=args.threads)
     ort.prepare(("h", "h_jvp", "eps", "eps_jvp", "h_jvp_point"), jobs=args.jobs)
     results["compile_seconds"]["onnxruntime (export or cache load)"] = round(time.perf_counter() - start, 1)
-    results["backends"]["onnxruntime"] = bench_maps(ort, model, args.runs)
+    backends["onnxruntime"] = ort
     results["ort_running_on"] = ort.running_on
-    log.info("onnxruntime: %s", {k: round(v["median_ms"], 2) for k, v in results["backends"]["onnxruntime"].items()})
 
     if not args.skip_compile:
         comp = get_backend(model, "torch-compile", batch_sizes=(1, 8))
         for B in (1, 8):  # first calls compile: time them separately
             x, t, v = inputs(model, B)
-            for name, args in (("h", (x, t)), ("eps", (x, t)), ("h_jvp", (x, t, v)), ("eps_jvp", (x, t, v))):
+            for name, call in (("h", (x, t)), ("eps", (x, t)), ("h_jvp", (x, t, v)), ("eps_jvp", (x, t, v))):
                 start = time.perf_counter()
                 with torch.no_grad():
-                    getattr(comp, name)(*args)
+                    getattr(comp, name)(*call)
                 results["compile_seconds"][f"torch-compile {name}_b{B}"] = round(time.perf_counter() - start, 1)
                 log.info("torch-compile %s_b%d compiled in %.1f s", name, B, time.perf_counter() - start)
-        results["backends"]["torch-compile"] = bench_maps(comp, model, args.runs)
+        backends["torch-compile"] = comp
         results["notes"].append(comp.info["jvp"])
+    results["backends"] = bench_calls(backends, model, args.runs)
 
     if not args.skip_options:
         results["ort_options"] = bench_ort_options(model, ort.artifacts, args.runs)
     results["rate_map"] = bench_rate_map(model, ort, args.runs, args.patch_size)
     results["summary"] = summarise(results)
-    write(results, Path(args.out))
+    write(results, Path(args.out), args.name)
     print(f"\nreproduce: {command}\nmachine: {json.dumps(info)}\nmodel: {model_desc}")
-    print((Path(args.out) / "accel.md").read_text())
+    print((Path(args.out) / f"{args.name}.md").read_text())
     return 0
 
 
@@ -278,9 +293,9 @@ def summarise(r: dict) -> dict:
     return s
 
 
-def write(r: dict, out: Path) -> None:
+def write(r: dict, out: Path, name: str = "accel") -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "accel.json").write_text(json.dumps(r, indent=1, default=str))
+    (out / f"{name}.json").write_text(json.dumps(r, indent=1, default=str))
     be, rm = r["backends"], r["rate_map"]
     keys = [f"{g}_b{B}" for B in (1, 8) for g in ("h", "h_jvp", "eps", "eps_jvp")]
     lines = [
@@ -291,18 +306,22 @@ def write(r: dict, out: Path) -> None:
         f"Model: {r['model']} ({r['parameters']:,} parameters). Machine: {r['machine']['cpu']}, "
         f"{r['machine']['logical_cpus']} logical CPUs, {r['machine']['threads']} threads for torch and ONNX Runtime, "
         f"torch {r['machine']['torch']}, onnxruntime {r['machine']['onnxruntime']}. Load average at start: "
-        f"{r['machine'].get('loadavg_at_start')}. Median of {r['runs']} runs after warm-up, ms "
-        "(ratio to torch eager in this run in brackets; >1 is faster).",
+        f"{r['machine'].get('loadavg_at_start')}. Median of {r['runs']} runs after warm-up, backends "
+        "called round-robin, ms (ratio to torch eager in this run in brackets; >1 is faster).",
         "",
         "| call | " + " | ".join(be) + " |",
         "|---|" + "---|" * len(be),
     ]
-    for k in keys:
-        cells = []
-        for b in be:
-            ms = be[b][k]["median_ms"]
-            cells.append(f"{ms:.2f}" + ("" if b == "torch" else f" ({be['torch'][k]['median_ms'] / ms:.2f}x)"))
-        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    for stat in ("median_ms", "cpu_median_ms"):
+        if stat == "cpu_median_ms":
+            lines += ["", "CPU time per call (process time, all threads; median), ms:", "",
+                      "| call | " + " | ".join(be) + " |", "|---|" + "---|" * len(be)]
+        for k in keys:
+            cells = []
+            for b in be:
+                ms = be[b][k][stat]
+                cells.append(f"{ms:.2f}" + ("" if b == "torch" else f" ({be['torch'][k][stat] / ms:.2f}x)"))
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
     lines += ["", "JVPs in torch eager are `torch.func.jvp`. First-call costs (export or compile), s: "
               + ", ".join(f"{k} {v}" for k, v in r["compile_seconds"].items()) + ".", ""]
     lines += [f"## Rate map: {rm['directions']} directions (patch {rm['patch_size']}) at one point, t={rm['t']}", "",
@@ -330,7 +349,7 @@ def write(r: dict, out: Path) -> None:
         lines.append(f"| {c['target']} | {c['value']} | {'yes' if c['met'] else 'NO'} |")
     for n in r.get("notes", []):
         lines += ["", f"Note: {n}"]
-    (out / "accel.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Run:  python -m benchmarks.default_model --model default --out benchmarks/results
 
 1. **Reconstruction.** ``n_recon`` held-out scenes are DDIM-inverted to ``t_end`` (default T - 1) and generated back,
-   both with ``steps`` DDIM steps (``pipeline.ddim``); PSNR in dB on [0, 1] images: mean and 10th percentile.
+   both with ``steps`` DDIM steps (``pipeline.ddim``); PSNR in dB on [0, 1] images: mean and 10th percentile. The
+   headline figure is plain DDIM inversion; the same is also reported with ``fixed_point`` iterations per inversion
+   step (``pipeline.ddim.invert(fixed_point=n)``, implicit inversion: n more model calls per step).
 2. **Sample quality: the scene-statistics Fréchet distance (SFD).** No downloaded network is needed: each image is
    described by 68 hand-picked statistics (below), standardised by the reference set's mean and std, and two sets are
    compared by the Fréchet distance between Gaussians fitted to their features,
@@ -67,6 +69,7 @@ class BenchConfig:
     batch_size: int = 64  # images per model call
     seed: int = 0  # noise seed of the samples
     threads: int | None = None  # torch CPU threads
+    fixed_point: tuple[int, ...] = (1,)  # also reconstruct with these fixed-point inversion iterations (invert())
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -150,12 +153,14 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def reconstruct(model, images: np.ndarray, *, t_end: int, steps: int, batch_size: int) -> np.ndarray:
-    """DDIM-invert to t_end and generate back.  uint8 (N, H, W, 3) -> uint8 (N, H, W, 3)."""
+def reconstruct(model, images: np.ndarray, *, t_end: int, steps: int, batch_size: int,
+                fixed_point: int = 0) -> np.ndarray:
+    """DDIM-invert to t_end (with ``fixed_point`` iterations per step) and generate back.
+    uint8 (N, H, W, 3) -> uint8 (N, H, W, 3)."""
     out = []
     for i in range(0, len(images), batch_size):
         x0 = to_tensor(images[i : i + batch_size]).to(model.device, model.dtype)
-        xt = invert(model, x0, t_end=t_end, num_steps=steps)
+        xt = invert(model, x0, t_end=t_end, num_steps=steps, fixed_point=fixed_point)
         out.append(to_uint8(sample(model, xt, t_start=t_end, num_steps=steps)))
         print(f"  reconstructed {min(i + batch_size, len(images))}/{len(images)}", flush=True)
     return np.concatenate(out)
@@ -211,6 +216,17 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     res["recon"] = {"n": cfg.n_recon, "psnr_mean": float(p.mean()), "psnr_p10": float(np.percentile(p, 10)),
                     "psnr_median": float(np.median(p)), "seconds": time.time() - t0}
     print(f"reconstruction PSNR mean {p.mean():.2f} dB, p10 {np.percentile(p, 10):.2f} dB", flush=True)
+    res["recon_fixed_point"] = {}
+    for n_fp in cfg.fixed_point:
+        t0 = time.time()
+        rec_fp = reconstruct(model, heldout, t_end=t_end, steps=cfg.steps, batch_size=cfg.batch_size,
+                             fixed_point=n_fp)
+        q = psnr(heldout, rec_fp)
+        res["recon_fixed_point"][str(n_fp)] = {
+            "n": cfg.n_recon, "psnr_mean": float(q.mean()), "psnr_p10": float(np.percentile(q, 10)),
+            "psnr_median": float(np.median(q)), "seconds": time.time() - t0}
+        print(f"reconstruction with {n_fp} fixed-point iteration(s): PSNR mean {q.mean():.2f} dB, "
+              f"p10 {np.percentile(q, 10):.2f} dB", flush=True)
 
     t0 = time.time()
     samples = draw_samples(model, cfg.n_samples, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed)
@@ -240,6 +256,7 @@ def reproduce_command(cfg: BenchConfig) -> str:
             "--seed", str(cfg.seed)]
     if cfg.t_end is not None:
         args += ["--t-end", str(cfg.t_end)]
+    args += ["--fixed-point", ",".join(map(str, cfg.fixed_point))]
     return shlex.join(args)
 
 
@@ -258,6 +275,8 @@ def markdown(res: dict) -> str:
         f"{r['psnr_mean']:.2f} dB |",
         f"| same, 10th percentile | {r['psnr_p10']:.2f} dB |",
         f"| same, median | {r['psnr_median']:.2f} dB |",
+        *[f"| same with {k} fixed-point iteration(s) per inversion step: mean / p10 | "
+          f"{v['psnr_mean']:.2f} / {v['psnr_p10']:.2f} dB |" for k, v in res.get("recon_fixed_point", {}).items()],
         f"| SFD: {s['n']} DDIM samples vs {s['n']} held-out scenes | {s['samples_vs_heldout']:.2f} |",
         f"| SFD floor: held-out vs disjoint held-out | {s['floor_heldout_vs_heldout']:.2f} |",
         f"| SFD scale: degraded disjoint held-out ({s['degradation']}) vs held-out | "
@@ -291,9 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--fixed-point", default=",".join(map(str, d.fixed_point)),
+                   help="comma-separated fixed-point iteration counts to also reconstruct with ('' for none)")
     a = p.parse_args(argv)
+    try:
+        fixed = tuple(int(v) for v in a.fixed_point.split(",") if v.strip())
+    except ValueError:
+        p.error(f"--fixed-point must be comma-separated integers, got {a.fixed_point!r}")
     cfg = BenchConfig(model=a.model, out=a.out, n_recon=a.n_recon, n_samples=a.n_samples, steps=a.steps,
-                      t_end=a.t_end, batch_size=a.batch_size, seed=a.seed, threads=a.threads)
+                      t_end=a.t_end, batch_size=a.batch_size, seed=a.seed, threads=a.threads, fixed_point=fixed)
     print("reproduce with:", reproduce_command(cfg), flush=True)
     run_benchmark(cfg)
     return 0

@@ -119,14 +119,9 @@ def bench_image(size: int) -> np.ndarray:
 
 
 def machine_info(threads: int) -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from benchmarks.common import cpu_model
+
+    cpu = cpu_model()
     import diffusers
 
     return {"torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version(),

@@ -52,7 +52,7 @@ def model_specs(
     size: tuple[int, int] | None = None,
 ) -> list[GraphSpec]:
     """The specs of ``graphs`` for ``model`` at model-space ``size`` (default: the model's sample size): one per
-    batch size for static graphs, one (dynamic, optimum = the largest batch size) for ``h`` and ``eps``."""
+    batch size for static graphs, one (dynamic batch) for ``h`` and ``eps``."""
     graphs = check_graphs(graphs)
     sizes = check_batch_sizes(batch_sizes)
     H, W = size if size is not None else (model.sample_size, model.sample_size)
@@ -66,7 +66,7 @@ def model_specs(
         if g in STATIC_GRAPHS:
             specs += [graph_spec(g, batch=b, **kw) for b in sizes]
         else:
-            specs.append(graph_spec(g, opt_batch=max(sizes), **kw))
+            specs.append(graph_spec(g, **kw))
     return specs
 
 

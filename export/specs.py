@@ -37,6 +37,7 @@ PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
 
 OPSET = 20  # the dynamo exporter's native opset in torch 2.13
 MAX_DYNAMIC_BATCH = 64  # upper end of the dynamic batch range (and of the TensorRT profile)
+OPT_DYNAMIC_BATCH = 8  # the dynamic graphs' optimum (TensorRT profile); fixed, so it does not change their cache keys
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ def graph_spec(
     size: tuple[int, int],
     h_shape: tuple[int, int, int],
     batch: int | None = None,
-    opt_batch: int = 1,
+    opt_batch: int = OPT_DYNAMIC_BATCH,
 ) -> GraphSpec:
     """The spec of one graph for a model-space shape ``(channels, *size)`` with h-space shape ``h_shape``.
 

@@ -215,6 +215,13 @@ def clean_graph(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
             zeros.meta.update(node.meta)
             node.replace_all_uses_with(zeros)
             g.erase_node(node)
+        elif node.target is aten._new_zeros_with_same_feature_meta.default:
+            # forward AD's zero tangent for a view of a tensor without one (e.g. the expanded text conditioning of a
+            # latent model); no ONNX function exists for it
+            zeros = _zero_node(g, node)
+            if zeros is not None:
+                node.replace_all_uses_with(zeros)
+                g.erase_node(node)
         elif node.target in dead_checks and not node.users:
             g.erase_node(node)
     g.eliminate_dead_code()

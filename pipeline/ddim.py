@@ -82,12 +82,21 @@ def invert(
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
     return_trajectory: bool = False,
+    fixed_point: int = 0,
 ) -> torch.Tensor | Trajectory:
     """DDIM inversion of model-space ``x0`` to ``x_{t_end}`` in ``num_steps`` steps.
 
     x0: (B, C, H, W) -> x_{t_end} (B, C, H, W), or the whole :class:`Trajectory` if ``return_trajectory``.
     ``backend`` (default: the model) supplies ``eps``.
+
+    Plain DDIM inversion (``fixed_point=0``) steps from x_{t_k} to x_{t_{k+1}} with eps(x_{t_k}, t_k), an
+    approximation of the eps(x_{t_{k+1}}, t_{k+1}) that :func:`sample` uses on the way back. ``fixed_point=n``
+    refines each step with n fixed-point iterations x_{t_{k+1}} <- step(x_{t_k}, eps(x_{t_{k+1}}, t_{k+1})), so
+    that a converged step is exactly undone by the generation step (implicit DDIM inversion). Each iteration costs one
+    more eps evaluation per step.
     """
+    if isinstance(fixed_point, bool) or not isinstance(fixed_point, int) or fixed_point < 0:
+        raise InputError(f"fixed_point must be an integer >= 0, got {fixed_point!r}")
     ops = backend if backend is not None else model
     x = model.check_x(x0, "x0")
     grid = timestep_grid(t_end, num_steps, num_train_timesteps=model.num_train_timesteps)
@@ -97,7 +106,10 @@ def invert(
         for k in range(num_steps):
             check_cancelled(cancel)
             eps = ops.eps(x, int(grid[k]))
-            x = ddim_step(x, eps, ab[k], ab[k + 1])
+            x_next = ddim_step(x, eps, ab[k], ab[k + 1])
+            for _ in range(fixed_point):
+                x_next = ddim_step(x, ops.eps(x_next, int(grid[k + 1])), ab[k], ab[k + 1])
+            x = x_next
             states.append(x)
             report(progress, k + 1, num_steps, "DDIM inversion")
     return Trajectory(grid, torch.stack(states)) if return_trajectory else x

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(int(os.environ.get("TEST_TORCH_THREADS", "2")))
+torch.set_num_threads(int(os.environ.get("TEST_TORCH_THREADS", "1")))
 
 
 def save_tiny_pixel_model(folder, *, size: int = 16, seed: int = 0) -> str:
@@ -97,3 +97,14 @@ def tiny_latent_model(tiny_latent_dir):
     from pipeline import load_model
 
     return load_model(tiny_latent_dir, device="cpu")
+
+
+@pytest.fixture
+def tensorrt_cuda():
+    """Skip (with the reason) unless tensorrt imports and a CUDA device is present."""
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as err:
+        pytest.skip(f"tensorrt unavailable: {type(err).__name__}: {err}")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device (torch.cuda.is_available() is False)")

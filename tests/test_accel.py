@@ -103,13 +103,7 @@ def test_tensorrt_missing_raises_a_clear_error(tiny_model):
 
 
 @pytest.mark.tensorrt
-def test_tensorrt_backend_matches_torch(tiny_pixel_dir, tmp_path):
-    try:
-        import tensorrt  # noqa: F401
-    except Exception as err:
-        pytest.skip(f"tensorrt unavailable: {type(err).__name__}: {err}")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device (torch.cuda.is_available() is False)")
+def test_tensorrt_backend_matches_torch(tensorrt_cuda, tiny_pixel_dir, tmp_path):
     from accel import get_backend
     from pipeline import load_model
 

@@ -75,6 +75,36 @@ def test_tiny_model_round_trip_error_decreases_with_steps(tiny_model):
     assert errors[0] > errors[1] > errors[2]
 
 
+def test_gaussian_model_fixed_point_inversion_is_undone_by_sampling(tiny_model64):
+    """Implicit inversion solves x' = step(x, eps(x')): in closed form x' = x / cos(dtheta), so the round trip is exact."""
+    m = tiny_model64
+    backend = GaussianEps(m.alphas_cumprod)
+    x0 = _x0(m)
+    grid = timestep_grid(900, 10)
+    errors = []
+    for n in (0, 1, 3, 40):
+        x_t = invert(m, x0, t_end=900, num_steps=10, backend=backend, fixed_point=n)
+        back = sample(m, x_t, t_start=900, num_steps=10, backend=backend)
+        errors.append(float((back - x0).norm() / x0.norm()))
+    assert errors[0] > errors[1] > errors[2] > errors[3]
+    assert errors[3] < 1e-10
+    x_t = invert(m, x0, t_end=900, num_steps=10, backend=backend, fixed_point=40)
+    torch.testing.assert_close(x_t, x0 / _cos_product(m.alphas_cumprod, grid), rtol=1e-10, atol=0)
+
+
+def test_tiny_model_fixed_point_inversion_improves_round_trip(tiny_model):
+    m = tiny_model
+    x0 = _x0(m, n=1, seed=2).clamp(-1, 1)
+    errors = []
+    for n in (0, 2):
+        back = sample(m, invert(m, x0, t_end=300, num_steps=8, fixed_point=n), t_start=300, num_steps=8)
+        errors.append(float((back - x0).norm() / x0.norm()))
+    assert errors[1] < 0.5 * errors[0]
+    for bad in (-1, 1.5, True):
+        with pytest.raises(InputError, match="fixed_point"):
+            invert(m, x0, t_end=300, num_steps=8, fixed_point=bad)
+
+
 def test_ddim_step_inverts_itself_for_fixed_eps():
     x, eps = torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.randn(2, 3, 4, 4, dtype=torch.float64)
     ab_a, ab_b = torch.tensor([0.9, 0.5], dtype=torch.float64), torch.tensor(0.2, dtype=torch.float64)
