@@ -1,0 +1,50 @@
+"""Smoke runs of the benchmark scripts on the tiny model: they run end to end and write complete, finite results.
+
+Slow (exports and many model calls): ``pytest -m slow tests/test_benchmarks.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def _run(args: list[str], cwd: Path = ROOT) -> str:
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_accel_benchmark_smoke(tiny_pixel_dir, tmp_path):
+    out = _run(["benchmarks/accel.py", "--model", tiny_pixel_dir, "--runs", "4", "--threads", "1", "--skip-compile",
+                "--skip-options", "--artifacts", str(tmp_path / "art"), "--patch-size", "4", "--out",
+                str(tmp_path)])
+    r = json.loads((tmp_path / "accel.json").read_text())
+    assert set(r["backends"]) == {"torch", "onnxruntime"}
+    for timings in r["backends"].values():
+        assert len(timings) == 8 and all(v["median_ms"] > 0 and v["cpu_median_ms"] >= 0 for v in timings.values())
+    assert r["rate_map"]["max_rel_error_ort_vs_torch"] < 1e-3
+    assert r["ort_profile"]["eps_jvp_b8.onnx"]["ops"]["Conv"][1] == 2 * r["ort_profile"]["eps.onnx"]["ops"]["Conv"][1]
+    md = (tmp_path / "accel.md").read_text()
+    assert "## Targets" in md and "reproduce:" in out
+
+
+def test_default_model_benchmark_smoke(tiny_pixel_dir, tmp_path):
+    _run(["-m", "benchmarks.default_model", "--model", tiny_pixel_dir, "--out", str(tmp_path), "--n-recon", "3",
+          "--n-samples", "4", "--steps", "3", "--batch-size", "4", "--fixed-point", "0,1", "--threads", "1"])
+    r = json.loads((tmp_path / "default_model.json").read_text())
+    assert r["recon"]["n"] == 3 and math.isfinite(r["recon"]["psnr_mean"])
+    assert set(r["recon_fixed_point"]) == {"0", "1"}
+    # zero fixed-point iterations is plain DDIM inversion: the same reconstruction
+    assert r["recon_fixed_point"]["0"]["psnr_mean"] == pytest.approx(r["recon"]["psnr_mean"], abs=1e-9)
+    assert all(math.isfinite(v) for v in (r["sfd"]["samples_vs_heldout"], r["sfd"]["floor_heldout_vs_heldout"]))
+    assert "fixed-point" in (tmp_path / "default_model.md").read_text()
+    assert (tmp_path / "default_model.samples.png").is_file()
