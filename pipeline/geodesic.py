@@ -35,7 +35,11 @@ whose midpoint sits on the ridge can therefore move radially for free, so a path
 can drop its interior to the shell r ~ 2 r* - R, about 2 sigma^2 / R inside, through one ridge-straddling segment at
 each end. It shrinks as sigma^2 and as the segments get shorter than the jump, and it also makes the discrete energy
 multi-modal (which interior points take the inner shell). The continuous geodesics (shot by :func:`geodesic_shoot`)
-stay much closer to the sphere; see the benchmark.
+stay much closer to the sphere; see the benchmark. On images the same blind spot shows as E_end >> E_mid (the
+score term evaluated at the path points instead of the midpoints): segments many sigma long whose midpoint scores
+the solver has made orthogonal to them (benchmarks/results/geodesic_image_study.md). ``rule="simpson"``
+(:func:`score_term`) also weighs the points; it is an option, not the default: on the tuning images it did not
+converge within 200 iterations and mostly decoded worse than the midpoint rule.
 
 **Initial value problem** (:func:`geodesic_shoot`). The Euler-Lagrange equation ``(I + lam s s^T) x'' =
 -lam (x' . H x') s`` solved by Sherman-Morrison: ``x'' = -lam (x' . D s(x)[x']) s / (1 + lam |s|^2)``, integrated with
@@ -59,6 +63,7 @@ ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 ScoreJvpFn = Callable[[torch.Tensor, torch.Tensor], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 
 INITS = ("linear", "slerp")
+RULES = ("midpoint", "simpson")
 OPTIMIZERS = ("lbfgs", "torch-lbfgs", "adam")
 GRADIENTS = ("auto", "jvp", "autograd")
 
@@ -136,6 +141,27 @@ def metric_norm2(score: ScoreFn, x: torch.Tensor, u: torch.Tensor, *, lam: float
     return _dot(u, u) + lam * _dot(score(x), u) ** 2
 
 
+def relative_lam(score: ScoreFn, a: torch.Tensor, b: torch.Tensor, weight: float) -> float:
+    """lam = weight / mean(|s(a)|^2, |s(b)|^2): the metric weight at which a step along the endpoints' score costs
+    ``1 + weight`` times its Euclidean length squared.
+
+    What shapes the geodesic is ``lam |s|^2``, not lam: the score of a noise-smoothed density has
+    ``|s|^2 ~ D / sigma^2`` away from the data, so a fixed lam means different metrics at different noise levels and
+    image sizes (lam = 1000 is weight ~ 2.4e6 at t* = 400 and ~ 5e6 at t* = 200 on the default 32 x 32 pixel model;
+    see benchmarks/results/geodesic_image_study.md).
+    a, b: (*shape) -> float
+    """
+    a, b = _check_pair(a, b)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        raise InputError(f"weight must be a finite number >= 0, got {weight!r}")
+    with torch.no_grad():
+        s = score(torch.stack((a, b)))  # (2, *shape)
+        s2 = _dot(s, s).double().mean()  # mean |s|^2 at the two ends
+    if not float(s2) > 0:
+        raise InputError("the score vanishes at both endpoints: a relative lam is undefined there; give lam directly")
+    return float(weight) / float(s2)
+
+
 def geodesic_acceleration(s: torch.Tensor, hv: torch.Tensor, v: torch.Tensor, lam: float) -> torch.Tensor:
     """x'' = -lam (v . D s[v]) s / (1 + lam |s|^2)  (Sherman-Morrison).
 
@@ -210,20 +236,40 @@ def autodiff_jvp(score: ScoreFn) -> Callable[[torch.Tensor, torch.Tensor], tuple
 # --------------------------------------------------------------------------------------------------------------------
 # Energy, length and the gradient
 # --------------------------------------------------------------------------------------------------------------------
-def curve_energy(score: ScoreFn, path: torch.Tensor, *, lam: float = 1000.0, chunk: int | None = None) -> torch.Tensor:
-    """E = (N/2) sum_i (|d_i|^2 + lam (s(m_i) . d_i)^2) (differentiable; summed in float64).  (N + 1, *shape) -> ()"""
+def score_term(score: ScoreFn, path: torch.Tensor, *, rule: str = "midpoint", chunk: int | None = None
+               ) -> torch.Tensor:
+    """q_i ~ the mean of (s(x(tau)) . d_i)^2 over segment i, by a quadrature rule (differentiable; float64).
+
+    ``"midpoint"``: q_i = (s(m_i) . d_i)^2. ``"simpson"``: q_i = [(s(x_i) . d_i)^2 + 4 (s(m_i) . d_i)^2 +
+    (s(x_{i+1}) . d_i)^2] / 6, which also sees the score at the path points (N + 1 more score evaluations), so a
+    segment cannot hide a large change of log p behind a midpoint where s . d happens to vanish.
+    (N + 1, *shape) -> (N,)
+    """
     d, m = segments(path)
     n = d.shape[0]
-    sd = torch.cat([_dot(score(m[c]), d[c]) for c in _chunks(n, chunk)])  # (N,)
-    return 0.5 * n * (_dot(d, d).double() + lam * sd.double() ** 2).sum()
+    c_mid = torch.cat([_dot(score(m[c]), d[c]) for c in _chunks(n, chunk)]).double()  # (N,)
+    if rule == "midpoint":
+        return c_mid**2
+    s_pts = torch.cat([score(path[c]) for c in _chunks(n + 1, chunk)])  # (N + 1, *shape)
+    c0, c1 = _dot(s_pts[:-1], d).double(), _dot(s_pts[1:], d).double()  # (N,) each
+    return (c0**2 + 4 * c_mid**2 + c1**2) / 6
 
 
-def curve_length(score: ScoreFn, path: torch.Tensor, *, lam: float = 1000.0, chunk: int | None = None) -> float:
-    """L = sum_i sqrt(|d_i|^2 + lam (s(m_i) . d_i)^2), the metric length of the polygon (midpoint rule)."""
+def curve_energy(score: ScoreFn, path: torch.Tensor, *, lam: float = 1000.0, chunk: int | None = None,
+                 rule: str = "midpoint") -> torch.Tensor:
+    """E = (N/2) sum_i (|d_i|^2 + lam q_i), q_i = (s(m_i) . d_i)^2 for the midpoint rule (see :func:`score_term`)
+    (differentiable; summed in float64).  (N + 1, *shape) -> ()"""
+    d, _ = segments(path)
+    n = d.shape[0]
+    return 0.5 * n * (_dot(d, d).double() + lam * score_term(score, path, rule=rule, chunk=chunk)).sum()
+
+
+def curve_length(score: ScoreFn, path: torch.Tensor, *, lam: float = 1000.0, chunk: int | None = None,
+                 rule: str = "midpoint") -> float:
+    """L = sum_i sqrt(|d_i|^2 + lam q_i), the metric length of the polygon (q_i: :func:`score_term`)."""
     with torch.no_grad():
-        d, m = segments(path)
-        sd = torch.cat([_dot(score(m[c]), d[c]) for c in _chunks(d.shape[0], chunk)])
-        return float((_dot(d, d).double() + lam * sd.double() ** 2).sqrt().sum())
+        d, _ = segments(path)
+        return float((_dot(d, d).double() + lam * score_term(score, path, rule=rule, chunk=chunk)).sqrt().sum())
 
 
 def _energy_grad_jvp(score, score_jvp, path, lam, chunk, counter) -> tuple[float, torch.Tensor]:
@@ -249,7 +295,7 @@ def _energy_grad_jvp(score, score_jvp, path, lam, chunk, counter) -> tuple[float
     return energy, grad
 
 
-def _energy_grad_autograd(score, path, lam, chunk, counter) -> tuple[float, torch.Tensor]:
+def _energy_grad_autograd(score, path, lam, chunk, counter, rule: str = "midpoint") -> tuple[float, torch.Tensor]:
     """E and dE/dx for every path point by reverse-mode AD through the score, chunk by chunk of segments."""
     n = path.shape[0] - 1
     grad = torch.zeros_like(path)
@@ -257,11 +303,11 @@ def _energy_grad_autograd(score, path, lam, chunk, counter) -> tuple[float, torc
     for c in _chunks(n, chunk):
         with torch.enable_grad():
             pts = path[c.start : c.stop + 1].detach().requires_grad_(True)  # (k + 1, *shape)
-            d, m = segments(pts)
-            sd = _dot(score(m), d)
-            e = 0.5 * n * (_dot(d, d).double() + lam * sd.double() ** 2).sum()
+            d, _ = segments(pts)
+            e = 0.5 * n * (_dot(d, d).double() + lam * score_term(score, pts, rule=rule)).sum()
             (g,) = torch.autograd.grad(e, pts)
-        counter.add(score_calls=1, score_points=d.shape[0], vjp_points=d.shape[0])
+        k = d.shape[0] + (pts.shape[0] if rule == "simpson" else 0)  # points the score was evaluated at
+        counter.add(score_calls=1 if rule == "midpoint" else 2, score_points=k, vjp_points=k)
         grad[c.start : c.stop + 1] += g
         energy += float(e.detach())
     return energy, grad
@@ -513,6 +559,7 @@ class BVPConfig:
     precondition: bool = True  # "lbfgs": H0 = inverse Hessian of the Euclidean part, (N L)^-1
     lr: float = 0.3  # Adam step, as a fraction of rms(b - a) / (n_points - 1) per coordinate
     chunk: int | None = None  # midpoints per score/JVP call (None: all N in one batch)
+    rule: str = "midpoint"  # quadrature of the score term over a segment: "midpoint" | "simpson" (see score_term)
 
 
 @dataclass(frozen=True)
@@ -554,6 +601,7 @@ def geodesic_bvp(
     precondition: bool = True,
     lr: float = 0.3,
     chunk: int | None = None,
+    rule: str = "midpoint",
     init_path: torch.Tensor | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
@@ -570,6 +618,8 @@ def geodesic_bvp(
         score_jvp: ``(x, v) -> D s(x)[v]`` or ``(s(x), D s(x)[v])``; enables the JVP-assembled gradient.
         init: starting curve, ``"linear"`` or ``"slerp"`` (ignored when ``init_path`` is given).
         optimizer, gradient, max_iter, tol, history_size, precondition, lr, chunk: see :class:`BVPConfig`.
+        rule: quadrature of the score term, ``"midpoint"`` (the DESIGN energy) or ``"simpson"`` (also the path
+            points; autograd gradient only), see :func:`score_term`.
         init_path: an explicit starting curve (n_points, *shape) whose ends are a and b.
         progress: ``progress(iteration, max_iter, "geodesic")`` after each iteration; cancel: stop flag.
 
@@ -590,13 +640,16 @@ def geodesic_bvp(
         gradient=_check_choice(gradient, GRADIENTS, "gradient"), max_iter=_check_positive_int(max_iter, "max_iter"),
         tol=_check_positive(tol, "tol"), history_size=_check_positive_int(history_size, "history_size"),
         precondition=bool(precondition), lr=_check_positive(lr, "lr"),
-        chunk=None if chunk is None else _check_positive_int(chunk, "chunk"),
+        chunk=None if chunk is None else _check_positive_int(chunk, "chunk"), rule=_check_choice(rule, RULES, "rule"),
     )
     grad_mode = cfg.gradient
     if grad_mode == "auto":
         grad_mode = "jvp" if score_jvp is not None else "autograd"
     if grad_mode == "jvp" and score_jvp is None:
         raise InputError('gradient="jvp" needs score_jvp; pass one or use gradient="autograd"')
+    if grad_mode == "jvp" and cfg.rule != "midpoint":
+        raise InputError(f'rule={cfg.rule!r} needs gradient="autograd" (the JVP-assembled gradient is the midpoint '
+                         'rule\'s); pass gradient="autograd" or rule="midpoint"')
 
     if init_path is not None:
         init_path = _check_point(init_path, "init_path")
@@ -619,7 +672,7 @@ def geodesic_bvp(
         if grad_mode == "jvp":
             e, g = _energy_grad_jvp(score, score_jvp, path, cfg.lam, cfg.chunk, counter)
         else:
-            e, g = _energy_grad_autograd(score, path, cfg.lam, cfg.chunk, counter)
+            e, g = _energy_grad_autograd(score, path, cfg.lam, cfg.chunk, counter, cfg.rule)
         return e, g[1:-1].reshape(-1)
 
     def hook(it: int, e: float) -> None:
@@ -641,8 +694,9 @@ def geodesic_bvp(
     if run.history[-1] > run.history[0]:  # never hand back a curve worse than the start (Adam can overshoot)
         path, run.history = path0.clone(), run.history + [run.history[0]]
     return GeodesicResult(
-        path=path, energy=run.history, length=curve_length(score, path, lam=cfg.lam, chunk=cfg.chunk),
-        initial_length=curve_length(score, path0, lam=cfg.lam, chunk=cfg.chunk), evaluations=counter.snapshot(),
+        path=path, energy=run.history, length=curve_length(score, path, lam=cfg.lam, chunk=cfg.chunk, rule=cfg.rule),
+        initial_length=curve_length(score, path0, lam=cfg.lam, chunk=cfg.chunk, rule=cfg.rule),
+        evaluations=counter.snapshot(),
         converged=run.converged, iterations=run.iterations, seconds=time.perf_counter() - t0, reason=run.reason,
         gradient=grad_mode, config=cfg,
     )

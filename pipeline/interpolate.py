@@ -9,6 +9,18 @@ The endpoints of the path are the inverted images, so the first and last outputs
 (equal to the inputs up to the inversion error). Outputs are at the model's image size (``model.image_size``); inputs
 of other sizes are resized to it first.
 
+**What the geodesic does on images** (benchmarks/results/geodesic_image_study.md, tuning scenes). ``s . d`` is the
+change of log p_t along a step, and with the default lam the score term outweighs the Euclidean one by 1e6 or more
+(``ImagePath.lam_relative`` = lam mean |s|^2 at the ends; :func:`pipeline.geodesic.relative_lam`), so the geodesic is
+the shortest path at t_star on which log p_t stays constant: about as short as the chord, norm-typical like SLERP. It
+does not move objects: DDIM inversion turns a small motion of an object into a large, noise-like change of x_t, so
+the path through the inverted frames of a moving object is several chords long, and because ``G >= I`` its energy is
+at least its Euclidean length squared / 2 for every lam, far above the cross-fade's. Started on that path the solver
+stays near it (a local minimum that decodes well), so this is the metric, not the solver. Measured against the
+ground-truth frames the geodesic is therefore not systematically closer than LERP: farther at t_star = 400 (LERP's
+lower-norm middle decodes to a blend, the iso-density path to sharper but wrong images), mixed at 200, and the same
+images as LERP at lower t_star.
+
 Scores and JVPs come from ``backend`` when one is given (anything with ``eps(x, t)`` and ``eps_jvp(x, t, v)``, e.g. an
 ``accel`` backend); the JVP-assembled gradient then drives the solver. ``gradient="autograd"`` always differentiates
 the PyTorch model (a backend may not support autograd), and is the default without a backend because it is the exact
@@ -38,6 +50,7 @@ from .geodesic import (
     geodesic_shoot,
     legendre_velocity,
     lerp_at,
+    relative_lam,
     slerp_at,
 )
 from .images import image_to_tensor, tensor_to_uint8
@@ -64,6 +77,9 @@ class ImagePath:
     geodesic: GeodesicResult | None = None  # solver diagnostics ("geodesic" only)
     shoot: ShootResult | None = None  # shooting diagnostics (extrapolation with "geodesic" only)
     seconds: dict[str, float] = field(default_factory=dict)  # "invert", "path", "decode"
+    # lam mean(|s(a)|^2, |s(b)|^2) at the inverted ends: the weight of the score term relative to the Euclidean one
+    # for a step along s (pipeline.geodesic.relative_lam); what actually sets the metric's strength
+    lam_relative: float | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -147,11 +163,11 @@ def _solver_scores(model, t_star, backend, gradient):
     return score, score_jvp, "jvp"
 
 
-def _path_stats(score, path, lam, chunk) -> tuple[float, float, float]:
+def _path_stats(score, path, lam, chunk, rule="midpoint") -> tuple[float, float, float]:
     with torch.no_grad():
-        e = float(curve_energy(score, path, lam=lam, chunk=chunk))
+        e = float(curve_energy(score, path, lam=lam, chunk=chunk, rule=rule))
     eu = float((path[1:] - path[:-1]).flatten(1).norm(dim=1).sum())
-    return e, curve_length(score, path, lam=lam, chunk=chunk), eu
+    return e, curve_length(score, path, lam=lam, chunk=chunk, rule=rule), eu
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -192,7 +208,7 @@ def interpolate_images(
             DDIM round trips; on: interior points far from the data decode to less saturated colours).
         progress, cancel: callback ``progress(done, total, desc)`` per step of each phase; stop flag.
         solver: options of :func:`pipeline.geodesic.geodesic_bvp` (``max_iter``, ``optimizer``, ``tol``, ``chunk``,
-            ``init``, ...).
+            ``init``, ``rule``, ...).
 
     Returns:
         :class:`ImagePath` with ``n_points`` uint8 images at the model's image size.
@@ -204,6 +220,7 @@ def interpolate_images(
     xa, xb = invert_pair(model, image_a, image_b, t_star=t_star, num_steps=num_steps, backend=backend,
                          progress=progress, cancel=cancel)
     secs["invert"] = time.perf_counter() - t0
+    lam_rel = float(lam) / relative_lam(score, xa, xb, 1.0)
     t0 = time.perf_counter()
     geo = None
     if method == "geodesic":
@@ -214,7 +231,7 @@ def interpolate_images(
     else:
         t = torch.linspace(0, 1, _check_n_points(n_points), dtype=torch.float64)
         path = (lerp_at if method == "lerp" else slerp_at)(xa, xb, t)
-        e, length, euclid = _path_stats(score, path, lam, solver.get("chunk"))
+        e, length, euclid = _path_stats(score, path, lam, solver.get("chunk"), solver.get("rule", "midpoint"))
         energy = [e]
     secs["path"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -222,7 +239,8 @@ def interpolate_images(
                              clip_x0=clip_x0, progress=progress, cancel=cancel)
     secs["decode"] = time.perf_counter() - t0
     return ImagePath(images=images, path=path, x0=x0, method=method, t_star=t_star, lam=float(lam), energy=energy,
-                     length=length, euclidean_length=euclid, n_inner=path.shape[0], geodesic=geo, seconds=secs)
+                     length=length, euclidean_length=euclid, n_inner=path.shape[0], geodesic=geo, seconds=secs,
+                     lam_relative=lam_rel)
 
 
 def extrapolate_images(
@@ -264,6 +282,7 @@ def extrapolate_images(
     xa, xb = invert_pair(model, image_a, image_b, t_star=t_star, num_steps=num_steps, backend=backend,
                          progress=progress, cancel=cancel)
     secs["invert"] = time.perf_counter() - t0
+    lam_rel = float(lam) / relative_lam(score, xa, xb, 1.0)
     t0 = time.perf_counter()
     geo = shot = None
     if method == "geodesic":
@@ -280,7 +299,8 @@ def extrapolate_images(
         t = torch.arange(n_points + n_extra, dtype=torch.float64) / (n_points - 1)
         t[n_points:] = 1 + beyond * torch.arange(1, n_extra + 1, dtype=torch.float64) / n_extra
         path = (lerp_at if method == "lerp" else slerp_at)(xa, xb, t)
-        e, length, euclid = _path_stats(score, path[:n_points], lam, solver.get("chunk"))
+        e, length, euclid = _path_stats(score, path[:n_points], lam, solver.get("chunk"),
+                                        solver.get("rule", "midpoint"))
         energy = [e]
     secs["path"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -288,4 +308,5 @@ def extrapolate_images(
                              clip_x0=clip_x0, progress=progress, cancel=cancel)
     secs["decode"] = time.perf_counter() - t0
     return ImagePath(images=images, path=path, x0=x0, method=method, t_star=t_star, lam=float(lam), energy=energy,
-                     length=length, euclidean_length=euclid, n_inner=n_points, geodesic=geo, shoot=shot, seconds=secs)
+                     length=length, euclidean_length=euclid, n_inner=n_points, geodesic=geo, shoot=shot, seconds=secs,
+                     lam_relative=lam_rel)

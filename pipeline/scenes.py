@@ -313,12 +313,26 @@ def make_scene(seed: int, *, size: int = 32) -> Scene:
     return render(bg, shapes, size=size, seed=seed)
 
 
+#: Rotational symmetry period (radians) of each shape kind: a turn by a multiple of it leaves the shape unchanged.
+#: Disks and rings are rotation-invariant (0: any turn is invisible), so :func:`scene_path` translates them.
+SYMMETRY_PERIOD = {"disk": 0.0, "ring": 0.0, "ellipse": np.pi, "bar": np.pi, "square": np.pi / 2,
+                   "triangle": 2 * np.pi / 3}
+_MAX_TURN = 2 * np.pi / 3  # the largest turn drawn for "rotate"
+
+
 def scene_path(seed: int, num: int, *, size: int = 32, motion: str | None = None) -> list[Scene]:
     """``num`` frames in which the top object of scene ``seed`` moves or rotates along a parameter s in [0, 1].
 
-    motion: ``"translate"`` (the centre moves in a straight line by 0.25-0.45 of the side, clipped to stay in view),
-    ``"rotate"`` (the object turns by 60-120 degrees; a disk translates instead), or ``None`` (chosen by the seed).
-    Frame k has s = k / (num - 1). The ground-truth frames for geodesic interpolation between the two ends.
+    motion: ``"translate"`` (the centre moves in a straight line by 0.25-0.45 of the side, clipped to stay in view;
+    where clipping would cut the move below half, the opposite direction is taken if it moves further), ``"rotate"``
+    (the object turns by 60-120 degrees), or ``None`` (chosen by the seed). Frame k has s = k / (num - 1).
+    The ground-truth frames for geodesic interpolation between the two ends.
+
+    Every path moves visibly: rotation-invariant kinds (disk, ring; ``SYMMETRY_PERIOD`` 0) always translate, and the
+    turn of a kind with symmetry period P < 240 degrees is scaled by (P / 2) / 120 degrees, so it stays within
+    (0, P / 2] and the last frame never coincides with the first (a square turns by 22.5-45 degrees, a triangle by
+    30-60; ellipses and bars keep 60-120). The random draws are the same for every kind, so the scene itself is
+    ``make_scene(seed)``, and ellipse and bar rotations and translations not shortened by the border are unchanged.
     """
     seed, size = _check_seed(seed), _check_size(size)
     if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 2:
@@ -330,18 +344,24 @@ def scene_path(seed: int, num: int, *, size: int = 32, motion: str | None = None
     top = shapes[-1]
     if motion is None:
         motion = "rotate" if rng.uniform() < 0.5 else "translate"
-    if top["kind"] == "disk":
+    period = SYMMETRY_PERIOD[top["kind"]]
+    if period == 0.0:
         motion = "translate"
     frames = []
     if motion == "rotate":
-        turn = float(rng.uniform(np.pi / 3, 2 * np.pi / 3) * rng.choice([-1, 1]))
+        turn = float(rng.uniform(np.pi / 3, _MAX_TURN) * rng.choice([-1, 1]))
+        turn *= min(1.0, (period / 2) / _MAX_TURN)  # stay within half a symmetry period
         for s in np.linspace(0, 1, num):
             frames.append(shapes[:-1] + [{**top, "angle": top["angle"] + s * turn}])
     else:
         a = rng.uniform(0, 2 * np.pi)
         dist = rng.uniform(0.25, 0.45) * size
         c0 = np.asarray(top["center"])
-        c1 = np.clip(c0 + dist * np.array([np.cos(a), np.sin(a)]), 0.15 * size, 0.85 * size)
+        step = dist * np.array([np.cos(a), np.sin(a)])
+        c1 = np.clip(c0 + step, 0.15 * size, 0.85 * size)
+        back = np.clip(c0 - step, 0.15 * size, 0.85 * size)
+        if np.linalg.norm(c1 - c0) < 0.5 * dist and np.linalg.norm(back - c0) > np.linalg.norm(c1 - c0):
+            c1 = back  # the clipped move would be short (object near the border, heading out): go the other way
         for s in np.linspace(0, 1, num):
             c = (1 - s) * c0 + s * c1
             frames.append(shapes[:-1] + [{**top, "center": (float(c[0]), float(c[1]))}])

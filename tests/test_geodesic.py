@@ -24,6 +24,8 @@ from pipeline.geodesic import (
     legendre_velocity,
     lerp,
     metric_norm2,
+    relative_lam,
+    score_term,
     slerp,
 )
 from pipeline.synthetic import sphere, torus
@@ -283,3 +285,59 @@ def test_autodiff_jvp_falls_back_to_double_backward():
 def test_curve_length_of_line_is_euclidean():
     a, b = _pair()
     assert abs(curve_length(_gaussian_score, lerp(a, b, 5), lam=0.0) - float((b - a).norm())) < 1e-12
+
+
+def test_shooting_reports_divergence():
+    # A score that is NaN outside |x_k| <= 2: the RK4 state turns non-finite after a few steps, which must
+    # raise InputError naming the step and the remedy, not return a path of NaNs.
+    def score(x):
+        return torch.where(x.abs() > 2, torch.full_like(x, float("nan")), -x)
+
+    def score_jvp(x, v):
+        return score(x), -v
+
+    with pytest.raises(InputError, match=r"diverged at step \d+ .*substeps \(now 1\)"):
+        geodesic_shoot(score, torch.zeros(3, dtype=torch.float64), torch.full((3,), 10.0, dtype=torch.float64),
+                       lam=10.0, n_steps=4, dt=0.25, score_jvp=score_jvp)
+    ok = geodesic_shoot(score, torch.zeros(3, dtype=torch.float64), torch.full((3,), 1.0, dtype=torch.float64),
+                        lam=10.0, n_steps=4, dt=0.25, score_jvp=score_jvp)  # stays inside: finite
+    assert bool(torch.isfinite(ok.path).all())
+
+
+def test_relative_lam_scales_by_the_endpoint_score():
+    # Gaussian N(0, sigma^2 I): s(x) = -x / sigma^2, so mean |s|^2 at a, b = (|a|^2 + |b|^2) / (2 sigma^4).
+    sigma = 0.5
+    a, b = torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64), torch.tensor([0.0, 3.0, 0.0], dtype=torch.float64)
+    lam = relative_lam(lambda x: -x / sigma**2, a, b, 10.0)
+    assert lam == pytest.approx(10.0 / ((5.0 + 9.0) / 2 / sigma**4), rel=1e-12)
+    with pytest.raises(InputError, match="weight must be"):
+        relative_lam(lambda x: -x, a, b, -1.0)
+    with pytest.raises(InputError, match="score vanishes"):
+        relative_lam(lambda x: 0 * x, a, b, 1.0)
+
+
+def test_simpson_rule_is_exact_for_a_linear_score():
+    # s(x) = -x: along a segment s(x(tau)) . d is linear in tau, so Simpson's rule integrates its square exactly,
+    # (c0^2 + c0 c1 + c1^2) / 3, while the midpoint rule gives ((c0 + c1) / 2)^2.
+    g = torch.Generator().manual_seed(0)
+    path = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    d = path[1:] - path[:-1]
+    c0, c1 = (-path[:-1] * d).sum(1), (-path[1:] * d).sum(1)
+    exact = (c0**2 + c0 * c1 + c1**2) / 3
+    assert torch.allclose(score_term(lambda x: -x, path, rule="simpson"), exact, rtol=1e-12)
+    assert torch.allclose(score_term(lambda x: -x, path), ((c0 + c1) / 2) ** 2, rtol=1e-12)
+    n = 4
+    e = curve_energy(lambda x: -x, path, lam=3.0, rule="simpson")
+    assert float(e) == pytest.approx(float(0.5 * n * ((d * d).sum(1) + 3.0 * exact).sum()), rel=1e-12)
+
+
+def test_simpson_bvp_needs_autograd(s2):
+    M = s2
+    a, b = M.sample(2, seed=3)
+    res = geodesic_bvp(M.score, a, b, lam=100.0, n_points=8, rule="simpson", gradient="autograd", max_iter=50)
+    assert res.config.rule == "simpson" and res.energy[-1] < res.energy[0]
+    assert res.evaluations.score_points > res.evaluations.energy * 7  # midpoints and points
+    with pytest.raises(InputError, match="needs gradient=.autograd"):
+        geodesic_bvp(M.score, a, b, n_points=8, rule="simpson", score_jvp=M.score_jvp, gradient="jvp")
+    with pytest.raises(InputError, match="rule must be one of"):
+        geodesic_bvp(M.score, a, b, n_points=8, rule="trapezoid")

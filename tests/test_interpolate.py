@@ -46,6 +46,10 @@ def test_interpolate_images_shapes_and_endpoints(tiny_model, pair, method):
     assert all(im.shape == (size, size, 3) and im.dtype == np.uint8 for im in res.images)
     assert res.path.shape == (4, 3, 16, 16) and res.x0.shape == (4, 3, 16, 16)
     assert res.method == method and res.length > 0 and res.euclidean_length > 0
+    score, _ = score_functions(tiny_model, 200)
+    with torch.no_grad():
+        s = score(res.path[[0, -1]]).flatten(1).double()  # the score at the inverted ends
+    assert res.lam_relative == pytest.approx(1000.0 * float((s**2).sum(1).mean()), rel=1e-5)
     # the ends are the DDIM round trips of the inputs
     for im, src in ((res.images[0], pair[0]), (res.images[-1], pair[1])):
         ref = _round_trip(tiny_model, src, 200, 3)
@@ -147,3 +151,10 @@ def test_cli_geodesic(tiny_pixel_dir, pair, tmp_path):
     assert summary["extrapolation"]["extra_points"] == 1
     assert main(["geodesic", "--a", str(pa), "--b", str(tmp_path / "missing.png"), "--out", str(out),
                  "--model", tiny_pixel_dir]) == 2
+
+
+def test_clip_x0_option(tiny_model, pair):
+    clipped = interpolate_images(tiny_model, *pair, method="lerp", clip_x0=True, **FAST)
+    assert len(clipped.images) == 4
+    # the last step is sqrt(ab_0) clip(x0_hat) + sqrt(1 - ab_0) eps with 1 - ab_0 ~ 1e-4
+    assert float(clipped.x0.abs().max()) <= 1.1

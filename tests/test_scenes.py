@@ -141,3 +141,23 @@ def test_splits_disjoint():
 def test_bad_input(call):
     with pytest.raises(InputError):
         call()
+
+
+@pytest.mark.parametrize("motion", [None, "rotate"])
+def test_scene_path_always_moves(motion):
+    # Rotation-invariant shapes (disk, ring) translate instead of turning invisibly, and symmetric shapes (square,
+    # triangle) turn by less than half their symmetry period, so no path has identical consecutive or end frames.
+    # HELDOUT_SEEDS[0] and [2] are rings that used to "rotate" into identical frames.
+    seeds = [HELDOUT_SEEDS[0], HELDOUT_SEEDS[2], *range(24)]
+    kinds = set()
+    for seed in seeds:
+        frames = scene_path(seed, 5, motion=motion)
+        kinds.add(frames[0].params[-1]["kind"])
+        params = [f.params[-1] for f in frames]
+        assert all(p != q for p, q in zip(params, params[1:])), seed
+        steps = [np.abs(a.image.astype(int) - b.image.astype(int)).sum() for a, b in zip(frames, frames[1:])]
+        assert min(steps) > 0, (seed, frames[0].params[-1]["kind"], steps)
+        assert not np.array_equal(frames[0].image, frames[-1].image), seed
+        if frames[0].params[-1]["kind"] in ("disk", "ring"):
+            assert frames[0].background_params["motion"] == "translate"
+    assert {"ring", "square", "triangle", "disk"} <= kinds  # the cases the rule is about are covered

@@ -35,11 +35,17 @@ def add_parser(sub) -> None:
     p.add_argument("--gradient", default="auto", choices=("auto", "jvp", "autograd"),
                    help="energy gradient: exact autograd, or assembled from score JVPs (default: auto = autograd "
                    "for the PyTorch model)")
+    p.add_argument("--rule", default="midpoint", choices=("midpoint", "simpson"),
+                   help="quadrature of the score term per segment: midpoint (DESIGN energy) or simpson (also the path "
+                   "points; needs the autograd gradient) (default: midpoint)")
     p.add_argument("--methods", default="geodesic,lerp,slerp",
                    help="comma-separated rows of the strip, from geodesic, lerp, slerp (default: all three)")
     p.add_argument("--extrapolate", type=float, default=None, metavar="BEYOND",
                    help="also continue the geodesic past b by BEYOND times the a->b length (e.g. 0.5)")
     p.add_argument("--cell", type=int, default=96, help="strip cell size in pixels (nearest upscaling; default: 96)")
+    p.add_argument("--clip-x0", action="store_true",
+                   help="clamp each DDIM generation step's x_0 prediction to [-1, 1] (default: off, so the ends are "
+                   "exact DDIM round trips)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
     p.set_defaults(run=run)
 
@@ -66,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
         if done == total or done % 10 == 0:
             print(f"  {desc}: {done}/{total}", flush=True)
 
-    opts = dict(n_points=args.n, t_star=args.t_star, lam=args.lam, num_steps=args.steps, progress=progress)
-    solver = dict(max_iter=args.max_iter, optimizer=args.optimizer, gradient=args.gradient)
+    opts = dict(n_points=args.n, t_star=args.t_star, lam=args.lam, num_steps=args.steps, clip_x0=args.clip_x0,
+                progress=progress)
+    solver = dict(max_iter=args.max_iter, optimizer=args.optimizer, gradient=args.gradient, rule=args.rule)
     rows, summary = {}, {"model": args.model, "a": args.a, "b": args.b, **{k: v for k, v in opts.items()
                                                                           if k != "progress"}, "methods": {}}
     for method in methods:
@@ -77,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
                                  **(solver if method == "geodesic" else {"gradient": args.gradient}))
         rows[method] = res.images
         info = {"energy_initial": res.energy[0], "energy_final": res.energy[-1], "length": res.length,
-                "euclidean_length": res.euclidean_length, "seconds": time.perf_counter() - t0}
+                "euclidean_length": res.euclidean_length, "lam_relative": res.lam_relative,
+                "seconds": time.perf_counter() - t0}
         if res.geodesic is not None:
             g = res.geodesic
             info.update(iterations=g.iterations, converged=g.converged, reason=g.reason, gradient=g.gradient,
