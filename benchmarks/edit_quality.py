@@ -29,6 +29,13 @@ study (``--study``) and any tuning use the TUNING split, and the study's results
    the edited region. Methods: this method, ablation, naive pasting, ``cv2.seamlessClone`` (normal clone).
 5. **Wall time** per call of each task on this machine (and the process CPU time, the fairer figure on a shared CPU).
 
+Partial reruns: ``--tasks remove,saliency`` redoes only those parts and keeps the others (their tables, times and
+the command that made them) from the existing results file when the scenes and settings agree
+(:func:`merge_previous`); ``--n-saliency 0`` redoes only ``adjust_saliency`` and keeps the AUC rows.
+
+Removal study (TUNING split): ``--remove-study '[{...}, ...]' --study-scenes 0:8`` runs ``remove_object`` with each
+override dict and merges the PSNR / SSIM per scene into ``edit_removal_study.{json,md}``.
+
 Held-out offsets: removal 30_000, saliency 31_000, transfer 32_000 (scenes with >= 2 objects, scanned from there),
 blending 33_000 (A) and 34_000 (B). Tuning runs use the same offsets in the tuning split.
 """
@@ -505,6 +512,69 @@ def study_markdown(st: dict) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Removal study (TUNING split only)
+# --------------------------------------------------------------------------------------------------------------------
+def run_removal_study(model, cfg: BenchConfig, configs: list[dict], scenes: tuple[int, int], path: Path) -> dict:
+    """PSNR / SSIM inside the mask of ``remove_object`` with each override dict of ``configs`` on TUNING scenes.
+
+    ``scenes = (i0, i1)``: the removal scenes ``i0..i1-1`` of the TUNING split (offset ``OFFSETS["remove"]``).
+    Results are merged into the study file at ``path`` (one entry per configuration and scene; a rerun replaces
+    it), so the study can grow over several invocations. ``{"curve_weight": 0}`` is the ablation.
+    """
+    study = json.loads(path.read_text()) if path.exists() else {"entries": {}, "notes": []}
+    seeds = SPLITS["tuning"][OFFSETS["remove"] + scenes[0] : OFFSETS["remove"] + scenes[1]]
+    for conf in configs:
+        key = json.dumps(conf, sort_keys=True)
+        for seed in seeds:
+            sc = make_scene(seed, size=model.image_size)
+            i = sc.num_objects - 1
+            m, gt = sc.masks[i], sc.removed[i]
+            t = _Timer()
+            r = E.remove_object(model, sc.image, m, measure_curves=False, seed=cfg.seed, **conf)
+            cpu = t.done()[1]
+            row = {"psnr": psnr_in(r.image, gt, m), "ssim": ssim_in(r.image, gt, m), "cpu_s": cpu,
+                   "background": sc.background_params["kind"]}
+            if path.exists():  # re-read: another study process may have added entries meanwhile
+                study = json.loads(path.read_text())
+            study["entries"].setdefault(key, {})[str(seed)] = row
+            print(f"  {key} seed {seed}: {row['psnr']:.2f} dB", flush=True)
+            path.write_text(json.dumps(study, indent=1))
+    return study
+
+
+def removal_study_markdown(study: dict) -> str:
+    """Table of the removal study: each configuration against the ablation on the scenes both were run on."""
+    abl = study["entries"].get(json.dumps({"curve_weight": 0.0}, sort_keys=True), {})
+    lines = ["# Removal study on the TUNING split (PSNR / SSIM inside the mask vs the object-free ground truth)", "",
+             "Each row: `remove_object` with `RemoveConfig` defaults of the code at the time of the run plus the "
+             "overrides shown; `{\"curve_weight\": 0.0}` is the ablation (returns the harmonic-fill start content). "
+             "\"vs ablation\" compares on the scenes both rows were run on (wins / scenes).", "",
+             "| overrides | scenes | PSNR (dB) | SSIM | ablation PSNR, same scenes | vs ablation (dB) | wins | "
+             "CPU s / call |", "|---|---|---|---|---|---|---|---|"]
+    for key, rows in study["entries"].items():
+        seeds = sorted(rows)
+        p = np.array([rows[s]["psnr"] for s in seeds])
+        both = [s for s in seeds if s in abl]
+        a = np.array([abl[s]["psnr"] for s in both])
+        b = np.array([rows[s]["psnr"] for s in both])
+        lines.append(f"| `{key}` | {len(seeds)} ({seeds[0][-2:]}..{seeds[-1][-2:]}) | {p.mean():.2f} | "
+                     f"{np.mean([rows[s]['ssim'] for s in seeds]):.3f} | "
+                     f"{a.mean() if both else float('nan'):.2f} | {(b - a).mean() if both else float('nan'):+.2f} | "
+                     f"{int((b > a + 1e-9).sum())}/{len(both)} | {np.mean([rows[s]['cpu_s'] for s in seeds]):.1f} |")
+    lines += ["", "Per scene (PSNR dB; scene = last two digits of the tuning seed, background kind):", ""]
+    all_seeds = sorted({s for rows in study["entries"].values() for s in rows})
+    kinds = {s: r[s]["background"] for r in study["entries"].values() for s in r}
+    lines += ["| overrides | " + " | ".join(f"{s[-2:]} {kinds[s]}" for s in all_seeds) + " |",
+              "|---|" + "---|" * len(all_seeds)]
+    for key, rows in study["entries"].items():
+        lines.append(f"| `{key}` | " + " | ".join(f"{rows[s]['psnr']:.1f}" if s in rows else "" for s in all_seeds)
+                     + " |")
+    if study.get("notes"):
+        lines += ["", "## Notes", ""] + list(study["notes"])
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Driver
 # --------------------------------------------------------------------------------------------------------------------
 RUNNERS = {"remove": run_removal, "saliency": run_saliency, "transfer": run_transfer, "blend": run_blend}
@@ -539,12 +609,53 @@ def run_benchmark(cfg: BenchConfig, *, jobs: int = 1) -> dict:
     for task, part, seconds in done:
         res["parts"][task], res["part_seconds"][task] = part, seconds
     res["total_seconds"] = time.perf_counter() - t0
+    res["part_commands"] = {task: res["command"] for task in cfg.tasks}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "edit_quality" if cfg.split == "heldout" else "edit_quality_tuning"
+    merge_previous(res, out / f"{stem}.json")
     (out / f"{stem}.json").write_text(json.dumps(res, indent=1, default=_json_default))
     (out / f"{stem}.md").write_text(markdown(res))
     return res
+
+
+#: Config fields that must agree for a previous run's parts to be kept next to a new run's (all but the part choice).
+_MERGE_KEYS = ("model", "split", "n_remove", "n_saliency", "n_adjust", "n_transfer", "n_blend", "repaint_steps",
+               "curve_timesteps", "curve_patch", "curve_smooth", "statistic", "normalize", "t_min", "seed")
+
+
+def merge_previous(res: dict, path: Path) -> None:
+    """Keep the parts a run did not redo from the previous results file at ``path`` (in place).
+
+    A run of some parts (``--tasks``) replaces only those parts: the others, their times and the command that made
+    them are carried over when the previous run used the same scenes and settings (``_MERGE_KEYS``; a differing
+    ``n_saliency`` only for the AUC rows, see below), so the written tables stay complete and each says where it
+    came from. With ``--n-saliency 0`` the saliency part reruns only ``adjust_saliency`` and keeps the previous AUC
+    rows (the AUC does not depend on ``pipeline.edit``).
+    """
+    if not path.exists():
+        return
+    prev = json.loads(path.read_text())
+    pc, cfg = prev.get("config", {}), res["config"]
+    same = lambda keys: all(pc.get(k) == cfg.get(k) for k in keys)  # noqa: E731
+    commands = prev.get("part_commands") or {t: prev.get("command") for t in prev.get("parts", {})}
+    keys_auc = [k for k in _MERGE_KEYS if k not in ("n_saliency", "n_adjust")]
+    sal = res["parts"].get("saliency")
+    if sal is not None and cfg.get("n_saliency") == 0 and "saliency" in prev.get("parts", {}) and same(keys_auc):
+        old = prev["parts"]["saliency"]
+        sal["rows"], sal["summary"] = old["rows"], old["summary"]
+        res["part_commands"]["saliency"] = (f"AUC: {commands.get('saliency')}; adjust_saliency: "
+                                            f"{res['part_commands']['saliency']}")
+        res["config"] = {**cfg, "n_saliency": pc.get("n_saliency")}
+    keys = [k for k in _MERGE_KEYS if k != "n_saliency" or cfg.get("n_saliency") != 0]
+    if not same(keys):
+        return
+    for task, part in prev.get("parts", {}).items():
+        if task not in res["parts"]:
+            res["parts"][task] = part
+            res["part_seconds"][task] = prev.get("part_seconds", {}).get(task, float("nan"))
+            res["part_commands"][task] = commands.get(task)
+    res["parts"] = {t: res["parts"][t] for t in TASKS if t in res["parts"]}
 
 
 def _json_default(o):
@@ -584,7 +695,13 @@ def markdown(res: dict) -> str:
     lines = [f"# Editing by curve matching: quality on {cfg['split']} scenes", "",
              f"Model `{res['model']}`; reproduce with `{res['command']}`; total {res['total_seconds']:.0f} s wall "
              f"with {res['torch_threads']} torch thread(s) per process, {res['jobs']} process(es) "
-             f"(per part: {', '.join(f'{k} {v:.0f} s' for k, v in res['part_seconds'].items())}).", ""]
+             f"(per part: {', '.join(f'{k} {v:.0f} s' for k, v in res['part_seconds'].items() if k in cfg['tasks'])})"
+             ".", ""]
+    kept = {t: c for t, c in res.get("part_commands", {}).items() if c != res["command"]}
+    if kept:
+        lines += ["Parts from other runs (kept because this run did not redo them, or redid only part of them): "
+                  + "; ".join(f"{t}: `{c}` ({res['part_seconds'].get(t, float('nan')):.0f} s)" for t, c in kept.items())
+                  + ".", ""]
     parts = res["parts"]
     if "remove" in parts:
         p = parts["remove"]
@@ -670,6 +787,10 @@ def main(argv: list[str] | None = None) -> int:
                    help='JSON edit-config overrides per task, e.g. {"remove": {"lr": 0.1}}')
     p.add_argument("--study", type=int, default=0, metavar="N",
                    help="instead of the benchmark, run the saliency study on N TUNING scenes")
+    p.add_argument("--remove-study", default=None, metavar="JSON",
+                   help='instead of the benchmark, run removal with each override dict of this JSON list on TUNING '
+                        'scenes (--study-scenes) and merge into edit_removal_study.{json,md}; "[]" rewrites the md')
+    p.add_argument("--study-scenes", default="0:8", metavar="I0:I1", help="TUNING removal scenes of --remove-study")
     a = p.parse_args(argv)
     tasks = tuple(t for t in a.tasks.split(",") if t)
     bad = [t for t in tasks if t not in TASKS]
@@ -681,6 +802,18 @@ def main(argv: list[str] | None = None) -> int:
                       curve_smooth=a.curve_smooth, statistic=a.statistic, normalize=a.normalize, t_min=a.t_min,
                       seed=a.seed, threads=a.threads,
                       overrides=json.loads(a.overrides) if a.overrides else {})
+    if a.remove_study is not None:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        i0, i1 = (int(v) for v in a.study_scenes.split(":"))
+        configs = json.loads(a.remove_study)
+        model = load_model(cfg.model, device="cpu") if configs else None
+        st = run_removal_study(model, cfg, configs, (i0, i1), out / "edit_removal_study.json")
+        (out / "edit_removal_study.md").write_text(removal_study_markdown(st))
+        print(removal_study_markdown(st))
+        return 0
     if a.study:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)

@@ -63,6 +63,7 @@ def test_report_and_config_flags(tiny_pixel_dir, files):
     data = json.loads(rep.read_text())
     assert data["task"] == "remove" and data["config"]["seed"] == 5 and data["config"]["window"] == [0, 60]
     assert data["config"]["grad_mode"] == "double"
+    assert data["config"]["relative"] is True and data["config"]["tolerance"] == 0.2  # RemoveConfig defaults
     assert len(data["curves_before"]) == 2 and len(data["timesteps"]) == 2
     _check_out(out, img, mask)
 
@@ -93,3 +94,17 @@ def test_help_lists_commands_and_flags():
                 assert action.help, f"{task} {action.option_strings} has no help"
     text = sub.choices["saliency"].format_help()
     assert "--factor" in text and "--t-b" in text and "--grad-mode" in text
+
+
+def test_new_loop_flags_reach_the_config(tiny_pixel_dir, files):
+    """--tolerance, --absolute, --reference (remove) and --fluctuation (saliency) set their config fields."""
+    paths, img, mask = files
+    out, rep = paths["dir"] / "f.png", paths["dir"] / "f.json"
+    base = ["--image", str(paths["image"]), "--mask", str(paths["mask"]), "--out", str(out), "--model",
+            tiny_pixel_dir, "--device", "cpu", *FAST, "--report", str(rep)]
+    assert main(["remove", *base, "--tolerance", "0.3", "--absolute", "--reference", "harmonic"]) == 0
+    cfg = json.loads(rep.read_text())["config"]
+    assert cfg["tolerance"] == 0.3 and cfg["relative"] is False and cfg["reference"] == "harmonic"
+    _check_out(out, img, mask)
+    assert main(["saliency", *base, "--factor", "2", "--t-b", "10", "--fluctuation", "own"]) == 0
+    assert json.loads(rep.read_text())["config"]["fluctuation"] == "own"

@@ -224,6 +224,45 @@ def test_curve_loss_decreases(tiny_model):
     assert out.rate_evals == 12 * 4
 
 
+@pytest.mark.parametrize("factor", [2.0, 0.5])
+def test_saliency_reference_scales_the_context_fluctuation(tiny_model, scene, factor):
+    """The reference's log-fluctuation about the context-normalised mean is ``factor`` times the input's.
+
+    The sign bug this catches: the old baseline (the context curve itself, fluctuation="contrast") also scaled the
+    region's mean offset from the context, which for a region less active than its context shrinks the fluctuation
+    of c / g for factor > 1. Here the curve's mean offset must be kept: the reference changes only the fluctuation.
+    """
+    img, mask, _ = scene
+    r = E.adjust_saliency(tiny_model, img, mask, factor, t_b=20, **{**FAST, "num_steps": 5, "iterations": 0,
+                                                                   "measure_curves": True})
+    d = r.diagnostics
+    assert d["log_fluctuation_before"] > 0
+    assert d["log_fluctuation_reference"] == pytest.approx(factor * d["log_fluctuation_before"], rel=1e-4)
+    late = r.weights[:, 0] > 0
+    log_c, log_ref = np.log(r.curves_before[late]), np.log(r.reference[late])  # (S', K)
+    np.testing.assert_allclose(log_ref.mean(0), log_c.mean(0), atol=1e-5)  # mean level kept (the context cancels)
+
+
+def test_saliency_factor_one_leaves_the_image(tiny_model, scene):
+    """With the identity reference (factor 1) the relative loop has nothing to do: it returns what the loop without
+    the curve loss returns (the input at the model's resolution, pasted back)."""
+    img, mask, _ = scene
+    r = E.adjust_saliency(tiny_model, img, mask, 1.0, t_b=20, **{**FAST, "iterations": 2})
+    plain = E.adjust_saliency(tiny_model, img, mask, 1.0, t_b=20, **{**FAST, "curve_weight": 0.0})
+    assert r.loss_history.size > 0 and float(np.abs(r.loss_history).max()) < 1e-8
+    assert np.abs(r.image.astype(int) - plain.image.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("factor", [2.0, 0.5])
+def test_saliency_loop_moves_toward_the_reference(tiny_model, scene, factor):
+    """At one active step (t = t_edit) with several iterations, the curve loss toward the saliency reference falls."""
+    img, mask, _ = scene
+    r = E.adjust_saliency(tiny_model, img, mask, factor, t_b=20, grad_blur=0.0,
+                          **{**FAST, "iterations": 8, "window": (100, 100), "lr": 0.05})
+    assert r.loss_history.shape == (8,) and (r.loss_steps == 100).all()
+    assert r.loss_history[0] > 1e-6 and r.loss_history[-1] < 0.5 * r.loss_history[0]
+
+
 def test_ablation_runs_no_gradient_steps(tiny_model, scene):
     r = _run_task("remove", tiny_model, scene, curve_weight=0.0)
     assert r.loss_history.size == 0 and r.diagnostics["gradient_iterations"] == 0
@@ -268,6 +307,38 @@ def test_harmonic_fill_reproduces_a_linear_ramp():
     hole[5:11, 4:12] = 1
     filled = E.harmonic_fill(x.masked_fill(hole.bool(), 0.7), hole, iterations=2000)
     torch.testing.assert_close(filled, x, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("reference", E.REMOVE_REFERENCES)
+def test_remove_references_and_absolute_loop(tiny_model, scene, reference):
+    img, mask, _ = scene
+    for relative in (True, False):
+        r = E.remove_object(tiny_model, img, mask, reference=reference, relative=relative, window=(0, 100),
+                            tolerance=0.0, **FAST)
+        _outside_unchanged(r, img)
+        assert np.isfinite(r.reference).all() and (r.reference[r.weights > 0] > 0).all()
+        assert r.loss_history.size > 0
+
+
+def test_harmonic_patch_fill_reproduces_a_linear_map():
+    """Interior unknown patches of a linear per-patch map are recovered exactly (a linear map is harmonic)."""
+    n = 8
+    yy, xx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    f = (2.0 * xx + 3.0 * yy - 1.0).double().flatten()  # (n*n,)
+    idx = torch.tensor([18, 19, 26, 27, 28])  # a blob away from the border
+    nb = E.patch_neighbours(idx, n)
+    assert nb.tolist() == [10, 11, 17, 20, 25, 29, 34, 35, 36]
+    out = E.harmonic_patch_fill(torch.stack([f[nb], 2 * f[nb]]), nb, idx, n, iterations=500)  # (2, K)
+    torch.testing.assert_close(out, torch.stack([f[idx], 2 * f[idx]]), atol=1e-8, rtol=0)
+
+
+def test_curve_loss_dead_zone():
+    r, ref, w = torch.tensor([1.0, 2.0, 0.5, 1.1]), torch.ones(4), torch.tensor([1.0, 1.0, 2.0, 1.0])
+    d = torch.log(r)
+    expected = lambda tol: (w * (d.abs() - tol).clamp_min(0) ** 2).sum() / w.sum()  # noqa: E731
+    torch.testing.assert_close(E.curve_loss(r, ref, w), expected(0.0))
+    torch.testing.assert_close(E.curve_loss(r, ref, w, 0.5), expected(0.5))
+    assert float(E.curve_loss(r, ref, w, 1.0)) == 0.0  # every mismatch inside the dead zone
 
 
 def test_mask_ops():

@@ -24,6 +24,7 @@ _COMMON = (
     ("--max-reference-patches", "max_reference_patches", int, "patches building a mean reference curve"),
     ("--feather", "feather", float, "feathering radius (model cells) of the blend with the original trajectory"),
     ("--grad-mode", "grad_mode", str, "gradient of rates: forward (reverse-over-forward), double, fd"),
+    ("--tolerance", "tolerance", float, "dead zone of the curve loss (log units): smaller mismatches count as matched"),
     ("--seed", "seed", int, "random seed (patch subsets, fresh noise)"),
 )
 
@@ -33,6 +34,7 @@ _TASK = {
         ("--ring-width", "ring_width", int, "width (model cells) of the background ring giving the reference"),
         ("--grow", "grow", int, "dilate the edit region by this many model cells"),
         ("--init", "init", str, "start content of the mask: invert, harmonic, mean"),
+        ("--reference", "reference", str, "reference curve: shape, level (the ring's) or harmonic (neighbours')"),
         ("--init-noise", "init_noise", float, "0: keep the inverted noise in the mask; 1: fresh noise"),
     ),
     "transfer": (
@@ -42,6 +44,7 @@ _TASK = {
     ),
     "saliency": (
         ("--t-b", "t_b", int, "the fluctuation is scaled for t > t_b"),
+        ("--fluctuation", "fluctuation", str, "baseline of the fluctuation: context, contrast or own"),
         ("--grow", "grow", int, "dilate the edit region by this many model cells"),
     ),
     "blend": (
@@ -72,6 +75,8 @@ def _add_common(p: argparse.ArgumentParser, task: str) -> None:
                    help="timesteps where the loss is active (default: the task's)")
     p.add_argument("--no-measure", dest="measure_curves", action="store_false", default=None,
                    help="skip measuring the curves before and after (faster)")
+    p.add_argument("--absolute", dest="relative", action="store_false", default=None,
+                   help="match the reference itself along the regenerated path, not the change it asks for")
     for flag, dest, typ, text in _COMMON + _TASK[task]:
         p.add_argument(flag, dest=dest, type=typ, default=None, help=text)
 
@@ -94,7 +99,7 @@ def add_parser(sub) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    names = [dest for _, dest, _, _ in _COMMON + _TASK[args.task]] + ["measure_curves"]
+    names = [dest for _, dest, _, _ in _COMMON + _TASK[args.task]] + ["measure_curves", "relative"]
     out = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if args.window is not None:
         out["window"] = tuple(args.window)
