@@ -170,6 +170,26 @@ def _path_stats(score, path, lam, chunk, rule="midpoint") -> tuple[float, float,
     return e, curve_length(score, path, lam=lam, chunk=chunk, rule=rule), eu
 
 
+def _start(model, image_a, image_b, *, t_star, num_steps, method, lam, backend, gradient, progress, cancel):
+    """Shared first phase of the public functions: validate, build the scores, DDIM-invert both ends.
+    -> (score, score_jvp, gradient mode, xa, xb, lam relative to the score, {"invert": seconds})"""
+    _check_common(model, t_star, num_steps, method)
+    score, score_jvp, grad_mode = _solver_scores(model, t_star, backend, gradient)
+    t0 = time.perf_counter()
+    xa, xb = invert_pair(model, image_a, image_b, t_star=t_star, num_steps=num_steps, backend=backend,
+                         progress=progress, cancel=cancel)
+    secs = {"invert": time.perf_counter() - t0}
+    return score, score_jvp, grad_mode, xa, xb, float(lam) / relative_lam(score, xa, xb, 1.0), secs
+
+
+def _decode_timed(model, path, secs: dict, **kwargs):
+    """:func:`decode_path` of ``path``, its wall time recorded as ``secs["decode"]``.  -> (x0, images)"""
+    t0 = time.perf_counter()
+    out = decode_path(model, path, **kwargs)
+    secs["decode"] = time.perf_counter() - t0
+    return out
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------------------------------
@@ -213,14 +233,9 @@ def interpolate_images(
     Returns:
         :class:`ImagePath` with ``n_points`` uint8 images at the model's image size.
     """
-    _check_common(model, t_star, num_steps, method)
-    score, score_jvp, grad_mode = _solver_scores(model, t_star, backend, gradient)
-    secs = {}
-    t0 = time.perf_counter()
-    xa, xb = invert_pair(model, image_a, image_b, t_star=t_star, num_steps=num_steps, backend=backend,
-                         progress=progress, cancel=cancel)
-    secs["invert"] = time.perf_counter() - t0
-    lam_rel = float(lam) / relative_lam(score, xa, xb, 1.0)
+    score, score_jvp, grad_mode, xa, xb, lam_rel, secs = _start(
+        model, image_a, image_b, t_star=t_star, num_steps=num_steps, method=method, lam=lam, backend=backend,
+        gradient=gradient, progress=progress, cancel=cancel)
     t0 = time.perf_counter()
     geo = None
     if method == "geodesic":
@@ -234,10 +249,8 @@ def interpolate_images(
         e, length, euclid = _path_stats(score, path, lam, solver.get("chunk"), solver.get("rule", "midpoint"))
         energy = [e]
     secs["path"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    x0, images = decode_path(model, path, t_star=t_star, num_steps=num_steps, backend=backend, batch_size=batch_size,
-                             clip_x0=clip_x0, progress=progress, cancel=cancel)
-    secs["decode"] = time.perf_counter() - t0
+    x0, images = _decode_timed(model, path, secs, t_star=t_star, num_steps=num_steps, backend=backend,
+                               batch_size=batch_size, clip_x0=clip_x0, progress=progress, cancel=cancel)
     return ImagePath(images=images, path=path, x0=x0, method=method, t_star=t_star, lam=float(lam), energy=energy,
                      length=length, euclidean_length=euclid, n_inner=path.shape[0], geodesic=geo, seconds=secs,
                      lam_relative=lam_rel)
@@ -272,17 +285,12 @@ def extrapolate_images(
 
     Returns :class:`ImagePath` with ``n_points + n_extra`` images; ``n_inner = n_points``.
     """
-    _check_common(model, t_star, num_steps, method)
     if isinstance(beyond, bool) or not isinstance(beyond, (int, float)) or not 0 < beyond <= 10:
         raise InputError(f"beyond (extra length as a fraction of the a -> b path) must lie in (0, 10], got {beyond!r}")
     n_extra = max(1, round(beyond * (_check_n_points(n_points) - 1)))
-    score, score_jvp, grad_mode = _solver_scores(model, t_star, backend, gradient)
-    secs = {}
-    t0 = time.perf_counter()
-    xa, xb = invert_pair(model, image_a, image_b, t_star=t_star, num_steps=num_steps, backend=backend,
-                         progress=progress, cancel=cancel)
-    secs["invert"] = time.perf_counter() - t0
-    lam_rel = float(lam) / relative_lam(score, xa, xb, 1.0)
+    score, score_jvp, grad_mode, xa, xb, lam_rel, secs = _start(
+        model, image_a, image_b, t_star=t_star, num_steps=num_steps, method=method, lam=lam, backend=backend,
+        gradient=gradient, progress=progress, cancel=cancel)
     t0 = time.perf_counter()
     geo = shot = None
     if method == "geodesic":
@@ -303,10 +311,8 @@ def extrapolate_images(
                                         solver.get("rule", "midpoint"))
         energy = [e]
     secs["path"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    x0, images = decode_path(model, path, t_star=t_star, num_steps=num_steps, backend=backend, batch_size=batch_size,
-                             clip_x0=clip_x0, progress=progress, cancel=cancel)
-    secs["decode"] = time.perf_counter() - t0
+    x0, images = _decode_timed(model, path, secs, t_star=t_star, num_steps=num_steps, backend=backend,
+                               batch_size=batch_size, clip_x0=clip_x0, progress=progress, cancel=cancel)
     return ImagePath(images=images, path=path, x0=x0, method=method, t_star=t_star, lam=float(lam), energy=energy,
                      length=length, euclidean_length=euclid, n_inner=n_points, geodesic=geo, shoot=shot, seconds=secs,
                      lam_relative=lam_rel)
