@@ -5,8 +5,8 @@ arbitrary sub-grids ending at any ``t_end``, inversion and generation on the sam
 differentiable in ``x``. The schedule itself (``alphas_cumprod``) comes from the model's diffusers scheduler config.
 
 Grid convention: ``timestep_grid(t_end, K) = [t_0 = 0, t_1, ..., t_K = t_end]``; the clean image sits at ``t_0 = 0``
-(alpha_bar(0) ~ 1). Inversion maps ``x_{t_k} -> x_{t_{k+1}}`` with eps evaluated at ``(x_{t_k}, t_k)``; generation maps
-``x_{t_k} -> x_{t_{k-1}}`` with eps evaluated at ``(x_{t_k}, t_k)``.
+(alpha_bar(0) ~ 1). Generation maps ``x_{t_k} -> x_{t_{k-1}}`` with eps evaluated at ``(x_{t_k}, t_k)``; inversion maps
+``x_{t_k} -> x_{t_{k+1}}`` with an approximation of eps at ``(x_{t_{k+1}}, t_{k+1})`` (see :func:`invert`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ import torch
 
 from .errors import InputError
 from .progress import CancelFlag, ProgressFn, check_cancelled, report
+
+
+INVERT_METHODS = ("corrected", "explicit")
 
 
 class EpsFn(Protocol):
@@ -82,6 +85,7 @@ def invert(
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
     return_trajectory: bool = False,
+    method: str = "corrected",
     fixed_point: int = 0,
 ) -> torch.Tensor | Trajectory:
     """DDIM inversion of model-space ``x0`` to ``x_{t_end}`` in ``num_steps`` steps.
@@ -89,26 +93,47 @@ def invert(
     x0: (B, C, H, W) -> x_{t_end} (B, C, H, W), or the whole :class:`Trajectory` if ``return_trajectory``.
     ``backend`` (default: the model) supplies ``eps``.
 
-    Plain DDIM inversion (``fixed_point=0``) steps from x_{t_k} to x_{t_{k+1}} with eps(x_{t_k}, t_k), an
-    approximation of the eps(x_{t_{k+1}}, t_{k+1}) that :func:`sample` uses on the way back. ``fixed_point=n``
-    refines each step with n fixed-point iterations x_{t_{k+1}} <- step(x_{t_k}, eps(x_{t_{k+1}}, t_{k+1})), so
-    that a converged step is exactly undone by the generation step (implicit DDIM inversion). Each iteration costs one
-    more eps evaluation per step.
+    The generation step of :func:`sample` maps x_{t_{k+1}} to x_{t_k} with eps(x_{t_{k+1}}, t_{k+1}); it is undone
+    exactly by the x_{t_{k+1}} that solves x_{t_{k+1}} = step(x_{t_k}, eps(x_{t_{k+1}}, t_{k+1})) (implicit DDIM
+    inversion). ``method`` chooses how each step approximates that solution:
+
+    - ``"explicit"``: plain DDIM inversion, eps(x_{t_k}, t_k) in place of the unknown eps (one eps call per step).
+    - ``"corrected"`` (default): predict x_{t_{k+1}} with an eps extrapolated linearly in t from the two previous
+      steps' corrector evaluations, evaluate eps(prediction, t_{k+1}) once, and take the step with it (predict,
+      evaluate, correct). The evaluation is reused for the next prediction, so this costs one eps call per step plus
+      one for the first prediction: the cost of plain inversion, with the accuracy of one fixed-point iteration.
+
+    ``fixed_point=n`` adds n fixed-point iterations x_{t_{k+1}} <- step(x_{t_k}, eps(x_{t_{k+1}}, t_{k+1})) to each
+    step, one more eps call each, converging to the implicit inversion.
     """
+    if method not in INVERT_METHODS:
+        raise InputError(f"method must be one of {INVERT_METHODS}, got {method!r}")
     if isinstance(fixed_point, bool) or not isinstance(fixed_point, int) or fixed_point < 0:
         raise InputError(f"fixed_point must be an integer >= 0, got {fixed_point!r}")
     ops = backend if backend is not None else model
     x = model.check_x(x0, "x0")
     grid = timestep_grid(t_end, num_steps, num_train_timesteps=model.num_train_timesteps)
     ab = _alphas(model, grid, x)
+    corrected = method == "corrected"
+    iterations = fixed_point + int(corrected)
+    evals: list[torch.Tensor] = []  # corrected: the last eps evaluated at each t_{k+1}
     states = [x]
     with torch.no_grad():
         for k in range(num_steps):
             check_cancelled(cancel)
-            eps = ops.eps(x, int(grid[k]))
+            if not corrected or k == 0:
+                eps = ops.eps(x, int(grid[k]))
+            elif k == 1:
+                eps = evals[-1]
+            else:  # linear extrapolation in t of the evaluations at t_{k-1} and t_k to t_{k+1}
+                slope = float(grid[k + 1] - grid[k]) / float(grid[k] - grid[k - 1])
+                eps = evals[-1] + slope * (evals[-1] - evals[-2])
             x_next = ddim_step(x, eps, ab[k], ab[k + 1])
-            for _ in range(fixed_point):
-                x_next = ddim_step(x, ops.eps(x_next, int(grid[k + 1])), ab[k], ab[k + 1])
+            for _ in range(iterations):
+                eps = ops.eps(x_next, int(grid[k + 1]))
+                x_next = ddim_step(x, eps, ab[k], ab[k + 1])
+            if corrected:
+                evals = [evals[-1], eps] if evals else [eps]
             x = x_next
             states.append(x)
             report(progress, k + 1, num_steps, "DDIM inversion")

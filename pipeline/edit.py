@@ -77,7 +77,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import masks as M
-from .ddim import Trajectory, ddim_step, invert
+from .ddim import INVERT_METHODS, Trajectory, ddim_step, invert
 from .errors import InputError
 from .images import image_to_tensor, resize_mask, resize_uint8, tensor_to_uint8, to_mask, to_uint8_rgb
 from .progress import CancelFlag, ProgressFn, check_cancelled, report
@@ -126,6 +126,7 @@ class EditConfig:
     exact: bool = True  # cancel the DDIM round-trip error: x_0 += x_0^start - (the same loop without updates)
     clip_x0: bool | None = None  # clamp x0_hat to [-1, 1] in the loop's DDIM steps; None: for pixel models
     relative: bool = False  # ask for the change r*/c along the regenerated path, not for undoing the round trip
+    inversion: str = "corrected"  # DDIM inversion method (pipeline.ddim.invert): "corrected" or "explicit"
 
 
 @dataclass(frozen=True)
@@ -270,6 +271,7 @@ def check_config(cfg: EditConfig) -> EditConfig:
     _check_float("grad_blur", cfg.grad_blur, 0.0)
     _check_int("seed", cfg.seed, 0)
     _check_choice("grad_mode", cfg.grad_mode, GRAD_MODES)
+    _check_choice("inversion", cfg.inversion, INVERT_METHODS)
     if cfg.clip_x0 is not None and not isinstance(cfg.clip_x0, (bool, np.bool_)):
         raise InputError(f"clip_x0 must be None (clip for pixel models), True or False; got {cfg.clip_x0!r}")
     if cfg.window is not None:
@@ -665,7 +667,7 @@ class _Run:
 
     def invert(self, x0: torch.Tensor, desc: str = "DDIM inversion") -> Trajectory:
         traj = invert(self.model, x0, t_end=self.cfg.t_edit, num_steps=self.cfg.num_steps, backend=self.ops,
-                      progress=_described(self.prog.stage(), desc), cancel=self.cancel, return_trajectory=True)
+                      method=self.cfg.inversion, progress=_described(self.prog.stage(), desc), cancel=self.cancel, return_trajectory=True)
         self.clock.lap("invert")
         return traj
 

@@ -559,6 +559,7 @@ def generation_curves(
     k: int = 16,
     iters: int = 10,
     seed: int = 0,
+    inversion: str = "corrected",
     backend: HBackend | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
@@ -575,11 +576,12 @@ def generation_curves(
             ``iters`` power iterations, ``seed``).
         statistic, t_min, normalize: the saliency statistic (:func:`saliency_from_curves`).
         smooth: Gaussian std of the patch directions, in model-space pixels (0: hard patches).
+        inversion: the DDIM inversion method, ``"corrected"`` or ``"explicit"`` (:func:`pipeline.ddim.invert`).
         backend: supplies ``h_jvp`` for the direct estimator (and ``eps`` for the inversion, if it has one).
 
     Returns a :class:`CurveResult`; shapes (T,), (T, H/p, W/p), saliency (H_in, W_in).
     """
-    from .ddim import invert, timestep_grid
+    from .ddim import INVERT_METHODS, invert, timestep_grid
     from .images import image_to_tensor, to_uint8_rgb
 
     start = time.perf_counter()
@@ -589,6 +591,8 @@ def generation_curves(
         raise InputError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
     if normalize not in NORMALIZATIONS:
         raise InputError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    if inversion not in INVERT_METHODS:
+        raise InputError(f"inversion must be one of {INVERT_METHODS}, got {inversion!r}")
     batch_size = _check_batch_size(batch_size)
     nh, nw = patch_grid(model.sample_size, model.sample_size, patch_size)
     t_max = model.num_train_timesteps - 1 if t_max is None else t_max
@@ -610,8 +614,8 @@ def generation_curves(
         return None if progress is None else (lambda d, _n, _desc="": progress(offset + d, total, desc))
 
     eps_backend = backend if backend is not None and hasattr(backend, "eps") else None
-    traj = invert(model, x0, t_end=int(t_max), num_steps=n_t, backend=eps_backend, progress=stage(0, "DDIM inversion"),
-                  cancel=cancel, return_trajectory=True)
+    traj = invert(model, x0, t_end=int(t_max), num_steps=n_t, backend=eps_backend, method=inversion,
+                  progress=stage(0, "DDIM inversion"), cancel=cancel, return_trajectory=True)
 
     maps, batching, evals, residuals = [], "", 0, []
     for j, k_grid in enumerate(range(n_t, 0, -1)):  # generation order: t_T, ..., t_1

@@ -45,7 +45,7 @@ def test_gaussian_model_inversion_is_exact_in_closed_form(tiny_model64):
     backend = GaussianEps(m.alphas_cumprod)
     x0 = _x0(m)
     grid = timestep_grid(800, 10)
-    x_t = invert(m, x0, t_end=800, num_steps=10, backend=backend)
+    x_t = invert(m, x0, t_end=800, num_steps=10, backend=backend, method="explicit")
     torch.testing.assert_close(x_t, x0 * _cos_product(m.alphas_cumprod, grid), rtol=1e-12, atol=0)
     back = sample(m, x_t, t_start=800, num_steps=10, backend=backend, clip_x0=False)
     torch.testing.assert_close(back, x0 * _cos_product(m.alphas_cumprod, grid) ** 2, rtol=1e-12, atol=0)
@@ -57,7 +57,7 @@ def test_gaussian_model_round_trip_error_shrinks_like_one_over_steps(tiny_model6
     x0 = _x0(m)
     errors = []
     for k in (5, 10, 20, 40):
-        x_t = invert(m, x0, t_end=900, num_steps=k, backend=backend)
+        x_t = invert(m, x0, t_end=900, num_steps=k, backend=backend, method="explicit")
         back = sample(m, x_t, t_start=900, num_steps=k, backend=backend, clip_x0=False)
         errors.append(float((back - x0).norm() / x0.norm()))
     assert all(b < a for a, b in zip(errors, errors[1:]))
@@ -70,7 +70,8 @@ def test_tiny_model_round_trip_error_decreases_with_steps(tiny_model):
     x0 = _x0(m, n=1, seed=1).clamp(-1, 1)
     errors = []
     for k in (2, 8, 32):
-        back = sample(m, invert(m, x0, t_end=300, num_steps=k), t_start=300, num_steps=k, clip_x0=False)
+        back = sample(m, invert(m, x0, t_end=300, num_steps=k, method="explicit"), t_start=300, num_steps=k,
+                      clip_x0=False)
         errors.append(float((back - x0).norm() / x0.norm()))
     assert errors[0] > errors[1] > errors[2]
 
@@ -83,7 +84,7 @@ def test_gaussian_model_fixed_point_inversion_is_undone_by_sampling(tiny_model64
     grid = timestep_grid(900, 10)
     errors = []
     for n in (0, 1, 3, 40):
-        x_t = invert(m, x0, t_end=900, num_steps=10, backend=backend, fixed_point=n)
+        x_t = invert(m, x0, t_end=900, num_steps=10, backend=backend, method="explicit", fixed_point=n)
         back = sample(m, x_t, t_start=900, num_steps=10, backend=backend)
         errors.append(float((back - x0).norm() / x0.norm()))
     assert errors[0] > errors[1] > errors[2] > errors[3]
@@ -97,12 +98,61 @@ def test_tiny_model_fixed_point_inversion_improves_round_trip(tiny_model):
     x0 = _x0(m, n=1, seed=2).clamp(-1, 1)
     errors = []
     for n in (0, 2):
-        back = sample(m, invert(m, x0, t_end=300, num_steps=8, fixed_point=n), t_start=300, num_steps=8)
+        back = sample(m, invert(m, x0, t_end=300, num_steps=8, method="explicit", fixed_point=n), t_start=300,
+                      num_steps=8)
         errors.append(float((back - x0).norm() / x0.norm()))
     assert errors[1] < 0.5 * errors[0]
     for bad in (-1, 1.5, True):
         with pytest.raises(InputError, match="fixed_point"):
             invert(m, x0, t_end=300, num_steps=8, fixed_point=bad)
+
+
+class CountingEps:
+    """Wraps an eps provider and counts its calls."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def eps(self, x, t):
+        self.calls += 1
+        return self.inner.eps(x, t)
+
+
+def _round_trip_error(m, x0, backend, *, t_end, k, **kw) -> float:
+    back = sample(m, invert(m, x0, t_end=t_end, num_steps=k, backend=backend, **kw), t_start=t_end, num_steps=k,
+                  backend=backend)
+    return float((back - x0).norm() / x0.norm())
+
+
+def test_gaussian_model_corrected_inversion_costs_one_call_per_step_and_converges_faster(tiny_model64):
+    """Predict-evaluate-correct: K + 1 eps calls (explicit: K), and a round-trip error of higher order in 1 / K."""
+    m = tiny_model64
+    x0 = _x0(m)
+    explicit, corrected = [], []
+    for k in (5, 10, 20, 40):
+        counter = CountingEps(GaussianEps(m.alphas_cumprod))
+        invert(m, x0, t_end=900, num_steps=k, backend=counter)
+        assert counter.calls == k + 1
+        explicit.append(_round_trip_error(m, x0, counter, t_end=900, k=k, method="explicit"))
+        corrected.append(_round_trip_error(m, x0, counter, t_end=900, k=k))
+    assert all(c < 0.15 * e for c, e in zip(corrected, explicit))
+    assert corrected[1] > corrected[2] > corrected[3]
+    assert corrected[2] / corrected[3] > 3.5  # at least second order (explicit: first order, ratio ~2)
+
+
+def test_tiny_model_corrected_inversion_improves_round_trip_at_the_same_cost(tiny_model):
+    m = tiny_model
+    x0 = _x0(m, n=1, seed=2).clamp(-1, 1)
+    counter = CountingEps(m)
+    invert(m, x0, t_end=300, num_steps=8, backend=counter, method="explicit")
+    assert counter.calls == 8
+    explicit = _round_trip_error(m, x0, m, t_end=300, k=8, method="explicit")
+    corrected = _round_trip_error(m, x0, m, t_end=300, k=8, method="corrected")
+    one_iteration = _round_trip_error(m, x0, m, t_end=300, k=8, method="explicit", fixed_point=1)
+    assert corrected < 0.5 * explicit and corrected < one_iteration
+    assert _round_trip_error(m, x0, m, t_end=300, k=8, fixed_point=2) < corrected
+    with pytest.raises(InputError, match="method"):
+        invert(m, x0, t_end=300, num_steps=8, method="implicit")
 
 
 def test_ddim_step_inverts_itself_for_fixed_eps():

@@ -182,6 +182,8 @@ def test_config_overrides_validated(tiny_model, scene):
         E.remove_object(tiny_model, img, mask, num_steps=0)
     with pytest.raises(InputError, match="grad_mode"):
         E.remove_object(tiny_model, img, mask, grad_mode="magic")
+    with pytest.raises(InputError, match="inversion"):
+        E.remove_object(tiny_model, img, mask, inversion="implicit")
     with pytest.raises(InputError, match="patch_size 5 does not divide"):
         E.remove_object(tiny_model, img, mask, patch_size=5, **FAST)
     with pytest.raises(InputError, match="window"):

@@ -303,6 +303,20 @@ def test_generation_curves_pixel_inputs_agree(tiny_model, image_uint8):
         res.curve_at(24, 3)
 
 
+@pytest.mark.parametrize("inversion", ["corrected", "explicit"])
+def test_generation_curves_follow_the_chosen_inversion(tiny_model, image_uint8, inversion):
+    from pipeline.ddim import invert
+    from pipeline.images import image_to_tensor
+
+    res = generation_curves(tiny_model, image_uint8, num_timesteps=2, t_max=600, patch_size=8, inversion=inversion)
+    x0 = image_to_tensor(image_uint8, tiny_model.image_size, dtype=tiny_model.dtype, device=tiny_model.device)
+    traj = invert(tiny_model, x0, t_end=600, num_steps=2, method=inversion, return_trajectory=True)
+    for k, t in enumerate(res.timesteps.tolist()):
+        torch.testing.assert_close(res.curves[k], rate_map(tiny_model, traj.at(t), t, patch_size=8))
+    with pytest.raises(InputError, match="inversion must be one of"):
+        generation_curves(tiny_model, image_uint8, num_timesteps=2, inversion="implicit")
+
+
 def test_generation_curves_latent(tiny_latent_model, image_uint8):
     res = generation_curves(tiny_latent_model, image_uint8, num_timesteps=2, patch_size=2, statistic="tv", t_min=100)
     _check_curves(res, n_t=2, grid=(4, 4), in_size=(20, 24))

@@ -24,6 +24,7 @@ _COMMON = (
     ("--max-reference-patches", "max_reference_patches", int, "patches building a mean reference curve"),
     ("--feather", "feather", float, "feathering radius (model cells) of the blend with the original trajectory"),
     ("--grad-mode", "grad_mode", str, "gradient of rates: forward (reverse-over-forward), double, fd"),
+    ("--inversion", "inversion", str, "DDIM inversion: corrected (predict-evaluate-correct, default) or explicit"),
     ("--tolerance", "tolerance", float, "dead zone of the curve loss (log units): smaller mismatches count as matched"),
     ("--seed", "seed", int, "random seed (patch subsets, fresh noise)"),
 )

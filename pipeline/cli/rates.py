@@ -28,6 +28,7 @@ CMAP = "inferno"
 
 
 def add_parser(sub) -> None:
+    from ..ddim import INVERT_METHODS
     from ..rates import (
         DEFAULT_BATCH_SIZE,
         DEFAULT_NORMALIZE,
@@ -70,6 +71,8 @@ def add_parser(sub) -> None:
     p.add_argument("--k", type=int, default=16, help="projected estimator: number of singular vectors")
     p.add_argument("--iters", type=int, default=10, help="projected estimator: power iterations")
     p.add_argument("--seed", type=int, default=0, help="projected estimator: seed of the starting basis")
+    p.add_argument("--inversion", choices=INVERT_METHODS, default="corrected",
+                   help="DDIM inversion: corrected (predict-evaluate-correct, default) or explicit (plain DDIM)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="model precision")
     p.set_defaults(run=run)
@@ -160,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
     res = generation_curves(
         model, image, num_timesteps=args.timesteps, t_max=args.t_max, patch_size=args.patch_size,
         estimator=args.estimator, statistic=args.statistic, t_min=args.t_min, normalize=args.normalize,
-        smooth=args.smooth, batch_size=args.batch_size, k=args.k, iters=args.iters, seed=args.seed, progress=progress,
+        smooth=args.smooth, batch_size=args.batch_size, k=args.k, iters=args.iters, seed=args.seed,
+        inversion=args.inversion, progress=progress,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
