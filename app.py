@@ -385,6 +385,49 @@ def output_dir() -> Path:
     return out
 
 
+def _save_pil_to_cache_atomically(img: Image.Image, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """Gradio's ``processing_utils.save_pil_to_cache``, made safe for concurrent identical outputs.
+
+    Gradio caches an output image under the hash of its encoded bytes and writes it with ``Path.write_bytes``, which
+    truncates the file first. When two requests return the same image, the second write can truncate the file while
+    the first request's download streams it, and the client gets "peer closed connection without sending complete
+    message body". Here the bytes are written under a temporary name and renamed into place, and a file that is
+    already cached (same hash, so same content) is only touched, as gradio does for cached files.
+    """
+    from gradio import processing_utils
+
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    path = (folder / f"{name}.{format}").resolve()
+    try:
+        if path.stat().st_size == len(data):
+            os.utime(path)  # delete_cache ages files by ctime
+            return str(path)
+    except OSError:
+        pass
+    fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return str(path)
+
+
+def _install_atomic_image_cache() -> None:
+    """Route gradio's image-output caching through :func:`_save_pil_to_cache_atomically` (idempotent)."""
+    from gradio import processing_utils
+
+    if hasattr(processing_utils, "save_pil_to_cache"):
+        processing_utils.save_pil_to_cache = _save_pil_to_cache_atomically
+
+
+_install_atomic_image_cache()
+
+
 def status_line(backend_label: str, model_label: str, seconds: float, extra: str = "") -> str:
     parts = [f"**backend:** {backend_label}", f"**model:** {model_label}", f"**device:** {default_device()}",
              f"**time:** {seconds:.1f} s"]

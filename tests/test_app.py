@@ -465,3 +465,54 @@ def test_viz_pictures_and_files(tmp_path):
     assert fig.axes[0].get_yscale() == "log"
     marked = viz.mark_points(img, [(3, 4)])
     assert marked.shape == img.shape and (marked != img).any()
+
+
+
+def _hammer_image_cache(save, cache_dir: Path, *, uncached: bool, writers: int = 3, rounds: int = 150) -> list[int]:
+    """Save the same image from several threads while a reader reads the cached file; returns the sizes the reader
+    saw that differ from the full file's. ``uncached``: each write first deletes the cached copy (the write path)."""
+    from gradio import processing_utils
+
+    img = Image.fromarray(scene()).resize((128, 128))
+    full = len(processing_utils.encode_pil_to_bytes(img, "png"))
+    path = Path(save(img, str(cache_dir), format="png"))
+    stop, bad = threading.Event(), []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                n = len(path.read_bytes())
+            except FileNotFoundError:
+                continue
+            if n != full:
+                bad.append(n)
+
+    def write() -> None:
+        for _ in range(rounds):
+            if uncached:
+                path.unlink(missing_ok=True)
+            save(img, str(cache_dir), format="png")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    pool = [threading.Thread(target=write) for _ in range(writers)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    stop.set()
+    reader.join()
+    return bad
+
+
+@pytest.mark.parametrize("uncached", [False, True])
+def test_identical_image_outputs_never_expose_a_partial_cached_file(tmp_path, uncached):
+    """Gradio caches an output image under its content hash; concurrent requests returning the same image must not
+    leave the cached file truncated while another download streams it (the client sees a dropped connection)."""
+    from gradio import image_utils, processing_utils
+
+    assert processing_utils.save_pil_to_cache is app._save_pil_to_cache_atomically  # what gr.Image outputs call
+    assert _hammer_image_cache(app._save_pil_to_cache_atomically, tmp_path, uncached=uncached) == []
+    arr = np.asarray(Image.fromarray(scene()).resize((128, 128)))
+    path = Path(image_utils.save_image(arr, str(tmp_path), "png"))
+    assert np.array_equal(np.asarray(Image.open(path)), arr) and not list(path.parent.glob(".*"))  # no staging left
