@@ -3,9 +3,11 @@
 Run:  python -m benchmarks.default_model --model default --out benchmarks/results
 
 1. **Reconstruction.** ``n_recon`` held-out scenes are DDIM-inverted to ``t_end`` (default T - 1) and generated back,
-   both with ``steps`` DDIM steps (``pipeline.ddim``); PSNR in dB on [0, 1] images: mean and 10th percentile. The
-   headline figure is plain DDIM inversion; the same is also reported with ``fixed_point`` iterations per inversion
-   step (``pipeline.ddim.invert(fixed_point=n)``, implicit inversion: n more model calls per step).
+   both with ``steps`` DDIM steps (``pipeline.ddim``); PSNR in dB on [0, 1] images: mean and 10th percentile. Each
+   inversion in ``inversions`` is measured, written ``METHOD`` or ``METHOD+N`` (``pipeline.ddim.invert(method=METHOD,
+   fixed_point=N)``): ``corrected``, the library's default (predict-evaluate-correct, ``steps + 1`` model calls),
+   ``explicit``, plain DDIM inversion (``steps`` calls), and ``+N`` fixed-point iterations (``N * steps`` more calls).
+   The headline figure is the first entry. Generation is the same plain DDIM sampler for all of them.
 2. **Sample quality: the scene-statistics Fréchet distance (SFD).** No downloaded network is needed: each image is
    described by 68 hand-picked statistics (below), standardised by the reference set's mean and std, and two sets are
    compared by the Fréchet distance between Gaussians fitted to their features,
@@ -45,7 +47,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline import load_model  # noqa: E402
-from pipeline.ddim import generate, invert, sample  # noqa: E402
+from pipeline.ddim import INVERT_METHODS, generate, invert, sample  # noqa: E402
 from pipeline.errors import InputError  # noqa: E402
 from pipeline.model import DEFAULT_MODEL_DIR  # noqa: E402
 from pipeline.scenes import HELDOUT_SEEDS, make_dataset  # noqa: E402
@@ -69,7 +71,7 @@ class BenchConfig:
     batch_size: int = 64  # images per model call
     seed: int = 0  # noise seed of the samples
     threads: int | None = None  # torch CPU threads
-    fixed_point: tuple[int, ...] = (1,)  # also reconstruct with these fixed-point inversion iterations (invert())
+    inversions: tuple[str, ...] = ("corrected", "explicit", "explicit+1")  # METHOD[+N]: invert(method, fixed_point)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -153,14 +155,29 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+def parse_inversion(spec: str) -> tuple[str, int]:
+    """``"METHOD"`` or ``"METHOD+N"`` -> (method, fixed-point iterations); raises InputError on anything else."""
+    method, plus, n = spec.strip().partition("+")
+    if method not in INVERT_METHODS or (plus and not n.isdigit()):
+        raise InputError(f"an inversion is METHOD or METHOD+N with METHOD in {INVERT_METHODS}, got {spec!r}")
+    return method, int(n or 0)
+
+
+def inversion_calls(spec: str, steps: int) -> int:
+    """Model calls per image of the inversion ``spec`` with ``steps`` steps (see :func:`pipeline.ddim.invert`)."""
+    method, n = parse_inversion(spec)
+    return steps * (1 + n) + (method == "corrected")
+
+
 def reconstruct(model, images: np.ndarray, *, t_end: int, steps: int, batch_size: int,
-                fixed_point: int = 0) -> np.ndarray:
-    """DDIM-invert to t_end (with ``fixed_point`` iterations per step) and generate back.
+                inversion: str = "corrected") -> np.ndarray:
+    """DDIM-invert to t_end with the inversion ``inversion`` (METHOD[+N]) and generate back.
     uint8 (N, H, W, 3) -> uint8 (N, H, W, 3)."""
+    method, fixed_point = parse_inversion(inversion)
     out = []
     for i in range(0, len(images), batch_size):
         x0 = to_tensor(images[i : i + batch_size]).to(model.device, model.dtype)
-        xt = invert(model, x0, t_end=t_end, num_steps=steps, fixed_point=fixed_point)
+        xt = invert(model, x0, t_end=t_end, num_steps=steps, method=method, fixed_point=fixed_point)
         out.append(to_uint8(sample(model, xt, t_start=t_end, num_steps=steps)))
         print(f"  reconstructed {min(i + batch_size, len(images))}/{len(images)}", flush=True)
     return np.concatenate(out)
@@ -195,6 +212,10 @@ def run_benchmark(cfg: BenchConfig) -> dict:
 
     if cfg.n_recon < 1 or cfg.n_samples < 2 or cfg.steps < 1:
         raise InputError("n_recon >= 1, n_samples >= 2 and steps >= 1 are required")
+    if not cfg.inversions:
+        raise InputError("at least one inversion is required")
+    for spec in cfg.inversions:
+        parse_inversion(spec)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
@@ -209,24 +230,21 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     if info.is_file():
         res["train_info"] = json.loads(info.read_text())
 
-    t0 = time.time()
     heldout = make_dataset(HELDOUT_SEEDS[: cfg.n_recon], size)
-    recon = reconstruct(model, heldout, t_end=t_end, steps=cfg.steps, batch_size=cfg.batch_size)
-    p = psnr(heldout, recon)
-    res["recon"] = {"n": cfg.n_recon, "psnr_mean": float(p.mean()), "psnr_p10": float(np.percentile(p, 10)),
-                    "psnr_median": float(np.median(p)), "seconds": time.time() - t0}
-    print(f"reconstruction PSNR mean {p.mean():.2f} dB, p10 {np.percentile(p, 10):.2f} dB", flush=True)
-    res["recon_fixed_point"] = {}
-    for n_fp in cfg.fixed_point:
+    res["recon_methods"], recons = {}, {}
+    for spec in cfg.inversions:
         t0 = time.time()
-        rec_fp = reconstruct(model, heldout, t_end=t_end, steps=cfg.steps, batch_size=cfg.batch_size,
-                             fixed_point=n_fp)
-        q = psnr(heldout, rec_fp)
-        res["recon_fixed_point"][str(n_fp)] = {
-            "n": cfg.n_recon, "psnr_mean": float(q.mean()), "psnr_p10": float(np.percentile(q, 10)),
+        recons[spec] = reconstruct(model, heldout, t_end=t_end, steps=cfg.steps, batch_size=cfg.batch_size,
+                                   inversion=spec)
+        q = psnr(heldout, recons[spec])
+        res["recon_methods"][spec] = {
+            "n": cfg.n_recon, "inversion": spec, "inversion_calls": inversion_calls(spec, cfg.steps),
+            "generation_calls": cfg.steps, "psnr_mean": float(q.mean()), "psnr_p10": float(np.percentile(q, 10)),
             "psnr_median": float(np.median(q)), "seconds": time.time() - t0}
-        print(f"reconstruction with {n_fp} fixed-point iteration(s): PSNR mean {q.mean():.2f} dB, "
+        print(f"reconstruction with {spec} inversion: PSNR mean {q.mean():.2f} dB, "
               f"p10 {np.percentile(q, 10):.2f} dB", flush=True)
+    res["recon"] = res["recon_methods"][cfg.inversions[0]]
+    recon = recons[cfg.inversions[0]]
 
     t0 = time.time()
     samples = draw_samples(model, cfg.n_samples, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed)
@@ -256,7 +274,7 @@ def reproduce_command(cfg: BenchConfig) -> str:
             "--seed", str(cfg.seed)]
     if cfg.t_end is not None:
         args += ["--t-end", str(cfg.t_end)]
-    args += ["--fixed-point", ",".join(map(str, cfg.fixed_point))]
+    args += ["--inversions", ",".join(cfg.inversions)]
     return shlex.join(args)
 
 
@@ -271,22 +289,28 @@ def markdown(res: dict) -> str:
         "",
         "| metric | value |",
         "|---|---|",
-        f"| DDIM inversion to t={res['t_end']} + reconstruction PSNR, mean ({r['n']} held-out scenes) | "
-        f"{r['psnr_mean']:.2f} dB |",
+        f"| DDIM inversion (`{r['inversion']}`) to t={res['t_end']} + reconstruction PSNR, mean ({r['n']} "
+        f"held-out scenes) | {r['psnr_mean']:.2f} dB |",
         f"| same, 10th percentile | {r['psnr_p10']:.2f} dB |",
         f"| same, median | {r['psnr_median']:.2f} dB |",
-        *[f"| same with {k} fixed-point iteration(s) per inversion step: mean / p10 | "
-          f"{v['psnr_mean']:.2f} / {v['psnr_p10']:.2f} dB |" for k, v in res.get("recon_fixed_point", {}).items()],
         f"| SFD: {s['n']} DDIM samples vs {s['n']} held-out scenes | {s['samples_vs_heldout']:.2f} |",
         f"| SFD floor: held-out vs disjoint held-out | {s['floor_heldout_vs_heldout']:.2f} |",
         f"| SFD scale: degraded disjoint held-out ({s['degradation']}) vs held-out | "
         f"{s['scale_degraded_vs_heldout']:.2f} |",
         "",
+        f"Reconstruction by inversion method ({res['config']['steps']}-step plain DDIM generation in all rows; "
+        "`pipeline.ddim.invert`):",
+        "",
+        "| inversion | model calls (inversion + generation) | PSNR mean | p10 | median |",
+        "|---|---|---|---|---|",
+        *[f"| `{k}` | {v['inversion_calls']} + {v['generation_calls']} | {v['psnr_mean']:.2f} dB | "
+          f"{v['psnr_p10']:.2f} dB | {v['psnr_median']:.2f} dB |" for k, v in res["recon_methods"].items()],
+        "",
         "SFD: Fréchet distance between Gaussians fitted to 68 standardised scene statistics (colour moments and "
         "histogram, gradient magnitude, edge density, low-frequency DCT); see `benchmarks/default_model.py`. Lower is "
         "better; the floor is what two samples of the true distribution give.",
         "",
-        f"Reconstruction took {r['seconds']:.0f} s, sampling {s['sampling_seconds']:.0f} s (wall clock, shared CPU).",
+        f"Reconstruction (`{r['inversion']}`) took {r['seconds']:.0f} s, sampling {s['sampling_seconds']:.0f} s (wall clock, shared CPU).",
         "",
         "Images: `default_model.samples.png` (the first 64 samples), `default_model.recon.png` (rows 1-4: held-out "
         "scenes, rows 5-8: their reconstructions).",
@@ -310,15 +334,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--fixed-point", default=",".join(map(str, d.fixed_point)),
-                   help="comma-separated fixed-point iteration counts to also reconstruct with ('' for none)")
+    p.add_argument("--inversions", default=",".join(d.inversions),
+                   help="comma-separated inversions to reconstruct with, METHOD or METHOD+N (N fixed-point "
+                        f"iterations), METHOD in {', '.join(INVERT_METHODS)}; the first is the headline figure")
     a = p.parse_args(argv)
+    inversions = tuple(v.strip() for v in a.inversions.split(",") if v.strip())
     try:
-        fixed = tuple(int(v) for v in a.fixed_point.split(",") if v.strip())
-    except ValueError:
-        p.error(f"--fixed-point must be comma-separated integers, got {a.fixed_point!r}")
+        for spec in inversions:
+            parse_inversion(spec)
+    except InputError as e:
+        p.error(str(e))
+    if not inversions:
+        p.error("--inversions needs at least one entry")
     cfg = BenchConfig(model=a.model, out=a.out, n_recon=a.n_recon, n_samples=a.n_samples, steps=a.steps,
-                      t_end=a.t_end, batch_size=a.batch_size, seed=a.seed, threads=a.threads, fixed_point=fixed)
+                      t_end=a.t_end, batch_size=a.batch_size, seed=a.seed, threads=a.threads, inversions=inversions)
     print("reproduce with:", reproduce_command(cfg), flush=True)
     run_benchmark(cfg)
     return 0

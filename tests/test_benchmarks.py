@@ -39,12 +39,15 @@ def test_accel_benchmark_smoke(tiny_pixel_dir, tmp_path):
 
 def test_default_model_benchmark_smoke(tiny_pixel_dir, tmp_path):
     _run(["-m", "benchmarks.default_model", "--model", tiny_pixel_dir, "--out", str(tmp_path), "--n-recon", "3",
-          "--n-samples", "4", "--steps", "3", "--batch-size", "4", "--fixed-point", "0,1", "--threads", "1"])
+          "--n-samples", "4", "--steps", "3", "--batch-size", "4", "--inversions", "corrected,explicit,explicit+0",
+          "--threads", "1"])
     r = json.loads((tmp_path / "default_model.json").read_text())
-    assert r["recon"]["n"] == 3 and math.isfinite(r["recon"]["psnr_mean"])
-    assert set(r["recon_fixed_point"]) == {"0", "1"}
+    assert r["recon"]["n"] == 3 and r["recon"]["inversion"] == "corrected" and math.isfinite(r["recon"]["psnr_mean"])
+    methods = r["recon_methods"]
+    assert set(methods) == {"corrected", "explicit", "explicit+0"}
+    assert [methods[k]["inversion_calls"] for k in ("corrected", "explicit")] == [4, 3]
     # zero fixed-point iterations is plain DDIM inversion: the same reconstruction
-    assert r["recon_fixed_point"]["0"]["psnr_mean"] == pytest.approx(r["recon"]["psnr_mean"], abs=1e-9)
+    assert methods["explicit+0"]["psnr_mean"] == pytest.approx(methods["explicit"]["psnr_mean"], abs=1e-9)
     assert all(math.isfinite(v) for v in (r["sfd"]["samples_vs_heldout"], r["sfd"]["floor_heldout_vs_heldout"]))
-    assert "fixed-point" in (tmp_path / "default_model.md").read_text()
+    assert "| `explicit` | 3 + 3 |" in (tmp_path / "default_model.md").read_text()
     assert (tmp_path / "default_model.samples.png").is_file()
