@@ -923,8 +923,9 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                     r_image = _image_input("Image", "rates-image")
                     with gr.Row():
                         r_patch = gr.Radio([1, 2, 4, 8], value=4, label="Patch size (model pixels)")
-                        r_stat = gr.Dropdown(["mean", "tv", "peak", "std"], value="mean", label="Saliency statistic",
-                                             info="mean rate, or total variation (the paper's rate fluctuation)")
+                        r_stat = gr.Dropdown(["tv", "std", "mean", "peak"], value="tv", label="Saliency statistic",
+                                             info="fluctuation of the time-normalised curves: total variation (the "
+                                                  "paper's) or std; or their mean or peak")
                     r_run, r_stop = _run_stop("Compute curves")
                     if examples:
                         gr.Examples([[e.image] for e in examples], inputs=[r_image], label="Example scenes",

@@ -156,8 +156,12 @@ class DiffusionModel:
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> DiffusionModel:
         """Move (in place) to ``device`` and/or ``dtype``; returns ``self``."""
         for m in (self.unet, self.vae):
-            if m is not None:
-                m.to(device=device, dtype=dtype)
+            if m is None:
+                continue
+            if getattr(m, "_keep_in_fp32_modules", None) or getattr(m, "is_quantized", False):
+                m.to(device=device, dtype=dtype)  # diffusers' own checks and warnings apply
+            else:  # diffusers' override would only warn that an empty list of fp32 modules exists
+                torch.nn.Module.to(m, device=device, dtype=dtype)
         if self.cond is not None:
             self.cond = self.cond.to(device=device, dtype=dtype)
         return self
