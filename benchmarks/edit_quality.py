@@ -281,7 +281,7 @@ def _time_summary(times: dict[str, list[tuple[float, float]]]) -> dict:
 #: Extra statistics reported from the same curves: (label, statistic, normalize, t_min).
 EXTRA_STATISTICS = (
     ("curve: paper's TV of time-normalised curves", "tv", "time", None),
-    ("curve: mean rate (pipeline.rates default statistic)", "mean", "none", None),
+    ("curve: mean rate (un-normalised curves)", "mean", "none", None),
 )
 
 

@@ -8,21 +8,13 @@ import torch
 from benchmarks.default_model import inversion_calls, parse_inversion
 from pipeline import InputError
 from pipeline.ddim import invert
-
-
-class _Counting:
-    def __init__(self, model):
-        self.model, self.calls = model, 0
-
-    def eps(self, x, t):
-        self.calls += 1
-        return self.model.eps(x, t)
+from test_ddim import CountingEps
 
 
 @pytest.mark.parametrize("spec", ["corrected", "explicit", "explicit+2", "corrected+1"])
 def test_inversion_calls_match_the_model_calls_invert_makes(tiny_model, spec):
     method, n = parse_inversion(spec)
-    counter = _Counting(tiny_model)
+    counter = CountingEps(tiny_model)
     x0 = torch.zeros(1, 3, tiny_model.sample_size, tiny_model.sample_size)
     invert(tiny_model, x0, t_end=200, num_steps=5, backend=counter, method=method, fixed_point=n)
     assert counter.calls == inversion_calls(spec, 5)
