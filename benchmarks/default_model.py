@@ -310,7 +310,8 @@ def markdown(res: dict) -> str:
         "histogram, gradient magnitude, edge density, low-frequency DCT); see `benchmarks/default_model.py`. Lower is "
         "better; the floor is what two samples of the true distribution give.",
         "",
-        f"Reconstruction (`{r['inversion']}`) took {r['seconds']:.0f} s, sampling {s['sampling_seconds']:.0f} s (wall clock, shared CPU).",
+        f"Reconstruction (`{r['inversion']}`) took {r['seconds']:.0f} s, sampling {s['sampling_seconds']:.0f} s "
+        "(wall clock, shared CPU).",
         "",
         "Images: `default_model.samples.png` (the first 64 samples), `default_model.recon.png` (rows 1-4: held-out "
         "scenes, rows 5-8: their reconstructions).",

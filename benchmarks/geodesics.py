@@ -896,16 +896,9 @@ def _f(x, fmt=".4f"):
     return "-" if x is None else format(x, fmt)
 
 
-def markdown(res: dict) -> str:
-    by_cmd: dict[str, list[str]] = {}
-    for part, c in sorted(res.get("commands", {}).items()):
-        by_cmd.setdefault(c, []).append(part)
-    L = ["# Geodesic benchmark\n", "Reproduce (parts written by separate runs are merged into one JSON):\n",
-         *[f"- {', '.join(parts)}: `{c}`" for c, parts in by_cmd.items()], "",
-         f"Machine: {res['machine']}. lam = {LAM:g}, {N_POINTS} path points, linear initialisation; S^2 of radius 1 "
-         "embedded in R^D by a random orthogonal map; noise-smoothed score in closed form. Wall times on a shared, "
-         "loaded CPU: compare evaluations rather than seconds.\n",
-         "## 1. Spheres: deviation from the great circle\n",
+def _md_spheres(res: dict) -> list[str]:
+    """Section 1 of geodesics.md: spheres."""
+    L = ["## 1. Spheres: deviation from the great circle\n",
          "radial = max |r/R - 1| over the path; ridge = max |r/r* - 1| over interior points, r* the radius where the "
          "smoothed density peaks (score = 0); out-of-plane = max distance from the plane of the great circle / R; "
          "L/arc = metric length over the true arc length; spacing = max/min segment length.\n",
@@ -920,12 +913,17 @@ def markdown(res: dict) -> str:
                  f"| {r['iterations']['mean']:.0f} | {r['energy_evals']['mean']:.0f} "
                  f"| {r['score_points']['mean']:.0f} | {r['jvp_points']['mean']:.0f} | {r['vjp_points']['mean']:.0f} "
                  f"| {r['seconds']['mean']:.2f} |")
-    L += ["\n## 2. Peers on the same energy\n",
-          "energy / ours: final discrete energy over our L-BFGS's on the same pair (mean, max). scipy's L-BFGS-B "
-          "itself costs ~0.08 s of CPU per iteration at 43,008 variables on this machine (R^3072; measured on a "
-          "separable quadratic), which dominates its time there.\n",
-          "| D | solver | conv | energy / ours (mean) | (max) | radial (max) | L/arc (mean) | energy evals | seconds |",
-          "|---|---|---|---|---|---|---|---|---|"]
+    return L
+
+
+def _md_peers(res: dict) -> list[str]:
+    """Section 2: peer solvers on the same energy."""
+    L = ["\n## 2. Peers on the same energy\n",
+         "energy / ours: final discrete energy over our L-BFGS's on the same pair (mean, max). scipy's L-BFGS-B "
+         "itself costs ~0.08 s of CPU per iteration at 43,008 variables on this machine (R^3072; measured on a "
+         "separable quadratic), which dominates its time there.\n",
+         "| D | solver | conv | energy / ours (mean) | (max) | radial (max) | L/arc (mean) | energy evals | seconds |",
+         "|---|---|---|---|---|---|---|---|---|"]
     for r in res["peers"]:
         if "error" in r:
             L.append(f"| {r['D']} | {r['solver']} | - | could not run: {r['error']} | | | | | |")
@@ -934,14 +932,19 @@ def markdown(res: dict) -> str:
                  f"| {r['energy_over_ours']['max']:.4f} | {r['radial_dev']['max']:.4f} "
                  f"| {r['length_over_arc']['mean']:.4f} | {r['energy_evals']['mean']:.0f} "
                  f"| {r['seconds']['mean']:.2f} |")
+    return L
+
+
+def _md_shooting(res: dict) -> list[str]:
+    """Section 3: shooting and extrapolation."""
     sh = res["shooting"]
-    L += ["\n## 3. Shooting\n",
-          f"From a with v0 = the great circle's velocity towards b (angle x R; t = 1 is b on the exact circle), "
-          f"{sh['n_points'] - 1} recorded RK4 steps with the given substeps; drift = max over the path of "
-          "abs(speed / speed_0 - 1); radial / out-of-plane: distance of the shot path from the great circle; "
-          "end error = dist(x(1), b) / dist(a, b).\n",
-          "| substeps | diverged | speed drift (max) | radial (max) | out-of-plane (max) | end error (max) | seconds |",
-          "|---|---|---|---|---|---|---|"]
+    L = ["\n## 3. Shooting\n",
+         f"From a with v0 = the great circle's velocity towards b (angle x R; t = 1 is b on the exact circle), "
+         f"{sh['n_points'] - 1} recorded RK4 steps with the given substeps; drift = max over the path of "
+         "abs(speed / speed_0 - 1); radial / out-of-plane: distance of the shot path from the great circle; "
+         "end error = dist(x(1), b) / dist(a, b).\n",
+         "| substeps | diverged | speed drift (max) | radial (max) | out-of-plane (max) | end error (max) | seconds |",
+         "|---|---|---|---|---|---|---|"]
     for r in sh["conservation"]:
         if "speed_drift" not in r:
             L.append(f"| {r['substeps']} | {r['diverged']}/{r['runs']} | - | - | - | - | - |")
@@ -960,8 +963,13 @@ def markdown(res: dict) -> str:
     for vel, r in sh["extrapolation"].items():
         L.append(f"| {vel} | {r['radial_dev']['max']:.4f} | {r['out_of_plane']['max']:.1e} "
                  f"| {r['extra_length_over_half_L']['mean']:.4f} | {r['speed_drift']['max']:.1e} |")
+    return L
+
+
+def _md_images(res: dict) -> list[str]:
+    """Section 4: images (moving-object scenes)."""
     im = res["images"]
-    L.append("\n## 4. Images (moving-object scenes)\n")
+    L = ["\n## 4. Images (moving-object scenes)\n"]
     if "skipped" in im:
         L.append(im["skipped"])
     else:
@@ -983,8 +991,8 @@ def markdown(res: dict) -> str:
               "should find. Its energy is far above the geodesic's (its Euclidean length alone is several chords, "
               "and G = I + lam s s^T >= I never makes a path shorter than Euclidean), so no lam makes it the "
               "minimiser; see benchmarks/results/geodesic_image_study.md."
-              + ("" if im["model"] == "default" else " Not the embedded default model: an intermediate checkpoint "
-                 "given by --model; rerun with the default weights once they exist.") + "\n",
+              + ("" if im["model"] == "default" else " Not the embedded default model: the weights "
+                 "given by --model.") + "\n",
               "| t* | method | nearest-GT RMSE (mean) | (worst) | own-frame RMSE | endpoint RMSE | step CV "
               "| 2nd diff / step | energy | score-metric length | Euclid / chord | iterations | seconds |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -996,6 +1004,22 @@ def markdown(res: dict) -> str:
                      f"| {r['second_diff_over_step']['mean']:.3f} | {g(r, 'energy_final', '.4g')} "
                      f"| {r['length']['mean']:.4g} | {g(r, 'euclid_over_chord', '.2f')} "
                      f"| {r['iterations']['mean']:.0f} | {r['seconds']['mean']:.1f} |")
+    return L
+
+
+def markdown(res: dict) -> str:
+    by_cmd: dict[str, list[str]] = {}
+    for part, c in sorted(res.get("commands", {}).items()):
+        by_cmd.setdefault(c, []).append(part)
+    L = ["# Geodesic benchmark\n", "Reproduce (parts written by separate runs are merged into one JSON):\n",
+         *[f"- {', '.join(parts)}: `{c}`" for c, parts in by_cmd.items()], "",
+         f"Machine: {res['machine']}. lam = {LAM:g}, {N_POINTS} path points, linear initialisation; S^2 of radius 1 "
+         "embedded in R^D by a random orthogonal map; noise-smoothed score in closed form. Wall times on a shared, "
+         "loaded CPU: compare evaluations rather than seconds.\n"]
+    sections = {"spheres": _md_spheres, "peers": _md_peers, "shooting": _md_shooting, "images": _md_images}
+    for part, section in sections.items():
+        if part in res:  # a run of some parts into an empty folder has only those
+            L += section(res)
     return "\n".join(L) + "\n"
 
 
