@@ -950,18 +950,22 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             r_t.release(replot_rates, [r_state, r_t, r_points], r_views, api_name="rates_timestep",
                         api_visibility="undocumented")
 
-        def edit_tab(title: str, api: str, text: str, fn: Callable, run_label: str, build_inputs: Callable):
+        def edit_tab(title: str, api: str, text: str, fn: Callable, run_label: str, build_inputs: Callable,
+                     config: str):
             """One editing tab: inputs built by ``build_inputs`` (returns the handler's leading inputs), then the
-            edit depth, the Run/Stop buttons, and the shared outputs."""
+            edit depth, the Run/Stop buttons, and the shared outputs. The depth and gradient-step sliders start at
+            the task's tuned defaults (``pipeline.edit.<config>``)."""
+            defaults = getattr(_library("edit"), config)()
             with gr.Tab(title, id=api):
                 gr.Markdown(text)
                 with gr.Row():
                     with gr.Column():
                         inputs = build_inputs()
-                        depth = gr.Slider(50, 900, value=500, step=10, label=f"{title}: edit depth t_edit",
+                        depth = gr.Slider(50, 900, value=defaults.t_edit, step=10, label=f"{title}: edit depth t_edit",
                                           info="how far the image is inverted: deeper = freer edit, less faithful")
                         with gr.Accordion("Advanced", open=False, elem_id=f"{api}-advanced"):
-                            iters = gr.Slider(0, 10, value=3, step=1, label=f"{title}: gradient steps per timestep",
+                            iters = gr.Slider(0, 10, value=defaults.iterations, step=1,
+                                              label=f"{title}: gradient steps per timestep",
                                               info="0 switches the curve matching off (the ablation)")
                             measure = gr.Checkbox(value=True, label=f"{title}: measure curves before/after",
                                                   info="one more inversion and two rate passes")
@@ -1006,14 +1010,14 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             return [bg, fg]
 
         edit_tab("Remove object", "remove", "Paint over the object to remove; the background fills in.", run_remove,
-                 "Remove object", remove_inputs)
+                 "Remove object", remove_inputs, "RemoveConfig")
         edit_tab("Transfer", "transfer", "Paint the target region on the image, and the source region on the second "
                  "canvas (the same image by default; upload a reference image there to take content from it).",
-                 run_transfer, "Transfer content", transfer_inputs)
+                 run_transfer, "Transfer content", transfer_inputs, "TransferConfig")
         edit_tab("Saliency", "saliency", "Paint a region to make more (factor > 1) or less (factor < 1) salient.",
-                 run_saliency, "Adjust saliency", saliency_inputs)
+                 run_saliency, "Adjust saliency", saliency_inputs, "SaliencyConfig")
         edit_tab("Blend", "blend", "Paint the object on the object image; it is pasted into the background at the "
-                 "same place and harmonised.", run_blend, "Blend images", blend_inputs)
+                 "same place and harmonised.", run_blend, "Blend images", blend_inputs, "BlendConfig")
 
         with gr.Tab("Geodesics", id="geodesic"):
             gr.Markdown("Shortest paths between two images under the score metric G = I + λ s sᵀ at noise level t*, "

@@ -148,6 +148,20 @@ def test_build_demo_has_every_api_name():
             assert block.format == "png", block.label
 
 
+def test_edit_tabs_start_at_the_tuned_task_defaults():
+    """The depth and gradient-step sliders of each editing tab start where the task's config does, so the app runs
+    the configuration the benchmark measured, not one setting for every task."""
+    from pipeline import edit
+
+    demo = app.build_demo(app.AppConfig())
+    sliders = {b.label: b.value for b in demo.blocks.values() if isinstance(b, gr.Slider)}
+    for title, cfg in [("Remove object", edit.RemoveConfig()), ("Transfer", edit.TransferConfig()),
+                       ("Saliency", edit.SaliencyConfig()), ("Blend", edit.BlendConfig())]:
+        assert sliders[f"{title}: edit depth t_edit"] == cfg.t_edit
+        assert sliders[f"{title}: gradient steps per timestep"] == cfg.iterations
+    assert sliders["Remove object: edit depth t_edit"] == 200 and sliders["Blend: edit depth t_edit"] == 250
+
+
 def test_cli_defaults(monkeypatch):
     monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
