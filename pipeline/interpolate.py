@@ -108,9 +108,11 @@ def score_functions(model, t_star: int, *, backend=None) -> tuple[ScoreFn, Score
 # --------------------------------------------------------------------------------------------------------------------
 # Steps
 # --------------------------------------------------------------------------------------------------------------------
-def _check_common(model, t_star, num_steps, method) -> None:
+def _check_common(model, t_star, num_steps, method, inversion="corrected") -> None:
     if method not in METHODS:
         raise InputError(f"method must be one of {', '.join(repr(m) for m in METHODS)}; got {method!r}")
+    if inversion not in ddim.INVERT_METHODS:
+        raise InputError(f"inversion must be one of {ddim.INVERT_METHODS}, got {inversion!r}")
     T = model.num_train_timesteps
     if isinstance(t_star, bool) or not isinstance(t_star, int) or not 1 <= t_star < T:
         raise InputError(f"t_star must be an int in [1, {T - 1}], got {t_star!r}")
@@ -119,14 +121,16 @@ def _check_common(model, t_star, num_steps, method) -> None:
                          f"got {num_steps!r}")
 
 
-def invert_pair(model, image_a, image_b, *, t_star: int, num_steps: int, backend=None,
+def invert_pair(model, image_a, image_b, *, t_star: int, num_steps: int, backend=None, inversion: str = "corrected",
                 progress: ProgressFn | None = None, cancel: CancelFlag | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images -> model space -> DDIM inversion to t_star, both in one batch.  -> two (C, h, w)"""
+    """Images -> model space -> DDIM inversion to t_star (``inversion``: the method of :func:`pipeline.ddim.invert`),
+    both in one batch.  -> two (C, h, w)"""
     size = model.image_size
     imgs = torch.cat([image_to_tensor(im, size, name=nm) for im, nm in ((image_a, "image_a"), (image_b, "image_b"))])
     x0 = model.encode(imgs)  # (2, C, h, w)
-    xt = ddim.invert(model, x0, t_end=t_star, num_steps=num_steps, backend=backend, progress=progress, cancel=cancel)
+    xt = ddim.invert(model, x0, t_end=t_star, num_steps=num_steps, backend=backend, method=inversion,
+                     progress=progress, cancel=cancel)
     return xt[0], xt[1]
 
 
@@ -170,14 +174,15 @@ def _path_stats(score, path, lam, chunk, rule="midpoint") -> tuple[float, float,
     return e, curve_length(score, path, lam=lam, chunk=chunk, rule=rule), eu
 
 
-def _start(model, image_a, image_b, *, t_star, num_steps, method, lam, backend, gradient, progress, cancel):
+def _start(model, image_a, image_b, *, t_star, num_steps, method, lam, backend, gradient, inversion, progress,
+           cancel):
     """Shared first phase of the public functions: validate, build the scores, DDIM-invert both ends.
     -> (score, score_jvp, gradient mode, xa, xb, lam relative to the score, {"invert": seconds})"""
-    _check_common(model, t_star, num_steps, method)
+    _check_common(model, t_star, num_steps, method, inversion)
     score, score_jvp, grad_mode = _solver_scores(model, t_star, backend, gradient)
     t0 = time.perf_counter()
     xa, xb = invert_pair(model, image_a, image_b, t_star=t_star, num_steps=num_steps, backend=backend,
-                         progress=progress, cancel=cancel)
+                         inversion=inversion, progress=progress, cancel=cancel)
     secs = {"invert": time.perf_counter() - t0}
     return score, score_jvp, grad_mode, xa, xb, float(lam) / relative_lam(score, xa, xb, 1.0), secs
 
@@ -207,6 +212,7 @@ def interpolate_images(
     gradient: str = "auto",
     batch_size: int = 16,
     clip_x0: bool = False,
+    inversion: str = "corrected",
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
     **solver,
@@ -226,6 +232,7 @@ def interpolate_images(
         batch_size: path points generated per DDIM batch.
         clip_x0: clamp the x_0 prediction of every DDIM generation step to [-1, 1] (off: the ends are then exact
             DDIM round trips; on: interior points far from the data decode to less saturated colours).
+        inversion: how the ends are DDIM-inverted, ``"corrected"`` or ``"explicit"`` (:func:`pipeline.ddim.invert`).
         progress, cancel: callback ``progress(done, total, desc)`` per step of each phase; stop flag.
         solver: options of :func:`pipeline.geodesic.geodesic_bvp` (``max_iter``, ``optimizer``, ``tol``, ``chunk``,
             ``init``, ``rule``, ...).
@@ -235,7 +242,7 @@ def interpolate_images(
     """
     score, score_jvp, grad_mode, xa, xb, lam_rel, secs = _start(
         model, image_a, image_b, t_star=t_star, num_steps=num_steps, method=method, lam=lam, backend=backend,
-        gradient=gradient, progress=progress, cancel=cancel)
+        gradient=gradient, inversion=inversion, progress=progress, cancel=cancel)
     t0 = time.perf_counter()
     geo = None
     if method == "geodesic":
@@ -272,6 +279,7 @@ def extrapolate_images(
     substeps: int = 4,
     batch_size: int = 16,
     clip_x0: bool = False,
+    inversion: str = "corrected",
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
     **solver,
@@ -290,7 +298,7 @@ def extrapolate_images(
     n_extra = max(1, round(beyond * (_check_n_points(n_points) - 1)))
     score, score_jvp, grad_mode, xa, xb, lam_rel, secs = _start(
         model, image_a, image_b, t_star=t_star, num_steps=num_steps, method=method, lam=lam, backend=backend,
-        gradient=gradient, progress=progress, cancel=cancel)
+        gradient=gradient, inversion=inversion, progress=progress, cancel=cancel)
     t0 = time.perf_counter()
     geo = shot = None
     if method == "geodesic":

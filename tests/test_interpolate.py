@@ -32,10 +32,19 @@ def pair():
     return _images()
 
 
-def _round_trip(model, image, t_star, num_steps):
+def _round_trip(model, image, t_star, num_steps, inversion="corrected"):
     x0 = model.encode(image_to_tensor(image, model.image_size))
-    xt = ddim.invert(model, x0, t_end=t_star, num_steps=num_steps)
+    xt = ddim.invert(model, x0, t_end=t_star, num_steps=num_steps, method=inversion)
     return tensor_to_uint8(model.decode(ddim.sample(model, xt, t_start=t_star, num_steps=num_steps)))
+
+
+def test_interpolate_images_inverts_with_the_chosen_method(tiny_model, pair):
+    res = interpolate_images(tiny_model, *pair, method="lerp", inversion="explicit", **FAST)
+    for im, src in ((res.images[0], pair[0]), (res.images[-1], pair[1])):
+        ref = _round_trip(tiny_model, src, 200, 3, inversion="explicit")
+        assert np.abs(im.astype(int) - ref.astype(int)).max() <= 1
+    with pytest.raises(InputError, match="inversion must be one of"):
+        interpolate_images(tiny_model, *pair, method="lerp", inversion="implicit", **FAST)
 
 
 @pytest.mark.parametrize("method", ["geodesic", "lerp", "slerp"])
@@ -140,7 +149,7 @@ def test_cli_geodesic(tiny_pixel_dir, pair, tmp_path):
     Image.fromarray(pair[1]).save(pb)
     rc = main(["geodesic", "--a", str(pa), "--b", str(pb), "--n", "3", "--out", str(out), "--model", tiny_pixel_dir,
                "--t-star", "200", "--steps", "2", "--max-iter", "2", "--extrapolate", "0.5", "--device", "cpu",
-               "--cell", "32"])
+               "--cell", "32", "--inversion", "explicit"])
     assert rc == 0
     for name in ("strip.png", "geodesic.gif", "summary.json", "extrapolation.png"):
         assert (out / name).is_file(), name
@@ -148,7 +157,7 @@ def test_cli_geodesic(tiny_pixel_dir, pair, tmp_path):
     assert strip.shape[0] >= 3 * 32  # three rows: geodesic, lerp, slerp
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["methods"]) == {"geodesic", "lerp", "slerp"}
-    assert summary["extrapolation"]["extra_points"] == 1
+    assert summary["extrapolation"]["extra_points"] == 1 and summary["inversion"] == "explicit"
     assert main(["geodesic", "--a", str(pa), "--b", str(tmp_path / "missing.png"), "--out", str(out),
                  "--model", tiny_pixel_dir]) == 2
 

@@ -46,6 +46,9 @@ def add_parser(sub) -> None:
     p.add_argument("--clip-x0", action="store_true",
                    help="clamp each DDIM generation step's x_0 prediction to [-1, 1] (default: off, so the ends are "
                    "exact DDIM round trips)")
+    p.add_argument("--inversion", default="corrected", choices=("corrected", "explicit"),
+                   help="DDIM inversion of the two images: corrected (predict-evaluate-correct) or explicit (plain "
+                   "DDIM) (default: corrected)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
     p.set_defaults(run=run)
 
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {desc}: {done}/{total}", flush=True)
 
     opts = dict(n_points=args.n, t_star=args.t_star, lam=args.lam, num_steps=args.steps, clip_x0=args.clip_x0,
-                progress=progress)
+                inversion=args.inversion, progress=progress)
     solver = dict(max_iter=args.max_iter, optimizer=args.optimizer, gradient=args.gradient, rule=args.rule)
     rows, summary = {}, {"model": args.model, "a": args.a, "b": args.b, **{k: v for k, v in opts.items()
                                                                           if k != "progress"}, "methods": {}}
