@@ -421,7 +421,8 @@ def _install_atomic_image_cache() -> None:
     """Route gradio's image-output caching through :func:`_save_pil_to_cache_atomically` (idempotent)."""
     from gradio import processing_utils
 
-    if hasattr(processing_utils, "save_pil_to_cache"):
+    needed = ("save_pil_to_cache", "encode_pil_to_bytes", "hash_bytes")  # what the replacement relies on
+    if all(hasattr(processing_utils, name) for name in needed):
         processing_utils.save_pil_to_cache = _save_pil_to_cache_atomically
 
 
