@@ -23,6 +23,13 @@ from .progress import CancelFlag, ProgressFn, check_cancelled, report
 INVERT_METHODS = ("corrected", "explicit")
 
 
+def check_invert_method(method: str, name: str = "method") -> None:
+    """Raise InputError unless ``method`` is one of :data:`INVERT_METHODS` (``name``: the argument as the caller
+    calls it)."""
+    if method not in INVERT_METHODS:
+        raise InputError(f"{name} must be one of {INVERT_METHODS}, got {method!r}")
+
+
 class EpsFn(Protocol):
     """Anything with ``eps(x, t)``: a :class:`~pipeline.model.DiffusionModel` or an ``accel`` backend."""
 
@@ -106,8 +113,7 @@ def invert(
     ``fixed_point=n`` adds n fixed-point iterations x_{t_{k+1}} <- step(x_{t_k}, eps(x_{t_{k+1}}, t_{k+1})) to each
     step, one more eps call each, converging to the implicit inversion.
     """
-    if method not in INVERT_METHODS:
-        raise InputError(f"method must be one of {INVERT_METHODS}, got {method!r}")
+    check_invert_method(method)
     if isinstance(fixed_point, bool) or not isinstance(fixed_point, int) or fixed_point < 0:
         raise InputError(f"fixed_point must be an integer >= 0, got {fixed_point!r}")
     ops = backend if backend is not None else model
@@ -116,7 +122,7 @@ def invert(
     ab = _alphas(model, grid, x)
     corrected = method == "corrected"
     iterations = fixed_point + int(corrected)
-    evals: list[torch.Tensor] = []  # corrected: the last eps evaluated at each t_{k+1}
+    e_prev = e_last = None  # corrected: the eps evaluated at t_{k-1} and at t_k
     states = [x]
     with torch.no_grad():
         for k in range(num_steps):
@@ -124,16 +130,15 @@ def invert(
             if not corrected or k == 0:
                 eps = ops.eps(x, int(grid[k]))
             elif k == 1:
-                eps = evals[-1]
+                eps = e_last
             else:  # linear extrapolation in t of the evaluations at t_{k-1} and t_k to t_{k+1}
                 slope = float(grid[k + 1] - grid[k]) / float(grid[k] - grid[k - 1])
-                eps = evals[-1] + slope * (evals[-1] - evals[-2])
+                eps = e_last + slope * (e_last - e_prev)
             x_next = ddim_step(x, eps, ab[k], ab[k + 1])
             for _ in range(iterations):
                 eps = ops.eps(x_next, int(grid[k + 1]))
                 x_next = ddim_step(x, eps, ab[k], ab[k + 1])
-            if corrected:
-                evals = [evals[-1], eps] if evals else [eps]
+            e_prev, e_last = e_last, eps
             x = x_next
             states.append(x)
             report(progress, k + 1, num_steps, "DDIM inversion")

@@ -667,7 +667,8 @@ class _Run:
 
     def invert(self, x0: torch.Tensor, desc: str = "DDIM inversion") -> Trajectory:
         traj = invert(self.model, x0, t_end=self.cfg.t_edit, num_steps=self.cfg.num_steps, backend=self.ops,
-                      method=self.cfg.inversion, progress=_described(self.prog.stage(), desc), cancel=self.cancel, return_trajectory=True)
+                      method=self.cfg.inversion, progress=_described(self.prog.stage(), desc), cancel=self.cancel,
+                      return_trajectory=True)
         self.clock.lap("invert")
         return traj
 
@@ -987,10 +988,10 @@ def adjust_saliency(model, image, mask, factor: float, *, config: SaliencyConfig
     - ``"context"`` (default): ``b_p(t) = log g(t) + mean_{t > t_b} (log c_p - log g)``, g the geometric-mean curve
       of patches outside the region. The context-normalised curve ``c_p / g`` (what the time-normalised saliency
       maps of :mod:`pipeline.rates` measure) keeps its mean level and has its log-fluctuation over time scaled.
-    - ``"contrast"`` (the default before the fix): ``b(t) = log g(t)``: the whole log-contrast to the context is
-      scaled, its level included. This conflates level and fluctuation: for a patch less active than its context
-      (``c_p < g``) factor 2 squares a ratio below 1 and *shrinks* the fluctuation of ``c_p / g``, so "more salient"
-      lowered the curve-saliency contrast on the benchmark (1.925 -> 1.858 on the held-out scenes).
+    - ``"contrast"``: ``b(t) = log g(t)``: the whole log-contrast to the context is scaled, its level included.
+      This conflates level and fluctuation: for a patch less active than its context (``c_p < g``) factor 2 squares
+      a ratio below 1 and *shrinks* the fluctuation of ``c_p / g``, so "more salient" lowered the curve-saliency
+      contrast on the benchmark (1.925 -> 1.858 on the held-out scenes).
     - ``"own"`` (the literal reading of DESIGN.md section 4): b_p is the patch's own mean log-rate over t > t_b, so
       the curve's total variation scales, the image-wide time profile included.
 

@@ -111,8 +111,7 @@ def score_functions(model, t_star: int, *, backend=None) -> tuple[ScoreFn, Score
 def _check_common(model, t_star, num_steps, method, inversion="corrected") -> None:
     if method not in METHODS:
         raise InputError(f"method must be one of {', '.join(repr(m) for m in METHODS)}; got {method!r}")
-    if inversion not in ddim.INVERT_METHODS:
-        raise InputError(f"inversion must be one of {ddim.INVERT_METHODS}, got {inversion!r}")
+    ddim.check_invert_method(inversion, "inversion")
     T = model.num_train_timesteps
     if isinstance(t_star, bool) or not isinstance(t_star, int) or not 1 <= t_star < T:
         raise InputError(f"t_star must be an int in [1, {T - 1}], got {t_star!r}")

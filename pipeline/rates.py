@@ -581,7 +581,7 @@ def generation_curves(
 
     Returns a :class:`CurveResult`; shapes (T,), (T, H/p, W/p), saliency (H_in, W_in).
     """
-    from .ddim import INVERT_METHODS, invert, timestep_grid
+    from .ddim import check_invert_method, invert, timestep_grid
     from .images import image_to_tensor, to_uint8_rgb
 
     start = time.perf_counter()
@@ -591,8 +591,7 @@ def generation_curves(
         raise InputError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
     if normalize not in NORMALIZATIONS:
         raise InputError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
-    if inversion not in INVERT_METHODS:
-        raise InputError(f"inversion must be one of {INVERT_METHODS}, got {inversion!r}")
+    check_invert_method(inversion, "inversion")
     batch_size = _check_batch_size(batch_size)
     nh, nw = patch_grid(model.sample_size, model.sample_size, patch_size)
     t_max = model.num_train_timesteps - 1 if t_max is None else t_max

@@ -13,6 +13,8 @@ import os
 
 
 def add_parser(sub) -> None:
+    from ..ddim import INVERT_METHODS
+
     p = sub.add_parser(
         "geodesic", help="interpolate two images along a score-metric geodesic (with LERP/SLERP baselines)",
         description="Invert two images by DDIM to noise level t*, join them by the geodesic of the metric "
@@ -46,7 +48,7 @@ def add_parser(sub) -> None:
     p.add_argument("--clip-x0", action="store_true",
                    help="clamp each DDIM generation step's x_0 prediction to [-1, 1] (default: off, so the ends are "
                    "exact DDIM round trips)")
-    p.add_argument("--inversion", default="corrected", choices=("corrected", "explicit"),
+    p.add_argument("--inversion", default="corrected", choices=INVERT_METHODS,
                    help="DDIM inversion of the two images: corrected (predict-evaluate-correct) or explicit (plain "
                    "DDIM) (default: corrected)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
