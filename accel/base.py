@@ -1,4 +1,4 @@
-"""The backend interface: batched h, h_jvp, eps, eps_jvp (and score, score_jvp), torch tensors in and out.
+"""The backend base class: the model interface (:class:`pipeline.protocols.DiffusionOps`) on another engine.
 
 Every backend validates its inputs the same way (``model.check_x`` / ``model.timesteps``: ``x`` and ``v`` are finite
 (B, C, H, W) float tensors, ``t`` an int or a (B,) integer tensor) and returns tensors on the model's device.
@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from pipeline.errors import InputError
+from pipeline.model import DiffusionModel
+from pipeline.protocols import ModelMaps
 
 log = logging.getLogger(__name__)
 
@@ -26,24 +28,20 @@ class BackendUnavailable(RuntimeError):
 Tensors = tuple[torch.Tensor, ...]
 
 
-class Backend:
-    """Base class: input checks and the public maps; subclasses implement ``_h``, ``_h_jvp``, ``_eps``, ``_eps_jvp``
-    on validated inputs (``x``, ``v``: (B, C, H, W) on the model's device and dtype; ``t``: (B,) long).
+class Backend(ModelMaps):
+    """Base class of the backends: a :class:`~pipeline.model.DiffusionModel`'s maps on another engine.
 
-    | method                 | returns                                   | shapes                                  |
-    |------------------------|-------------------------------------------|-----------------------------------------|
-    | ``h(x, t)``            | h_t(x)                                    | (B, C, H, W) -> (B, C_h, H_h, W_h)      |
-    | ``h_jvp(x, t, v)``     | (h_t(x), D h_t(x)[v])                     | -> 2 x (B, C_h, H_h, W_h)               |
-    | ``eps(x, t)``          | eps(x, t)                                 | -> (B, C, H, W)                         |
-    | ``eps_jvp(x, t, v)``   | (eps(x, t), D eps(x, t)[v])               | -> 2 x (B, C, H, W)                     |
-    | ``score(x, t)``        | s = -eps / sigma(t)                       | -> (B, C, H, W)                         |
-    | ``score_jvp(x, t, v)`` | (s, D s[v]) = -(eps, D eps[v]) / sigma(t) | -> 2 x (B, C, H, W)                     |
+    A backend implements :class:`pipeline.protocols.DiffusionOps`, so every algorithm accepts it where it accepts
+    the model: the schedule, input checks and image <-> model-space maps are the wrapped model's; the public maps
+    (with their checks, the score and the point JVP) come from :class:`~pipeline.protocols.ModelMaps`; subclasses
+    implement ``_h``, ``_h_jvp``, ``_eps``, ``_eps_jvp`` (and optionally ``_h_jvp_point``) on validated inputs
+    (``x``, ``v``: (B, C, H, W) on the model's device and dtype; ``t``: (B,) long).
     """
 
     name: str = "base"
 
     def __init__(self, model):
-        if not hasattr(model, "check_x") or not hasattr(model, "timesteps"):
+        if not isinstance(model, DiffusionModel):
             raise InputError(f"backends wrap a pipeline.model.DiffusionModel (see load_model), "
                              f"got {type(model).__name__}")
         self.model = model
@@ -52,62 +50,51 @@ class Backend:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
-    # ---- input checks ----------------------------------------------------------------------------------------------
-    def _xt(self, x: torch.Tensor, t: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.model.check_x(x)
-        return x, self.model.timesteps(t, x.shape[0])
+    # ---- the wrapped model's schedule, checks and image maps -------------------------------------------------------
+    @property
+    def torch_model(self) -> DiffusionModel:
+        """The wrapped PyTorch model (differentiable): the autograd fallback of the algorithms that need gradients."""
+        return self.model
 
-    def _xtv(self, x: torch.Tensor, t, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x, tt = self._xt(x, t)
-        v = self.model.check_x(v, "v")
-        if v.shape != x.shape:
-            raise InputError(f"v must have the shape of x {tuple(x.shape)}, got {tuple(v.shape)}")
-        return x, tt, v
+    @property
+    def supports_autograd(self) -> bool:
+        """Whether outputs carry autograd graphs (only the eager ``torch`` backend's do)."""
+        return False
 
-    # ---- public maps -------------------------------------------------------------------------------------------------
-    def h(self, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        """h_t(x), the U-Net mid-block output.  (B, C, H, W) -> (B, C_h, H_h, W_h)"""
-        return self._h(*self._xt(x, t))
+    kind = property(lambda self: self.model.kind, doc="'pixel' or 'latent', as the wrapped model")
+    alphas_cumprod = property(lambda self: self.model.alphas_cumprod, doc="(T,) float64 schedule of the model")
+    device = property(lambda self: self.model.device, doc="the wrapped model's device")
+    dtype = property(lambda self: self.model.dtype, doc="the wrapped model's dtype")
+    channels = property(lambda self: self.model.channels, doc="model-space channels")
+    sample_size = property(lambda self: self.model.sample_size, doc="model-space spatial size")
+    image_size = property(lambda self: self.model.image_size, doc="image size in pixels")
+    vae_scale = property(lambda self: self.model.vae_scale, doc="pixels per model-space pixel")
+    num_train_timesteps = property(lambda self: self.model.num_train_timesteps, doc="training timesteps T")
+    downsample_factor = property(lambda self: self.model.downsample_factor, doc="the U-Net's total downsampling")
 
-    def h_jvp(self, x: torch.Tensor, t: int | torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(h_t(x), D h_t(x)[v]).  x, v: (B, C, H, W) -> 2 x (B, C_h, H_h, W_h)"""
-        return self._h_jvp(*self._xtv(x, t, v))
+    def timesteps(self, t: int | torch.Tensor, batch: int) -> torch.Tensor:
+        """The model's timestep check (:meth:`pipeline.model.DiffusionModel.timesteps`).  -> (batch,) long"""
+        return self.model.timesteps(t, batch)
 
-    def eps(self, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        """eps(x, t).  (B, C, H, W) -> (B, C, H, W)"""
-        return self._eps(*self._xt(x, t))
+    def check_x(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """The model's input check (:meth:`pipeline.model.DiffusionModel.check_x`)."""
+        return self.model.check_x(x, name)
 
-    def eps_jvp(self, x: torch.Tensor, t: int | torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(eps(x, t), D eps(x, t)[v]).  x, v: (B, C, H, W) -> 2 x (B, C, H, W)"""
-        return self._eps_jvp(*self._xtv(x, t, v))
+    def alpha_bar(self, t: int | torch.Tensor, batch: int = 1) -> torch.Tensor:
+        """alpha_bar(t), (B,)."""
+        return self.model.alpha_bar(t, batch)
 
-    def score(self, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        """s(x, t) = -eps(x, t) / sigma(t).  (B, C, H, W) -> (B, C, H, W)"""
-        x, tt = self._xt(x, t)
-        return -self._eps(x, tt) / self._sigma(tt)
+    def sigma(self, t: int | torch.Tensor, batch: int = 1) -> torch.Tensor:
+        """sigma(t) = sqrt(1 - alpha_bar(t)), (B,)."""
+        return self.model.sigma(t, batch)
 
-    def score_jvp(self, x: torch.Tensor, t: int | torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(s(x, t), D s(x, t)[v]) = -(eps, D eps[v]) / sigma(t).  -> 2 x (B, C, H, W)"""
-        x, tt, v = self._xtv(x, t, v)
-        e, je = self._eps_jvp(x, tt, v)
-        s = self._sigma(tt)
-        return -e / s, -je / s
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> model-space x_0 (the model's own encoder: the VAE runs in PyTorch)."""
+        return self.model.encode(images)
 
-    def _sigma(self, tt: torch.Tensor) -> torch.Tensor:
-        return self.model.sigma(tt, tt.shape[0]).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
-
-    # ---- implementations ------------------------------------------------------------------------------------------
-    def _h(self, x: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _h_jvp(self, x: torch.Tensor, tt: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
-
-    def _eps(self, x: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _eps_jvp(self, x: torch.Tensor, tt: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        """Model-space x_0 -> images (B, 3, H, W) in [-1, 1] (the model's own decoder)."""
+        return self.model.decode(x0)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -163,8 +150,3 @@ def run_chunked(fn: Callable[[int, Tensors], Tensors], inputs: Tensors, sizes: S
     if len(outs) == 1:
         return outs[0]
     return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
-
-
-def shared_point(x: torch.Tensor, tt: torch.Tensor) -> bool:
-    """True when every row of ``x`` (B, C, H, W) and ``tt`` (B,) equals the first: many directions at one point."""
-    return x.shape[0] > 1 and bool((tt == tt[0]).all()) and torch.equal(x, x[:1].expand_as(x))

@@ -6,8 +6,8 @@
 - ``h`` and ``eps`` run their dynamic-batch graph (batches above the graph's maximum in slices).
 - ``h_jvp`` and ``eps_jvp`` run the fixed-batch graphs: a batch of any size is split into chunks of the exported
   sizes, the last chunk padded (:func:`accel.base.plan_chunks`).
-- ``h_jvp`` with every row of ``x`` and ``t`` equal (many directions at one point, as rate maps ask) runs the
-  ``h_jvp_point`` graph when ``point_graph=True``: h(x) once, the tangents batched.
+- ``h_jvp_point`` (many directions at one point, as rate maps ask) runs the ``h_jvp_point`` graphs when
+  ``point_graph=True``: h(x) once, the tangents batched; otherwise x is repeated along the batch of ``h_jvp``.
 - Outputs are plain tensors without autograd history; asking for gradients through them raises.
 """
 
@@ -23,7 +23,7 @@ import torch
 
 from pipeline.errors import InputError
 
-from .base import Backend, Tensors, _pad, plan_chunks, run_chunked, shared_point
+from .base import Backend, Tensors, _pad, plan_chunks, run_chunked
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,13 @@ class GraphBackend(Backend):
         size = tuple(x.shape[2:])
         return run_chunked(lambda b, c: self._run(graph, b, size, *c), (x, tt, v), self.batch_sizes, self.overhead)
 
-    def _point(self, x1: torch.Tensor, t1: torch.Tensor, v: torch.Tensor) -> Tensors:
+    def _point_batchings(self) -> tuple[str, ...]:
+        return ("graph", "repeat") if self.point_graph else ("repeat",)
+
+    def _h_jvp_point(self, x1: torch.Tensor, t1: torch.Tensor, v: torch.Tensor, mode: str) -> Tensors:
         """h_jvp of many tangents ``v`` (n, C, H, W) at one point ``x1`` (1, C, H, W) with the h_jvp_point graphs."""
+        if mode != "graph":
+            return super()._h_jvp_point(x1, t1, v, mode)
         self._no_grad_needed(x1, v)
         size = tuple(x1.shape[2:])
         n, h, parts, start = v.shape[0], None, [], 0
@@ -138,7 +143,7 @@ class GraphBackend(Backend):
             h = h1 if h is None else h
             parts.append(jh[: stop - start])
             start = stop
-        return h.expand(n, *h.shape[1:]).contiguous(), torch.cat(parts) if len(parts) > 1 else parts[0]
+        return h, torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def _h(self, x, tt):
         return self._dynamic("h", x, tt)
@@ -147,8 +152,6 @@ class GraphBackend(Backend):
         return self._dynamic("eps", x, tt)
 
     def _h_jvp(self, x, tt, v):
-        if self.point_graph and shared_point(x, tt):
-            return self._point(x[:1], tt[:1], v)
         return self._fixed("h_jvp", x, tt, v)
 
     def _eps_jvp(self, x, tt, v):

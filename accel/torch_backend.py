@@ -24,24 +24,32 @@ log = logging.getLogger(__name__)
 
 
 class TorchBackend(Backend):
-    """Eager PyTorch: the model's own maps (``torch.func.jvp`` for the JVPs). Outputs keep autograd graphs when the
-    inputs require grad, which the editing losses need."""
+    """Eager PyTorch: the model's own maps (``torch.func.jvp`` for the JVPs, vmap for many directions at one point).
+    Outputs keep autograd graphs when the inputs require grad, which the editing losses need."""
 
     name = "torch"
 
+    @property
+    def supports_autograd(self) -> bool:
+        return True
+
     def _h(self, x, tt):
-        return self.model.h_raw(x, tt)
+        return self.model._h(x, tt)
 
     def _eps(self, x, tt):
-        return self.model.eps_raw(x, tt)
+        return self.model._eps(x, tt)
 
-    # forward AD cannot make a dual tensor of an expanded (stride-0) input, e.g. x.expand(K, ...) for K directions
-    # at one point: the JVPs take contiguous copies (a no-op for contiguous inputs).
     def _h_jvp(self, x, tt, v):
-        return torch.func.jvp(lambda xx: self.model.h_raw(xx, tt), (x.contiguous(),), (v.contiguous(),))
+        return self.model._h_jvp(x, tt, v)
 
     def _eps_jvp(self, x, tt, v):
-        return torch.func.jvp(lambda xx: self.model.eps_raw(xx, tt), (x.contiguous(),), (v.contiguous(),))
+        return self.model._eps_jvp(x, tt, v)
+
+    def point_batching(self, batching: str = "auto", n: int = 2) -> str:
+        return self.model.point_batching(batching, n)
+
+    def h_jvp_point(self, x, t, v, *, batching: str = "auto"):
+        return self.model.h_jvp_point(x, t, v, batching=batching)
 
 
 #: torch.compile backends accepted by :class:`CompiledTorchBackend` ("eager"/"aot_eager" only exercise dynamo).

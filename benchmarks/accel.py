@@ -211,7 +211,8 @@ def bench_rate_map(model, ort, runs: int, patch_size: int, t: int = 500) -> dict
     """A full direct rate map at one t: K = (H / patch)^2 directions at one point."""
     from accel import get_backend
 
-    rates = __import__("pipeline.rates", fromlist=["rate_map"])
+    from pipeline import rates
+
     x = inputs(model, 1, seed=1)[0]
     K = (model.sample_size // patch_size) ** 2
     out = {"directions": K, "patch_size": patch_size, "t": t}
@@ -222,11 +223,10 @@ def bench_rate_map(model, ort, runs: int, patch_size: int, t: int = 500) -> dict
     with torch.no_grad():
         out["torch_vmap"] = timeit(rm, model, x, t, patch_size=patch_size, runs=n, warmup=1)
         out["torch_repeat"] = timeit(rm, model, x, t, patch_size=patch_size, batching="repeat", runs=n, warmup=1)
-        out["ort_repeat_h_jvp"] = timeit(rm, model, x, t, patch_size=patch_size, batch_size=8, backend=ort_repeat,
-                                         runs=runs, warmup=2)
-        out["ort_point_graph"] = timeit(rm, model, x, t, patch_size=patch_size, batch_size=8, backend=ort,
-                                        runs=runs, warmup=2)
-        m1 = rates.rate_map(model, x, t, patch_size=patch_size, backend=ort)
+        out["ort_repeat_h_jvp"] = timeit(rm, ort_repeat, x, t, patch_size=patch_size, batch_size=8, runs=runs,
+                                         warmup=2)
+        out["ort_point_graph"] = timeit(rm, ort, x, t, patch_size=patch_size, batch_size=8, runs=runs, warmup=2)
+        m1 = rates.rate_map(ort, x, t, patch_size=patch_size)
         m0 = rates.rate_map(model, x, t, patch_size=patch_size)
     out["max_rel_error_ort_vs_torch"] = float((m1 - m0).abs().max() / m0.abs().max())
     return out

@@ -1,7 +1,7 @@
 """The functions behind each graph, and the traced-aten route that makes JVPs exportable.
 
 A module that calls ``torch.func.jvp`` does not export directly with torch 2.13 (every torch.export and legacy route
-fails; notes/measured-feasibility.md section 4). What works, and what :func:`trace_static` does:
+fails; docs/maths.md section 7). What works, and what :func:`trace_static` does:
 
 1. trace the JVP function into a plain aten graph with ``make_fx`` (real tensors, core aten decompositions; without
    the decompositions ONNX has no ``silu_backward``);
@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from pipeline.protocols import point_jvp
 
 from .specs import GraphSpec
 
@@ -46,17 +48,8 @@ def graph_function(model, graph: str) -> GraphFn:
             return torch.func.jvp(lambda xx: raw(xx, t), (x,), (v,))
 
         return jvp
-    if graph == "h_jvp_point":
-
-        def point(x: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            def one(u: torch.Tensor):  # u: (1, C, H, W)
-                return torch.func.jvp(lambda xx: model.h_raw(xx, t), (x,), (u,))
-
-            # primal x is not batched under vmap: h(x) is computed once, the K tangents together
-            h, jh = torch.func.vmap(one, in_dims=0, out_dims=(None, 0))(v[:, None])  # (1, ...), (K, 1, ...)
-            return h, jh[:, 0]
-
-        return point
+    if graph == "h_jvp_point":  # the primal is not batched under vmap: h(x) once, the K tangents together
+        return lambda x, t, v: point_jvp(lambda xx: model.h_raw(xx, t), x, v)
     raise ValueError(f"unknown graph {graph!r}")
 
 

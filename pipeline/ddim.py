@@ -12,12 +12,12 @@ Grid convention: ``timestep_grid(t_end, K) = [t_0 = 0, t_1, ..., t_K = t_end]``;
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 
 from .errors import InputError
 from .progress import CancelFlag, ProgressFn, check_cancelled, report
+from .protocols import DiffusionOps
 
 
 INVERT_METHODS = ("corrected", "explicit")
@@ -28,12 +28,6 @@ def check_invert_method(method: str, name: str = "method") -> None:
     calls it)."""
     if method not in INVERT_METHODS:
         raise InputError(f"{name} must be one of {INVERT_METHODS}, got {method!r}")
-
-
-class EpsFn(Protocol):
-    """Anything with ``eps(x, t)``: a :class:`~pipeline.model.DiffusionModel` or an ``accel`` backend."""
-
-    def eps(self, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor: ...
 
 
 def timestep_grid(t_end: int, num_steps: int, *, num_train_timesteps: int = 1000) -> torch.Tensor:
@@ -83,12 +77,11 @@ def _alphas(model, grid: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def invert(
-    model,
+    model: DiffusionOps,
     x0: torch.Tensor,
     *,
     t_end: int,
     num_steps: int,
-    backend: EpsFn | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
     return_trajectory: bool = False,
@@ -98,7 +91,7 @@ def invert(
     """DDIM inversion of model-space ``x0`` to ``x_{t_end}`` in ``num_steps`` steps.
 
     x0: (B, C, H, W) -> x_{t_end} (B, C, H, W), or the whole :class:`Trajectory` if ``return_trajectory``.
-    ``backend`` (default: the model) supplies ``eps``.
+    ``model``: a :class:`~pipeline.model.DiffusionModel` or an ``accel`` backend (anything with ``eps``).
 
     The generation step of :func:`sample` maps x_{t_{k+1}} to x_{t_k} with eps(x_{t_{k+1}}, t_{k+1}); it is undone
     exactly by the x_{t_{k+1}} that solves x_{t_{k+1}} = step(x_{t_k}, eps(x_{t_{k+1}}, t_{k+1})) (implicit DDIM
@@ -116,7 +109,6 @@ def invert(
     check_invert_method(method)
     if isinstance(fixed_point, bool) or not isinstance(fixed_point, int) or fixed_point < 0:
         raise InputError(f"fixed_point must be an integer >= 0, got {fixed_point!r}")
-    ops = backend if backend is not None else model
     x = model.check_x(x0, "x0")
     grid = timestep_grid(t_end, num_steps, num_train_timesteps=model.num_train_timesteps)
     ab = _alphas(model, grid, x)
@@ -128,7 +120,7 @@ def invert(
         for k in range(num_steps):
             check_cancelled(cancel)
             if not corrected or k == 0:
-                eps = ops.eps(x, int(grid[k]))
+                eps = model.eps(x, int(grid[k]))
             elif k == 1:
                 eps = e_last
             else:  # linear extrapolation in t of the evaluations at t_{k-1} and t_k to t_{k+1}
@@ -136,7 +128,7 @@ def invert(
                 eps = e_last + slope * (e_last - e_prev)
             x_next = ddim_step(x, eps, ab[k], ab[k + 1])
             for _ in range(iterations):
-                eps = ops.eps(x_next, int(grid[k + 1]))
+                eps = model.eps(x_next, int(grid[k + 1]))
                 x_next = ddim_step(x, eps, ab[k], ab[k + 1])
             e_prev, e_last = e_last, eps
             x = x_next
@@ -146,12 +138,11 @@ def invert(
 
 
 def sample(
-    model,
+    model: DiffusionOps,
     x_t: torch.Tensor,
     *,
     t_start: int,
     num_steps: int,
-    backend: EpsFn | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
     return_trajectory: bool = False,
@@ -164,7 +155,6 @@ def sample(
     :func:`invert` (clipping costs ~12 dB of reconstruction PSNR on the default model); :func:`generate` turns it on
     for pixel models, where it keeps samples from pure noise out of saturated colours.
     """
-    ops = backend if backend is not None else model
     x = model.check_x(x_t, "x_t")
     clip = bool(clip_x0)
     grid = timestep_grid(t_start, num_steps, num_train_timesteps=model.num_train_timesteps)
@@ -173,7 +163,7 @@ def sample(
     with torch.no_grad():
         for k in range(num_steps, 0, -1):
             check_cancelled(cancel)
-            eps = ops.eps(x, int(grid[k]))
+            eps = model.eps(x, int(grid[k]))
             x = ddim_step(x, eps, ab[k], ab[k - 1], clip_x0=clip)
             states.append(x)
             report(progress, num_steps - k + 1, num_steps, "DDIM generation")
@@ -181,12 +171,11 @@ def sample(
 
 
 def generate(
-    model,
+    model: DiffusionOps,
     n: int,
     *,
     num_steps: int = 50,
     seed: int = 0,
-    backend: EpsFn | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
 ) -> torch.Tensor:
@@ -194,5 +183,5 @@ def generate(
     g = torch.Generator().manual_seed(int(seed))
     s = model.sample_size
     noise = torch.randn(n, model.channels, s, s, generator=g, dtype=torch.float64).to(model.device, model.dtype)
-    return sample(model, noise, t_start=model.num_train_timesteps - 1, num_steps=num_steps, backend=backend,
-                  progress=progress, cancel=cancel, clip_x0=model.kind == "pixel")
+    return sample(model, noise, t_start=model.num_train_timesteps - 1, num_steps=num_steps, progress=progress,
+                  cancel=cancel, clip_x0=model.kind == "pixel")

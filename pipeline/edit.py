@@ -37,7 +37,8 @@ Measured (process CPU time, 1 thread, 16 directions, rate + gradient): on the de
 parameters) forward 223 ms, double 335 ms, fd 146 ms (no-gradient rates 103 ms, one eps call 21 ms); on the tiny
 16x16 test model forward 64 ms, double 46 ms, fd 17 ms. Forward and double agree to 1e-6 relative; forward (exact
 and fastest on real models) is the default. The no-gradient parts (inversion, DDIM steps, reference and measured
-curves) go through ``backend`` (anything with ``eps(x, t)`` and ``h_jvp(x, t, v)``; default the model itself).
+curves) go through ``model``'s own maps: a :class:`~pipeline.model.DiffusionModel` or an ``accel`` backend
+(:class:`pipeline.protocols.DiffusionOps`); the gradients always through ``model.torch_model``.
 
 **Images** are uint8 (H, W, 3) arrays, PIL images or anything :func:`pipeline.images.to_uint8_rgb` accepts, at any
 size within its limits. They are resized to the model's resolution (Lanczos down, bicubic up), edited there, and the
@@ -81,6 +82,7 @@ from .ddim import INVERT_METHODS, Trajectory, ddim_step, invert
 from .errors import InputError
 from .images import image_to_tensor, resize_mask, resize_uint8, tensor_to_uint8, to_mask, to_uint8_rgb
 from .progress import CancelFlag, ProgressFn, check_cancelled, report
+from .protocols import DiffusionOps
 from .rates import patch_directions
 
 #: How autograd differentiates rates (see the module docstring).
@@ -388,22 +390,18 @@ def region_patches(region: torch.Tensor, patch_size: int, *, min_cover: float, e
     return idx
 
 
-def rates(model, x: torch.Tensor, t: int, v: torch.Tensor, *, grad_mode: str = "forward", fd_eps: float = 1e-2
-          ) -> torch.Tensor:
+def rates(model: DiffusionOps, x: torch.Tensor, t: int, v: torch.Tensor, *, grad_mode: str = "forward",
+          fd_eps: float = 1e-2) -> torch.Tensor:
     """Rates of K directions at one point, differentiable in x: ``r_t(x, v_k) = ||D h_t(x)[v_k]|| / ||v_k||``.
 
     x: (1, C, h, w) (may require grad); v: (K, C, h, w) -> (K,). ``grad_mode`` picks how autograd differentiates the
-    JVP (module docstring); "forward" falls back to repeating x when vmap fails on a model.
+    JVP (module docstring), always on ``model.torch_model``; "forward" is its point JVP (vmap, falling back to
+    repeating x when vmap fails on a model).
     """
     k = v.shape[0]
+    model = model.torch_model
     if grad_mode == "forward":
-        t1 = torch.full((1,), int(t), dtype=torch.long, device=x.device)
-        f = lambda z: model.h_raw(z, t1)  # noqa: E731  (1, C, h, w) -> (1, C_h, H_h, W_h)
-        try:
-            jv = torch.func.vmap(lambda u: torch.func.jvp(f, (x,), (u[None],))[1][0])(v)  # (K, C_h, H_h, W_h)
-        except (RuntimeError, NotImplementedError):
-            tk = t1.expand(k)
-            _, jv = torch.func.jvp(lambda z: model.h_raw(z, tk), (x.expand(k, -1, -1, -1).clone(),), (v,))
+        _, jv = model.h_jvp_point(x, int(t), v)  # (K, C_h, H_h, W_h)
     elif grad_mode == "double":
         tk = torch.full((k,), int(t), dtype=torch.long, device=x.device)
         with torch.enable_grad():
@@ -424,21 +422,18 @@ def rates(model, x: torch.Tensor, t: int, v: torch.Tensor, *, grad_mode: str = "
     return jv.flatten(1).norm(dim=1) / v.flatten(1).norm(dim=1)
 
 
-def _rates_nograd(model, x: torch.Tensor, t: int, v: torch.Tensor, backend, chunk: int = 32) -> torch.Tensor:
-    """Rates of K directions at one point, no autograd: the model's vmapped JVP, or ``backend.h_jvp``.  -> (K,)"""
+def _rates_nograd(model: DiffusionOps, x: torch.Tensor, t: int, v: torch.Tensor, chunk: int = 32) -> torch.Tensor:
+    """Rates of K directions at one point, no autograd, through the model's point JVP.  -> (K,)"""
     out = []
     with torch.no_grad():
         for s in range(0, v.shape[0], chunk):
             vv = v[s : s + chunk]
-            if backend is None or backend is model:
-                out.append(rates(model, x, t, vv))
-            else:
-                _, jv = backend.h_jvp(x.expand(vv.shape[0], -1, -1, -1).contiguous(), int(t), vv)
-                out.append(jv.flatten(1).norm(dim=1) / vv.flatten(1).norm(dim=1))
+            _, jv = model.h_jvp_point(x, int(t), vv)  # (k, C_h, H_h, W_h)
+            out.append(jv.flatten(1).norm(dim=1) / vv.flatten(1).norm(dim=1))
     return torch.cat(out) if out else v.new_zeros(0)
 
 
-def trajectory_curves(model, traj: Trajectory, v: torch.Tensor, *, backend=None, steps: torch.Tensor | None = None
+def trajectory_curves(model: DiffusionOps, traj: Trajectory, v: torch.Tensor, *, steps: torch.Tensor | None = None
                       ) -> torch.Tensor:
     """Curves ``c_p(t_k) = r_{t_k}(x_{t_k}, v_p)`` along a trajectory, k = 1..S.  v: (K, C, h, w) -> (S, K).
 
@@ -449,7 +444,7 @@ def trajectory_curves(model, traj: Trajectory, v: torch.Tensor, *, backend=None,
         if steps is not None and not bool(steps[k]):
             rows.append(torch.full((v.shape[0],), float("nan"), dtype=v.dtype, device=v.device))
         else:
-            rows.append(_rates_nograd(model, traj.states[k], int(traj.timesteps[k]), v, backend))
+            rows.append(_rates_nograd(model, traj.states[k], int(traj.timesteps[k]), v))
     return torch.stack(rows) if rows else v.new_zeros(0, v.shape[0])
 
 
@@ -536,7 +531,7 @@ def _optimise(model, x: torch.Tensor, k: int, t: int, plan: MatchPlan, cfg: Edit
     return x.detach(), losses, evals
 
 
-def match_curves(model, plan: MatchPlan, cfg: EditConfig, *, backend=None, progress: ProgressFn | None = None,
+def match_curves(model: DiffusionOps, plan: MatchPlan, cfg: EditConfig, *, progress: ProgressFn | None = None,
                  cancel: CancelFlag | None = None) -> MatchOutput:
     """Generate from ``x_{t_edit}`` with curve matching at the active steps and blending outside the mask.
 
@@ -562,14 +557,14 @@ def match_curves(model, plan: MatchPlan, cfg: EditConfig, *, backend=None, progr
     rec = None
     loop_plan = plan
     if relative:  # the plain regeneration first: it is also the exact correction's round trip
-        rec, _, _, _, states = _generate(model, plan, cfg, backend, False, None, progress, cancel, 0, total,
+        rec, _, _, _, states = _generate(model, plan, cfg, False, None, progress, cancel, 0, total,
                                          record=True)
-        loop_plan = _relative_plan(model, plan, Trajectory(plan.start.timesteps, states), backend)
-    x0, losses, steps, evals, _ = _generate(model, loop_plan, cfg, backend, optimise, plan.x_init, progress, cancel,
+        loop_plan = _relative_plan(model, plan, Trajectory(plan.start.timesteps, states))
+    x0, losses, steps, evals, _ = _generate(model, loop_plan, cfg, optimise, plan.x_init, progress, cancel,
                                             n if relative else 0, total)
     if cfg.exact:
         if rec is None and (optimise or plan.x_init is not None):  # the plain round trip, from the plain inversion
-            rec = _generate(model, plan, cfg, backend, False, None, progress, cancel, n, total)[0]
+            rec = _generate(model, plan, cfg, False, None, progress, cancel, n, total)[0]
         elif rec is None:
             rec = x0
             report(progress, total, total, "round-trip correction")
@@ -578,25 +573,24 @@ def match_curves(model, plan: MatchPlan, cfg: EditConfig, *, backend=None, progr
     return MatchOutput(x0.detach(), np.asarray(losses, np.float64), np.asarray(steps, np.int64), evals)
 
 
-def _relative_plan(model, plan: MatchPlan, rec: Trajectory, backend) -> MatchPlan:
+def _relative_plan(model: DiffusionOps, plan: MatchPlan, rec: Trajectory) -> MatchPlan:
     """The plan the optimised loop follows when ``cfg.relative``: ``r* c^rec / c^inv`` at the active entries, and the
     plain regeneration ``rec`` as the anchor where the anchor was the inversion (see :func:`match_curves`)."""
     steps = (plan.weights > 0).any(dim=1)  # (S+1,)
-    c_inv = trajectory_curves(model, plan.start, plan.directions, backend=backend, steps=steps)  # (S, K), NaN off
-    c_rec = trajectory_curves(model, rec, plan.directions, backend=backend, steps=steps)
+    c_inv = trajectory_curves(model, plan.start, plan.directions, steps=steps)  # (S, K), NaN off
+    c_rec = trajectory_curves(model, rec, plan.directions, steps=steps)
     ratio = torch.nan_to_num(c_rec.clamp_min(1e-12) / c_inv.clamp_min(1e-12), nan=1.0)  # (S, K)
     reference = plan.reference * torch.cat([ratio[:1], ratio])  # (S+1, K)
     anchor = rec if plan.anchor is plan.start else plan.anchor
     return replace(plan, reference=reference, anchor=anchor)
 
 
-def _generate(model, plan: MatchPlan, cfg: EditConfig, backend, optimise: bool, x_init: torch.Tensor | None,
+def _generate(model: DiffusionOps, plan: MatchPlan, cfg: EditConfig, optimise: bool, x_init: torch.Tensor | None,
               progress, cancel, done: int, total: int, record: bool = False
               ) -> tuple[torch.Tensor, list[float], list[int], int, torch.Tensor | None]:
     """The generation loop of :func:`match_curves` (with or without the gradient steps) from ``x_init`` (None: the
     inversion's end).  -> x_0 (1, C, h, w), losses, their timesteps, rate evaluations, and with ``record`` the
     states on the grid (S+1, 1, C, h, w) (``states[k]`` = the state at t_k before its updates), else None"""
-    ops = backend if backend is not None else model
     grid = plan.start.timesteps
     ab = model.alphas_cumprod[grid].to(device=model.device, dtype=model.dtype)  # (S+1,)
     m = M.as_model_mask(plan.edit, plan.start.states[-1])  # (1, 1, h, w)
@@ -615,7 +609,7 @@ def _generate(model, plan: MatchPlan, cfg: EditConfig, backend, optimise: bool, 
             x, ls, e = _optimise(model, x, k, t, plan, cfg, m, gen, cancel)
             losses, steps, evals = losses + ls, steps + [t] * len(ls), evals + e
         with torch.no_grad():
-            x = ddim_step(x, ops.eps(x, t), ab[k], ab[k - 1], clip_x0=clip)  # cfg.clip_x0 (pixel models)
+            x = ddim_step(x, model.eps(x, t), ab[k], ab[k - 1], clip_x0=clip)  # cfg.clip_x0 (pixel models)
             x = m * x + (1 - m) * plan.outside.states[k - 1]
         report(progress, done + n - k + 1, total, f"curve matching (t={t})" if optimise else "round-trip correction")
     if record:
@@ -654,26 +648,25 @@ class _Progress:
 
 
 class _Run:
-    """Per-call context: model, backend, config, progress, cancel flag, clock."""
+    """Per-call context: model, config, progress, cancel flag, clock."""
 
-    def __init__(self, model, cfg: EditConfig, backend, progress, cancel, inversions: int) -> None:
+    def __init__(self, model: DiffusionOps, cfg: EditConfig, progress, cancel, inversions: int) -> None:
         _check_for_model(cfg, model)
-        self.model, self.cfg, self.backend, self.cancel = model, cfg, backend, cancel
-        self.ops = backend if backend is not None else model
+        self.model, self.cfg, self.cancel = model, cfg, cancel
         self.clock = _Clock()
         passes = 1 + int(cfg.exact or cfg.relative)  # generation passes of match_curves
         self.prog = _Progress(progress, inversions + passes + int(cfg.measure_curves), cfg.num_steps)
         self.gen = torch.Generator().manual_seed(int(cfg.seed))
 
     def invert(self, x0: torch.Tensor, desc: str = "DDIM inversion") -> Trajectory:
-        traj = invert(self.model, x0, t_end=self.cfg.t_edit, num_steps=self.cfg.num_steps, backend=self.ops,
+        traj = invert(self.model, x0, t_end=self.cfg.t_edit, num_steps=self.cfg.num_steps,
                       method=self.cfg.inversion, progress=_described(self.prog.stage(), desc), cancel=self.cancel,
                       return_trajectory=True)
         self.clock.lap("invert")
         return traj
 
     def curves(self, traj: Trajectory, v: torch.Tensor, steps: torch.Tensor | None = None) -> torch.Tensor:
-        c = trajectory_curves(self.model, traj, v, backend=self.backend, steps=steps)
+        c = trajectory_curves(self.model, traj, v, steps=steps)
         self.clock.lap("curves")
         return c
 
@@ -693,7 +686,7 @@ class _Run:
         return on
 
     def match(self, plan: MatchPlan) -> MatchOutput:
-        out = match_curves(self.model, plan, self.cfg, backend=self.backend,
+        out = match_curves(self.model, plan, self.cfg,
                            progress=self.prog.stage(1 + int(self.cfg.exact or self.cfg.relative)), cancel=self.cancel)
         self.clock.lap("generate")
         return out
@@ -867,7 +860,7 @@ def _corresponding(dst_idx: torch.Tensor, src_idx: torch.Tensor, dst: torch.Tens
 # --------------------------------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------------------------------
-def remove_object(model, image, mask, *, config: RemoveConfig | None = None, backend=None,
+def remove_object(model: DiffusionOps, image, mask, *, config: RemoveConfig | None = None,
                   progress: ProgressFn | None = None, cancel: CancelFlag | None = None, **overrides) -> EditResult:
     """Remove the object under ``mask``: its curves are matched to the curve of the background ring around it.
 
@@ -884,7 +877,7 @@ def remove_object(model, image, mask, *, config: RemoveConfig | None = None, bac
     outside ``mask``.
     """
     cfg = with_overrides(config, overrides, RemoveConfig)
-    run = _Run(model, cfg, backend, progress, cancel, inversions=1 + int(cfg.measure_curves and cfg.init != "invert"))
+    run = _Run(model, cfg, progress, cancel, inversions=1 + int(cfg.measure_curves and cfg.init != "invert"))
     img = check_image(image)
     mask_px = check_mask(mask, img.shape[:2])
     x0 = _to_model(model, img)
@@ -928,8 +921,8 @@ def remove_object(model, image, mask, *, config: RemoveConfig | None = None, bac
                    diagnostics={"num_reference_patches": int(v_ring.shape[0])})
 
 
-def transfer(model, image, target_mask, source_mask, *, reference=None, config: TransferConfig | None = None,
-             backend=None, progress: ProgressFn | None = None, cancel: CancelFlag | None = None,
+def transfer(model: DiffusionOps, image, target_mask, source_mask, *, reference=None, config: TransferConfig | None = None,
+             progress: ProgressFn | None = None, cancel: CancelFlag | None = None,
              **overrides) -> EditResult:
     """Make the region under ``target_mask`` take on the content of the region under ``source_mask``.
 
@@ -941,7 +934,7 @@ def transfer(model, image, target_mask, source_mask, *, reference=None, config: 
     cfg = with_overrides(config, overrides, TransferConfig)
     same = reference is None
     need_in = same or cfg.init == "invert" or cfg.measure_curves  # the input's own trajectory is used
-    run = _Run(model, cfg, backend, progress, cancel,
+    run = _Run(model, cfg, progress, cancel,
                inversions=int(need_in) + int(cfg.init == "paste") + int(not same))
     img = check_image(image)
     tgt_px = check_mask(target_mask, img.shape[:2], name="target_mask")
@@ -978,7 +971,7 @@ def transfer(model, image, target_mask, source_mask, *, reference=None, config: 
                    diagnostics={"num_source_patches": int(uniq.numel()), "reference_image": not same})
 
 
-def adjust_saliency(model, image, mask, factor: float, *, config: SaliencyConfig | None = None, backend=None,
+def adjust_saliency(model: DiffusionOps, image, mask, factor: float, *, config: SaliencyConfig | None = None,
                     progress: ProgressFn | None = None, cancel: CancelFlag | None = None, **overrides) -> EditResult:
     """Make the region under ``mask`` more (``factor > 1``) or less (``factor < 1``) salient.
 
@@ -1003,7 +996,7 @@ def adjust_saliency(model, image, mask, factor: float, *, config: SaliencyConfig
     _check_float("factor", factor, 0.0)
     if factor <= 0:
         raise InputError(f"factor must be > 0 (above 1: more salient, below 1: less), got {factor!r}")
-    run = _Run(model, cfg, backend, progress, cancel, inversions=1)
+    run = _Run(model, cfg, progress, cancel, inversions=1)
     img = check_image(image)
     mask_px = check_mask(mask, img.shape[:2])
     x0 = _to_model(model, img)
@@ -1050,7 +1043,7 @@ def adjust_saliency(model, image, mask, factor: float, *, config: SaliencyConfig
     return result
 
 
-def blend(model, background, foreground, mask, *, config: BlendConfig | None = None, backend=None,
+def blend(model: DiffusionOps, background, foreground, mask, *, config: BlendConfig | None = None,
           progress: ProgressFn | None = None, cancel: CancelFlag | None = None, **overrides) -> EditResult:
     """Paste the object of ``foreground`` under ``mask`` into ``background`` and harmonise the seam.
 
@@ -1060,7 +1053,7 @@ def blend(model, background, foreground, mask, *, config: BlendConfig | None = N
     the background's curves for t <= t_switch (harmonised edges).
     """
     cfg = with_overrides(config, overrides, BlendConfig)
-    run = _Run(model, cfg, backend, progress, cancel, inversions=3)
+    run = _Run(model, cfg, progress, cancel, inversions=3)
     bg = check_image(background, name="background")
     fg = check_image(foreground, name="foreground")
     obj_px = check_mask(mask, fg.shape[:2])

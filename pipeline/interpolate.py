@@ -21,10 +21,11 @@ ground-truth frames the geodesic is therefore not systematically closer than LER
 lower-norm middle decodes to a blend, the iso-density path to sharper but wrong images), mixed at 200, and the same
 images as LERP at lower t_star.
 
-Scores and JVPs come from ``backend`` when one is given (anything with ``eps(x, t)`` and ``eps_jvp(x, t, v)``, e.g. an
-``accel`` backend); the JVP-assembled gradient then drives the solver. ``gradient="autograd"`` always differentiates
-the PyTorch model (a backend may not support autograd), and is the default without a backend because it is the exact
-gradient for a learned score, whose Jacobian is only approximately symmetric.
+``model`` is a :class:`~pipeline.model.DiffusionModel` or an ``accel`` backend (``pipeline.protocols.DiffusionOps``):
+DDIM, scores and score JVPs come from its maps. ``gradient="autograd"`` always differentiates ``model.torch_model``
+(exported graphs give no gradients) and is the default for models that support autograd, because it is the exact
+gradient for a learned score, whose Jacobian is only approximately symmetric; on other backends the default is the
+JVP-assembled gradient (``gradient="jvp"``), which exported forward and JVP graphs can drive.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from .geodesic import (
 )
 from .images import image_to_tensor, tensor_to_uint8
 from .progress import CancelFlag, ProgressFn, check_cancelled
+from .protocols import DiffusionOps
 
 METHODS = ("geodesic", "lerp", "slerp")
 
@@ -85,24 +87,13 @@ class ImagePath:
 # --------------------------------------------------------------------------------------------------------------------
 # Score at t_star
 # --------------------------------------------------------------------------------------------------------------------
-def score_functions(model, t_star: int, *, backend=None) -> tuple[ScoreFn, ScoreJvpFn]:
-    """s(x) = -eps(x, t_star) / sigma(t_star) and x, v -> (s(x), D s(x)[v]) from ``backend`` or the model.
+def score_functions(model: DiffusionOps, t_star: int) -> tuple[ScoreFn, ScoreJvpFn]:
+    """The model's score at ``t_star`` as the batched callables :mod:`pipeline.geodesic` takes:
+    ``x -> s(x, t_star)`` and ``x, v -> (s(x, t_star), D s(x, t_star)[v])``.
 
     x, v: (N, C, h, w) -> (N, C, h, w) (and a pair of them for the JVP).
     """
-    ops = backend if backend is not None else model
-    if not hasattr(ops, "eps"):
-        raise InputError(f"backend must offer eps(x, t) and eps_jvp(x, t, v); got {type(backend).__name__}")
-    sig = float(model.sigma(t_star)[0])
-
-    def score(x: torch.Tensor) -> torch.Tensor:
-        return -ops.eps(x, t_star) / sig
-
-    def score_jvp(x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        e, je = ops.eps_jvp(x, t_star, v)
-        return -e / sig, -je / sig
-
-    return score, score_jvp
+    return (lambda x: model.score(x, t_star)), (lambda x, v: model.score_jvp(x, t_star, v))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -120,7 +111,7 @@ def _check_common(model, t_star, num_steps, method, inversion="corrected") -> No
                          f"got {num_steps!r}")
 
 
-def invert_pair(model, image_a, image_b, *, t_star: int, num_steps: int, backend=None, inversion: str = "corrected",
+def invert_pair(model: DiffusionOps, image_a, image_b, *, t_star: int, num_steps: int, inversion: str = "corrected",
                 progress: ProgressFn | None = None, cancel: CancelFlag | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images -> model space -> DDIM inversion to t_star (``inversion``: the method of :func:`pipeline.ddim.invert`),
@@ -128,12 +119,12 @@ def invert_pair(model, image_a, image_b, *, t_star: int, num_steps: int, backend
     size = model.image_size
     imgs = torch.cat([image_to_tensor(im, size, name=nm) for im, nm in ((image_a, "image_a"), (image_b, "image_b"))])
     x0 = model.encode(imgs)  # (2, C, h, w)
-    xt = ddim.invert(model, x0, t_end=t_star, num_steps=num_steps, backend=backend, method=inversion,
+    xt = ddim.invert(model, x0, t_end=t_star, num_steps=num_steps, method=inversion,
                      progress=progress, cancel=cancel)
     return xt[0], xt[1]
 
 
-def decode_path(model, path: torch.Tensor, *, t_star: int, num_steps: int, backend=None, batch_size: int = 16,
+def decode_path(model: DiffusionOps, path: torch.Tensor, *, t_star: int, num_steps: int, batch_size: int = 16,
                 clip_x0: bool = False, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
                 ) -> tuple[torch.Tensor, list[np.ndarray]]:
     """DDIM generation of every path point from t_star to 0 (``clip_x0``: clamp each step's x_0 prediction to
@@ -144,8 +135,8 @@ def decode_path(model, path: torch.Tensor, *, t_star: int, num_steps: int, backe
     x0s, images = [], []
     for i in range(0, path.shape[0], batch_size):
         check_cancelled(cancel)
-        x0 = ddim.sample(model, path[i : i + batch_size], t_start=t_star, num_steps=num_steps, backend=backend,
-                         clip_x0=clip_x0, progress=progress, cancel=cancel)
+        x0 = ddim.sample(model, path[i : i + batch_size], t_start=t_star, num_steps=num_steps, clip_x0=clip_x0,
+                         progress=progress, cancel=cancel)
         with torch.no_grad():
             pix = model.decode(x0)  # (b, 3, H, W) in [-1, 1]
         x0s.append(x0)
@@ -153,17 +144,14 @@ def decode_path(model, path: torch.Tensor, *, t_star: int, num_steps: int, backe
     return torch.cat(x0s), images
 
 
-def _solver_scores(model, t_star, backend, gradient):
-    """(score, score_jvp) for the solver: ``gradient="autograd"`` differentiates the torch model."""
+def _solver_scores(model: DiffusionOps, t_star, gradient):
+    """(score, score_jvp, gradient) for the solver: ``gradient="autograd"`` differentiates ``model.torch_model``;
+    ``"auto"`` is autograd where the model supports it, else the JVP-assembled gradient."""
     if gradient not in GRADIENTS:
         raise InputError(f"gradient must be one of {', '.join(repr(g) for g in GRADIENTS)}; got {gradient!r}")
     if gradient == "auto":
-        gradient = "jvp" if backend is not None else "autograd"
-    score, score_jvp = score_functions(model, t_star, backend=backend)
-    if gradient == "autograd":
-        torch_score, torch_jvp = score_functions(model, t_star) if backend is not None else (score, score_jvp)
-        return torch_score, torch_jvp, "autograd"
-    return score, score_jvp, "jvp"
+        gradient = "autograd" if model.supports_autograd else "jvp"
+    return (*score_functions(model.torch_model if gradient == "autograd" else model, t_star), gradient)
 
 
 def _path_stats(score, path, lam, chunk, rule="midpoint") -> tuple[float, float, float]:
@@ -173,15 +161,14 @@ def _path_stats(score, path, lam, chunk, rule="midpoint") -> tuple[float, float,
     return e, curve_length(score, path, lam=lam, chunk=chunk, rule=rule), eu
 
 
-def _start(model, image_a, image_b, *, t_star, num_steps, method, lam, backend, gradient, inversion, progress,
-           cancel):
+def _start(model, image_a, image_b, *, t_star, num_steps, method, lam, gradient, inversion, progress, cancel):
     """Shared first phase of the public functions: validate, build the scores, DDIM-invert both ends.
     -> (score, score_jvp, gradient mode, xa, xb, lam relative to the score, {"invert": seconds})"""
     _check_common(model, t_star, num_steps, method, inversion)
-    score, score_jvp, grad_mode = _solver_scores(model, t_star, backend, gradient)
+    score, score_jvp, grad_mode = _solver_scores(model, t_star, gradient)
     t0 = time.perf_counter()
-    xa, xb = invert_pair(model, image_a, image_b, t_star=t_star, num_steps=num_steps, backend=backend,
-                         inversion=inversion, progress=progress, cancel=cancel)
+    xa, xb = invert_pair(model, image_a, image_b, t_star=t_star, num_steps=num_steps, inversion=inversion,
+                         progress=progress, cancel=cancel)
     secs = {"invert": time.perf_counter() - t0}
     return score, score_jvp, grad_mode, xa, xb, float(lam) / relative_lam(score, xa, xb, 1.0), secs
 
@@ -198,7 +185,7 @@ def _decode_timed(model, path, secs: dict, **kwargs):
 # Public API
 # --------------------------------------------------------------------------------------------------------------------
 def interpolate_images(
-    model,
+    model: DiffusionOps,
     image_a,
     image_b,
     *,
@@ -207,7 +194,6 @@ def interpolate_images(
     lam: float = 1000.0,
     method: str = "geodesic",
     num_steps: int = 50,
-    backend=None,
     gradient: str = "auto",
     batch_size: int = 16,
     clip_x0: bool = False,
@@ -219,14 +205,13 @@ def interpolate_images(
     """Interpolate two images along a score-metric geodesic at noise level ``t_star`` (or LERP / SLERP there).
 
     Args:
-        model: a :class:`~pipeline.model.DiffusionModel`.
+        model: a :class:`~pipeline.model.DiffusionModel` or an ``accel`` backend (DDIM, scores and JVPs).
         image_a, image_b: any accepted image (see :mod:`pipeline.images`), resized to the model's image size.
         n_points: path points including both ends (>= 3).
         t_star: noise level of the path (DDIM inversion target), in [1, T - 1].
         lam: metric weight lambda of ``G = I + lam s s^T``.
         method: ``"geodesic"`` | ``"lerp"`` | ``"slerp"``.
         num_steps: DDIM steps between 0 and t_star (inversion and generation alike).
-        backend: optional object with ``eps(x, t)`` / ``eps_jvp(x, t, v)`` used for DDIM, scores and JVPs.
         gradient: ``"auto"`` | ``"jvp"`` | ``"autograd"`` (see the module docstring).
         batch_size: path points generated per DDIM batch.
         clip_x0: clamp the x_0 prediction of every DDIM generation step to [-1, 1] (off: the ends are then exact
@@ -240,8 +225,8 @@ def interpolate_images(
         :class:`ImagePath` with ``n_points`` uint8 images at the model's image size.
     """
     score, score_jvp, grad_mode, xa, xb, lam_rel, secs = _start(
-        model, image_a, image_b, t_star=t_star, num_steps=num_steps, method=method, lam=lam, backend=backend,
-        gradient=gradient, inversion=inversion, progress=progress, cancel=cancel)
+        model, image_a, image_b, t_star=t_star, num_steps=num_steps, method=method, lam=lam, gradient=gradient,
+        inversion=inversion, progress=progress, cancel=cancel)
     t0 = time.perf_counter()
     geo = None
     if method == "geodesic":
@@ -255,15 +240,15 @@ def interpolate_images(
         e, length, euclid = _path_stats(score, path, lam, solver.get("chunk"), solver.get("rule", "midpoint"))
         energy = [e]
     secs["path"] = time.perf_counter() - t0
-    x0, images = _decode_timed(model, path, secs, t_star=t_star, num_steps=num_steps, backend=backend,
-                               batch_size=batch_size, clip_x0=clip_x0, progress=progress, cancel=cancel)
+    x0, images = _decode_timed(model, path, secs, t_star=t_star, num_steps=num_steps, batch_size=batch_size,
+                               clip_x0=clip_x0, progress=progress, cancel=cancel)
     return ImagePath(images=images, path=path, x0=x0, method=method, t_star=t_star, lam=float(lam), energy=energy,
                      length=length, euclidean_length=euclid, n_inner=path.shape[0], geodesic=geo, seconds=secs,
                      lam_relative=lam_rel)
 
 
 def extrapolate_images(
-    model,
+    model: DiffusionOps,
     image_a,
     image_b,
     *,
@@ -273,7 +258,6 @@ def extrapolate_images(
     lam: float = 1000.0,
     method: str = "geodesic",
     num_steps: int = 50,
-    backend=None,
     gradient: str = "auto",
     substeps: int = 4,
     batch_size: int = 16,
@@ -296,15 +280,15 @@ def extrapolate_images(
         raise InputError(f"beyond (extra length as a fraction of the a -> b path) must lie in (0, 10], got {beyond!r}")
     n_extra = max(1, round(beyond * (_check_n_points(n_points) - 1)))
     score, score_jvp, grad_mode, xa, xb, lam_rel, secs = _start(
-        model, image_a, image_b, t_star=t_star, num_steps=num_steps, method=method, lam=lam, backend=backend,
-        gradient=gradient, inversion=inversion, progress=progress, cancel=cancel)
+        model, image_a, image_b, t_star=t_star, num_steps=num_steps, method=method, lam=lam, gradient=gradient,
+        inversion=inversion, progress=progress, cancel=cancel)
     t0 = time.perf_counter()
     geo = shot = None
     if method == "geodesic":
         geo = geodesic_bvp(score, xa, xb, lam=lam, n_points=n_points, score_jvp=score_jvp, gradient=grad_mode,
                            progress=progress, cancel=cancel, **solver)
-        # shooting needs D s[v]: always the JVP (backend or model), whatever drove the BVP gradient
-        _, jvp = score_functions(model, t_star, backend=backend)
+        # shooting needs D s[v]: always the model's JVP, whatever drove the BVP gradient
+        _, jvp = score_functions(model, t_star)
         v_b = legendre_velocity(score, geo.path, lam=lam, score_jvp=jvp)
         shot = geodesic_shoot(score, geo.path[-1], v_b, lam=lam, n_steps=n_extra,
                               dt=beyond / n_extra, substeps=substeps, score_jvp=jvp, progress=progress, cancel=cancel)
@@ -318,8 +302,8 @@ def extrapolate_images(
                                         solver.get("rule", "midpoint"))
         energy = [e]
     secs["path"] = time.perf_counter() - t0
-    x0, images = _decode_timed(model, path, secs, t_star=t_star, num_steps=num_steps, backend=backend,
-                               batch_size=batch_size, clip_x0=clip_x0, progress=progress, cancel=cancel)
+    x0, images = _decode_timed(model, path, secs, t_star=t_star, num_steps=num_steps, batch_size=batch_size,
+                               clip_x0=clip_x0, progress=progress, cancel=cancel)
     return ImagePath(images=images, path=path, x0=x0, method=method, t_star=t_star, lam=float(lam), energy=energy,
                      length=length, euclidean_length=euclid, n_inner=n_points, geodesic=geo, shoot=shot, seconds=secs,
                      lam_relative=lam_rel)

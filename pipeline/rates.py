@@ -23,12 +23,13 @@ Gaussian of standard deviation ``s`` model-space pixels (zero outside the image)
 for Stable Diffusion; approximately, since the VAE's receptive field reaches beyond it). Maps have the latent grid's
 resolution; :func:`generation_curves` upsamples the saliency to the input image's size.
 
-**Backends.** Rates need only ``h_jvp``; anything with ``h(x, t)`` and ``h_jvp(x, t, v) -> (h, Dh[v])`` works (the
-:class:`~pipeline.model.DiffusionModel` itself, or an ``accel`` backend). With the PyTorch model, many directions at
-one point are evaluated by ``torch.func.vmap`` over the tangents of ``torch.func.jvp``: the primal h_t(x_t) is
-computed once per batch, not once per direction (a rate map of a 1.1M-parameter 32x32 U-Net with 8 directions per
-batch: 1.4x less CPU time than repeating x; with 1 direction per batch vmap is 1.2x slower, so ``auto`` does not use
-it there; see ``benchmarks/results/rates.md``). Other backends get x repeated along the batch.
+**Models and backends.** ``model`` is anything implementing :class:`pipeline.protocols.DiffusionOps`: the
+:class:`~pipeline.model.DiffusionModel` itself or an ``accel`` backend. Rate maps ask for many directions at one
+point (``model.h_jvp_point``): the PyTorch model evaluates them by ``torch.func.vmap`` over the tangents of
+``torch.func.jvp``, the primal h_t(x_t) computed once per batch, not once per direction (a rate map of a
+1.1M-parameter 32x32 U-Net with 8 directions per batch: 1.4x less CPU time than repeating x; with 1 direction per
+batch vmap is 1.2x slower, so ``auto`` does not use it there; see ``benchmarks/results/rates.md``); exported-graph
+backends run their point graphs. The projected estimator's VJPs always run on ``model.torch_model``.
 """
 
 from __future__ import annotations
@@ -36,10 +37,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -47,6 +46,8 @@ import torch.nn.functional as F
 
 from .errors import InputError
 from .progress import CancelFlag, ProgressFn, check_cancelled, report
+from .protocols import BATCHINGS as BATCHINGS  # re-exported: rate_map's batching choices
+from .protocols import DiffusionOps
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,6 @@ STATISTICS = ("tv", "mean", "peak", "std")
 NORMALIZATIONS = ("none", "time", "curve")
 #: Rate-map estimators.
 ESTIMATORS = ("direct", "projected")
-#: How many directions at one point are batched: ``vmap`` (primal once; PyTorch model only), ``repeat`` (x repeated
-#: along the batch; any backend), ``auto`` (vmap for the PyTorch model with more than one direction per batch,
-#: falling back to repeat if vmap fails).
-BATCHINGS = ("auto", "vmap", "repeat")
-
 #: Default saliency statistic and normalisation: total variation of the per-timestep-normalised curves. Chosen on a
 #: quick sanity check (12 scenes of the tuning split, the embedded default model, direct estimator, patch 4, T = 10,
 #: object masks as labels): mean ROC AUC 0.77 +- 0.04 (s.e.) for tv + "time" and 0.76 for std + "time", but 0.44
@@ -72,26 +68,16 @@ DEFAULT_NORMALIZE = "time"
 DEFAULT_BATCH_SIZE = 16  # directions per JVP batch: per-direction cost is flat from 8 to 32 on CPU, memory grows
 
 
-class HBackend(Protocol):
-    """What rates need from a model or an ``accel`` backend: h-space and its JVP, batched."""
-
-    def h(self, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor: ...
-
-    def h_jvp(self, x: torch.Tensor, t: int | torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # The rate of one direction
 # --------------------------------------------------------------------------------------------------------------------
-def generation_rate(
-    model, x_t: torch.Tensor, t: int | torch.Tensor, v: torch.Tensor, *, backend: HBackend | None = None
-) -> torch.Tensor:
+def generation_rate(model: DiffusionOps, x_t: torch.Tensor, t: int | torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Generation rate of direction v at x_t.
 
     ``r_t(x, v) = ||D h_t(x)[v]|| / ||v||;  x, v: (B, C, H, W), t: int or (B,) -> (B,)``
 
     Differentiable in ``x_t`` when called with grad enabled (reverse-over-forward through autograd), which the editing
-    code uses. A zero direction raises :class:`InputError`. ``backend`` (default: the model) supplies ``h_jvp``.
+    code uses (with a model that supports autograd). A zero direction raises :class:`InputError`.
     """
     x = model.check_x(x_t, "x_t")
     v = model.check_x(v, "v")
@@ -102,8 +88,7 @@ def generation_rate(
     if zero:
         raise InputError(f"direction v is zero for batch items {zero}; a rate needs a nonzero direction")
     tt = model.timesteps(t, x.shape[0])
-    ops = backend if backend is not None else model
-    _, jv = ops.h_jvp(x, tt, v)  # (B, C_h, H_h, W_h)
+    _, jv = model.h_jvp(x, tt, v)  # (B, C_h, H_h, W_h)
     return jv.flatten(1).norm(dim=1) / v_norm
 
 
@@ -171,65 +156,11 @@ def patch_directions(
 # --------------------------------------------------------------------------------------------------------------------
 # Many directions at one point
 # --------------------------------------------------------------------------------------------------------------------
-#: U-Nets on which vmap over func.jvp failed once (weakly keyed), so ``auto`` goes straight to repeat for them.
-_VMAP_FAILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _check_single(model, x_t: torch.Tensor) -> torch.Tensor:
+def _check_single(model: DiffusionOps, x_t: torch.Tensor) -> torch.Tensor:
     x = model.check_x(x_t, "x_t")
     if x.shape[0] != 1:
         raise InputError(f"x_t must hold one image, shape (1, {model.channels}, H, W); got batch {x.shape[0]}")
     return x
-
-
-class _PointJVP:
-    """``V -> D h_t(x)[V]`` for many directions V at one point x (1, C, H, W).  (n, C, H, W) -> (n, C_h, H_h, W_h)
-
-    ``mode`` records which batching ran ("vmap" or "repeat"). ``auto`` picks vmap for the PyTorch model unless
-    ``batch_size`` is 1 (one direction per call: vmap only adds overhead) or vmap failed on this U-Net before. Repeat
-    mode with a non-model backend pads the last batch with zero directions to ``batch_size`` rows, so backends
-    exported at a fixed batch size always see it.
-    """
-
-    def __init__(self, model, x: torch.Tensor, tt: torch.Tensor, *, backend=None, batching: str = "auto",
-                 batch_size: int | None = None):
-        if batching not in BATCHINGS:
-            raise InputError(f"batching must be one of {BATCHINGS}, got {batching!r}")
-        torch_path = backend is None or backend is model
-        if batching == "vmap" and not torch_path:
-            raise InputError("batching='vmap' needs the PyTorch model; other backends support 'repeat' (or 'auto')")
-        self.auto = batching == "auto"  # may fall back from vmap to repeat
-        if self.auto:
-            vmap_ok = torch_path and batch_size != 1 and model.unet not in _VMAP_FAILED
-            batching = "vmap" if vmap_ok else "repeat"
-        self.model, self.x, self.tt, self.mode = model, x, tt, batching
-        self.ops = model if torch_path else backend
-        self.pad_to = None if torch_path else batch_size
-
-    def _vmap(self, v: torch.Tensor) -> torch.Tensor:
-        f = lambda xx: self.model.h_raw(xx, self.tt)  # noqa: E731  (1, C, H, W) -> (1, C_h, H_h, W_h)
-        one = lambda u: torch.func.jvp(f, (self.x,), (u[None],))[1][0]  # noqa: E731  (C, H, W) -> (C_h, H_h, W_h)
-        return torch.func.vmap(one)(v)  # (n, C_h, H_h, W_h)
-
-    def _repeat(self, v: torch.Tensor) -> torch.Tensor:
-        n = v.shape[0]
-        if self.pad_to is not None and n < self.pad_to:
-            v = torch.cat([v, v.new_zeros(self.pad_to - n, *v.shape[1:])])  # (pad_to, C, H, W)
-        b = v.shape[0]
-        _, jv = self.ops.h_jvp(self.x.repeat(b, 1, 1, 1), self.tt.repeat(b), v)  # (b, C_h, H_h, W_h)
-        return jv[:n]
-
-    def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        if self.mode == "vmap":
-            try:
-                return self._vmap(v)
-            except (RuntimeError, NotImplementedError) as err:
-                if not self.auto:
-                    raise
-                log.warning("vmap over func.jvp failed on this U-Net (%s); repeating x instead", err)
-                _VMAP_FAILED[self.model.unet] = str(err)
-                self.mode = "repeat"
-        return self._repeat(v)
 
 
 def _vjp_many(vjp_fn: Callable, u: torch.Tensor) -> torch.Tensor:
@@ -256,11 +187,12 @@ class _MapRun:
     evaluations: int  # JVP directions evaluated
 
 
-def _direct_map(model, x, tt, *, patch_size, batch_size, smooth, batching, backend, progress, cancel) -> _MapRun:
+def _direct_map(model: DiffusionOps, x, tt, *, patch_size, batch_size, smooth, batching, progress, cancel
+                ) -> _MapRun:
     c, h, w = x.shape[1:]
     nh, nw = patch_grid(h, w, patch_size)
     n = nh * nw
-    jvp = _PointJVP(model, x, tt, backend=backend, batching=batching, batch_size=batch_size)
+    model.point_batching(batching, batch_size)  # an unsupported batching fails before any work
     rates = torch.empty(n, dtype=x.dtype, device=x.device)  # (P,)
     n_batches = math.ceil(n / batch_size)
     with torch.no_grad():
@@ -268,13 +200,14 @@ def _direct_map(model, x, tt, *, patch_size, batch_size, smooth, batching, backe
             check_cancelled(cancel)
             idx = torch.arange(start, min(n, start + batch_size))
             e = patch_directions((c, h, w), patch_size, indices=idx, smooth=smooth, dtype=x.dtype, device=x.device)
-            rates[start : start + len(idx)] = jvp(e).flatten(1).norm(dim=1)  # ||e_p|| = 1
+            _, jv = model.h_jvp_point(x, tt, e, batching=batching)  # (n_b, C_h, H_h, W_h)
+            rates[start : start + len(idx)] = jv.flatten(1).norm(dim=1)  # ||e_p|| = 1
             report(progress, b + 1, n_batches, "rate map")
-    return _MapRun(rates.reshape(nh, nw), jvp.mode, n)
+    return _MapRun(rates.reshape(nh, nw), model.point_batching(batching, batch_size), n)
 
 
 def rate_map(
-    model,
+    model: DiffusionOps,
     x_t: torch.Tensor,
     t: int | torch.Tensor,
     *,
@@ -282,7 +215,6 @@ def rate_map(
     batch_size: int = DEFAULT_BATCH_SIZE,
     smooth: float = 0.0,
     batching: str = "auto",
-    backend: HBackend | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
 ) -> torch.Tensor:
@@ -290,13 +222,14 @@ def rate_map(
 
     ``map[p] = ||D h_t(x_t)[e_p]||;  x_t: (1, C, H, W) -> (H / patch_size, W / patch_size)``
 
-    Directions go ``batch_size`` at a time; with the PyTorch model the primal h_t(x_t) is computed once per batch
-    (``batching``, see :data:`BATCHINGS`). The result does not depend on ``batch_size``.
+    Directions go ``batch_size`` at a time through ``model.h_jvp_point`` (``batching``, see :data:`BATCHINGS`); with
+    the PyTorch model's vmap the primal h_t(x_t) is computed once per batch. The result does not depend on
+    ``batch_size``.
     """
     x = _check_single(model, x_t)
     tt = model.timesteps(t, 1)
     run = _direct_map(model, x, tt, patch_size=patch_size, batch_size=_check_batch_size(batch_size), smooth=smooth,
-                      batching=batching, backend=backend, progress=progress, cancel=cancel)
+                      batching=batching, progress=progress, cancel=cancel)
     return run.rates
 
 
@@ -313,12 +246,12 @@ class TangentBasis:
     residual: float  # max_i ||J^T J v_i - sigma_i^2 v_i|| / sigma_1^2 (0 when converged exactly)
     jvps: int  # JVP directions evaluated
     vjps: int  # VJP cotangents evaluated
-    batching: str  # how the JVPs were batched: "vmap" | "repeat"
+    batching: str  # how the JVPs were batched: "vmap" | "repeat" | "graph"
     seconds: float
 
 
 def tangent_basis(
-    model,
+    model: DiffusionOps,
     x_t: torch.Tensor,
     t: int | torch.Tensor,
     *,
@@ -333,7 +266,8 @@ def tangent_basis(
 
     ``Q_0`` = orthonormalised Gaussian (D, k); each iteration ``Q <- qr(J^T J Q)`` (k JVPs, then one VJP closure
     applied to k cotangents); finally Rayleigh-Ritz: ``J Q = P S R^T`` (thin SVD) gives ``V = Q R``, ``sigma = S``.
-    x_t: (1, C, H, W) -> V (k, C, H, W), sigmas (k,). Uses PyTorch autograd on the model (the VJP needs it).
+    x_t: (1, C, H, W) -> V (k, C, H, W), sigmas (k,). JVPs through ``model.h_jvp_point``; the VJPs use PyTorch
+    autograd on ``model.torch_model``.
     """
     start = time.perf_counter()
     x = _check_single(model, x_t)
@@ -345,12 +279,12 @@ def tangent_basis(
         raise InputError(f"iters must be a positive integer, got {iters!r}")
     batch_size = _check_batch_size(batch_size)
     shape = x.shape[1:]  # (C, H, W)
-    jvp = _PointJVP(model, x, tt, batch_size=min(k, batch_size))
-    h0, vjp_fn = torch.func.vjp(lambda xx: model.h_raw(xx, tt), x)  # primal once; J^T u for any u
+    h0, vjp_fn = torch.func.vjp(lambda xx: model.torch_model.h_raw(xx, tt), x)  # primal once; J^T u for any u
 
     def apply_j(q: torch.Tensor) -> torch.Tensor:  # (D, k) -> J Q as (k, M)
         cols = q.T.reshape(-1, *shape)  # (k, C, H, W)
-        return torch.cat([jvp(cols[i : i + batch_size]).flatten(1) for i in range(0, k, batch_size)])
+        return torch.cat([model.h_jvp_point(x, tt, cols[i : i + batch_size])[1].flatten(1)
+                          for i in range(0, k, batch_size)])
 
     def apply_jt(u: torch.Tensor) -> torch.Tensor:  # (k, M) -> J^T U^T as (D, k)
         u = u.reshape(k, *h0.shape[1:])  # (k, C_h, H_h, W_h)
@@ -376,7 +310,7 @@ def tangent_basis(
         residual=float(res),
         jvps=k * (iters + 1),
         vjps=k * (iters + 1),
-        batching=jvp.mode,
+        batching=model.point_batching("auto", min(k, batch_size)),
         seconds=time.perf_counter() - start,
     )
 
@@ -404,7 +338,7 @@ def project_rates(basis: TangentBasis, patch_size: int, *, smooth: float = 0.0, 
 
 
 def projected_rate_map(
-    model,
+    model: DiffusionOps,
     x_t: torch.Tensor,
     t: int | torch.Tensor,
     *,
@@ -544,7 +478,7 @@ class CurveResult:
 
 
 def generation_curves(
-    model,
+    model: DiffusionOps,
     image,
     *,
     num_timesteps: int = 20,
@@ -560,7 +494,6 @@ def generation_curves(
     iters: int = 10,
     seed: int = 0,
     inversion: str = "corrected",
-    backend: HBackend | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
 ) -> CurveResult:
@@ -577,7 +510,6 @@ def generation_curves(
         statistic, t_min, normalize: the saliency statistic (:func:`saliency_from_curves`).
         smooth: Gaussian std of the patch directions, in model-space pixels (0: hard patches).
         inversion: the DDIM inversion method, ``"corrected"`` or ``"explicit"`` (:func:`pipeline.ddim.invert`).
-        backend: supplies ``h_jvp`` for the direct estimator (and ``eps`` for the inversion, if it has one).
 
     Returns a :class:`CurveResult`; shapes (T,), (T, H/p, W/p), saliency (H_in, W_in).
     """
@@ -612,8 +544,7 @@ def generation_curves(
     def stage(offset: int, desc: str) -> ProgressFn | None:
         return None if progress is None else (lambda d, _n, _desc="": progress(offset + d, total, desc))
 
-    eps_backend = backend if backend is not None and hasattr(backend, "eps") else None
-    traj = invert(model, x0, t_end=int(t_max), num_steps=n_t, backend=eps_backend, method=inversion,
+    traj = invert(model, x0, t_end=int(t_max), num_steps=n_t, method=inversion,
                   progress=stage(0, "DDIM inversion"), cancel=cancel, return_trajectory=True)
 
     maps, batching, evals, residuals = [], "", 0, []
@@ -623,7 +554,7 @@ def generation_curves(
         sub = stage(n_t + j * per_t, f"rates at t={int(grid[k_grid])} ({j + 1}/{n_t})")
         if estimator == "direct":
             run = _direct_map(model, x_t, tt, patch_size=patch_size, batch_size=batch_size, smooth=smooth,
-                              batching="auto", backend=backend, progress=sub, cancel=cancel)
+                              batching="auto", progress=sub, cancel=cancel)
             maps.append(run.rates)
             batching, evals = run.batching, evals + run.evaluations
         else:

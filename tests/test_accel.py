@@ -143,11 +143,12 @@ def test_onnxruntime_matches_torch_for_any_batch(ort_backend, torch_backend, n):
 def test_many_directions_at_one_point_use_the_point_graph(ort_backend, torch_backend):
     x, t, v = _inputs(1, seed=11)
     v = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(12))
-    xs, ts = x.expand(5, -1, -1, -1), t.expand(5)
     with torch.no_grad():
-        h, jh = ort_backend.h_jvp(xs, ts, v)
-        h_ref, jh_ref = torch_backend.h_jvp(xs, ts, v)
+        h, jh = ort_backend.h_jvp_point(x, t, v)
+        h_ref, jh_ref = torch_backend.h_jvp_point(x, t, v)
+    assert h.shape == h_ref.shape == (1, *h.shape[1:]) and jh.shape == jh_ref.shape == (5, *h.shape[1:])
     assert rel_err(h, h_ref) <= REL_TOL and rel_err(jh, jh_ref) <= REL_TOL
+    assert ort_backend.point_batching() == "graph" and torch_backend.point_batching() == "vmap"
     assert f"h_jvp_point_b{SHARED_BATCH}" in ort_backend.running_on
     assert set(ort_backend.running_on.values()) == {"CPUExecutionProvider"}
 
@@ -286,17 +287,17 @@ def test_changed_weights_get_a_new_key(tiny_pixel_dir, tiny_model, ort_backend):
 
 # ---- consumers: rates and scores -------------------------------------------------------------------------------------
 def test_rates_through_onnxruntime_match_torch(tiny_model, ort_backend):
-    rates = pytest.importorskip("pipeline.rates")
+    from pipeline import rates
+
     x, _, v = _inputs(3, seed=21)
     t = 400
-    r_ort = rates.generation_rate(tiny_model, x, t, v, backend=ort_backend)
+    r_ort = rates.generation_rate(ort_backend, x, t, v)
     r_torch = rates.generation_rate(tiny_model, x, t, v)
     assert rel_err(r_ort, r_torch.detach()) <= REL_TOL
-    if hasattr(rates, "rate_map"):
-        m_ort = rates.rate_map(tiny_model, x[:1], t, patch_size=4, backend=ort_backend)
-        m_torch = rates.rate_map(tiny_model, x[:1], t, patch_size=4)
-        assert m_ort.shape == m_torch.shape == (4, 4)
-        assert rel_err(m_ort, m_torch) <= REL_TOL
+    m_ort = rates.rate_map(ort_backend, x[:1], t, patch_size=4)
+    m_torch = rates.rate_map(tiny_model, x[:1], t, patch_size=4)
+    assert m_ort.shape == m_torch.shape == (4, 4)
+    assert rel_err(m_ort, m_torch) <= REL_TOL
 
 
 def test_eps_based_score_through_onnxruntime_matches_torch(tiny_model, ort_backend):
@@ -306,15 +307,15 @@ def test_eps_based_score_through_onnxruntime_matches_torch(tiny_model, ort_backe
         assert rel_err(ort_backend.score(x, t), tiny_model.score(x, t)) <= REL_TOL
         for a, b in zip(ort_backend.score_jvp(x, t, v), tiny_model.score_jvp(x, t, v), strict=True):
             assert rel_err(a, b) <= REL_TOL
-    geodesic = pytest.importorskip("pipeline.geodesic")
+    from pipeline import geodesic
+
     path = torch.stack([x[0] + s * (x[1] - x[0]) for s in torch.linspace(0, 1, 5)])  # (5, 3, 16, 16)
     e_ort = geodesic.curve_energy(lambda z: ort_backend.score(z, t), path, lam=10.0)
     e_torch = geodesic.curve_energy(lambda z: tiny_model.score(z, t), path, lam=10.0)
     assert abs(float(e_ort) - float(e_torch)) <= REL_TOL * abs(float(e_torch))
-    if hasattr(geodesic, "geodesic_shoot"):
-        kw = dict(lam=10.0, n_steps=1, dt=0.1)  # one RK4 step: 4 score JVPs
-        s_ort = geodesic.geodesic_shoot(lambda z: ort_backend.score(z, t), x[0], v[0] * 0.1,
-                                        score_jvp=lambda z, u: ort_backend.score_jvp(z, t, u), **kw)
-        s_torch = geodesic.geodesic_shoot(lambda z: tiny_model.score(z, t), x[0], v[0] * 0.1,
-                                          score_jvp=lambda z, u: tiny_model.score_jvp(z, t, u), **kw)
-        assert rel_err(s_ort.path, s_torch.path) <= REL_TOL
+    kw = dict(lam=10.0, n_steps=1, dt=0.1)  # one RK4 step: 4 score JVPs
+    s_ort = geodesic.geodesic_shoot(lambda z: ort_backend.score(z, t), x[0], v[0] * 0.1,
+                                    score_jvp=lambda z, u: ort_backend.score_jvp(z, t, u), **kw)
+    s_torch = geodesic.geodesic_shoot(lambda z: tiny_model.score(z, t), x[0], v[0] * 0.1,
+                                      score_jvp=lambda z, u: tiny_model.score_jvp(z, t, u), **kw)
+    assert rel_err(s_ort.path, s_torch.path) <= REL_TOL

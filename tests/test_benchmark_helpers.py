@@ -16,7 +16,7 @@ def test_inversion_calls_match_the_model_calls_invert_makes(tiny_model, spec):
     method, n = parse_inversion(spec)
     counter = CountingEps(tiny_model)
     x0 = torch.zeros(1, 3, tiny_model.sample_size, tiny_model.sample_size)
-    invert(tiny_model, x0, t_end=200, num_steps=5, backend=counter, method=method, fixed_point=n)
+    invert(counter, x0, t_end=200, num_steps=5, method=method, fixed_point=n)
     assert counter.calls == inversion_calls(spec, 5)
 
 

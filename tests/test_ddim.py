@@ -15,18 +15,16 @@ import threading
 import pytest
 import torch
 
+from accel.base import Backend
 from pipeline import Cancelled, InputError
 from pipeline.ddim import Trajectory, ddim_step, generate, invert, sample, timestep_grid
 
 
-class GaussianEps:
-    """The exact noise predictor of N(0, I) data: eps(x, t) = sqrt(1 - ab_t) x."""
+class GaussianEps(Backend):
+    """The exact noise predictor of N(0, I) data, eps(x, t) = sqrt(1 - ab_t) x, on the schedule of ``model``."""
 
-    def __init__(self, alphas_cumprod: torch.Tensor):
-        self.alphas_cumprod = alphas_cumprod
-
-    def eps(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        return (1 - self.alphas_cumprod[int(t)]).sqrt().to(x) * x
+    def _eps(self, x: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
+        return (1 - self.alphas_cumprod[tt.cpu()]).sqrt().to(x).view(-1, 1, 1, 1) * x
 
 
 def _cos_product(alphas_cumprod: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -42,23 +40,23 @@ def _x0(model, n=2, seed=0):
 
 def test_gaussian_model_inversion_is_exact_in_closed_form(tiny_model64):
     m = tiny_model64
-    backend = GaussianEps(m.alphas_cumprod)
+    backend = GaussianEps(m)
     x0 = _x0(m)
     grid = timestep_grid(800, 10)
-    x_t = invert(m, x0, t_end=800, num_steps=10, backend=backend, method="explicit")
+    x_t = invert(backend, x0, t_end=800, num_steps=10, method="explicit")
     torch.testing.assert_close(x_t, x0 * _cos_product(m.alphas_cumprod, grid), rtol=1e-12, atol=0)
-    back = sample(m, x_t, t_start=800, num_steps=10, backend=backend, clip_x0=False)
+    back = sample(backend, x_t, t_start=800, num_steps=10, clip_x0=False)
     torch.testing.assert_close(back, x0 * _cos_product(m.alphas_cumprod, grid) ** 2, rtol=1e-12, atol=0)
 
 
 def test_gaussian_model_round_trip_error_shrinks_like_one_over_steps(tiny_model64):
     m = tiny_model64
-    backend = GaussianEps(m.alphas_cumprod)
+    backend = GaussianEps(m)
     x0 = _x0(m)
     errors = []
     for k in (5, 10, 20, 40):
-        x_t = invert(m, x0, t_end=900, num_steps=k, backend=backend, method="explicit")
-        back = sample(m, x_t, t_start=900, num_steps=k, backend=backend, clip_x0=False)
+        x_t = invert(backend, x0, t_end=900, num_steps=k, method="explicit")
+        back = sample(backend, x_t, t_start=900, num_steps=k, clip_x0=False)
         errors.append(float((back - x0).norm() / x0.norm()))
     assert all(b < a for a, b in zip(errors, errors[1:]))
     assert 1.6 < errors[0] / errors[1] < 2.4 and 1.6 < errors[2] / errors[3] < 2.4  # O(1 / K)
@@ -79,17 +77,17 @@ def test_tiny_model_round_trip_error_decreases_with_steps(tiny_model):
 def test_gaussian_model_fixed_point_inversion_is_undone_by_sampling(tiny_model64):
     """Implicit inversion solves x' = step(x, eps(x')): in closed form x' = x / cos(dtheta), so the round trip is exact."""
     m = tiny_model64
-    backend = GaussianEps(m.alphas_cumprod)
+    backend = GaussianEps(m)
     x0 = _x0(m)
     grid = timestep_grid(900, 10)
     errors = []
     for n in (0, 1, 3, 40):
-        x_t = invert(m, x0, t_end=900, num_steps=10, backend=backend, method="explicit", fixed_point=n)
-        back = sample(m, x_t, t_start=900, num_steps=10, backend=backend)
+        x_t = invert(backend, x0, t_end=900, num_steps=10, method="explicit", fixed_point=n)
+        back = sample(backend, x_t, t_start=900, num_steps=10)
         errors.append(float((back - x0).norm() / x0.norm()))
     assert errors[0] > errors[1] > errors[2] > errors[3]
     assert errors[3] < 1e-10
-    x_t = invert(m, x0, t_end=900, num_steps=10, backend=backend, fixed_point=40)
+    x_t = invert(backend, x0, t_end=900, num_steps=10, fixed_point=40)
     torch.testing.assert_close(x_t, x0 / _cos_product(m.alphas_cumprod, grid), rtol=1e-10, atol=0)
 
 
@@ -107,20 +105,20 @@ def test_tiny_model_fixed_point_inversion_improves_round_trip(tiny_model):
             invert(m, x0, t_end=300, num_steps=8, fixed_point=bad)
 
 
-class CountingEps:
-    """Wraps an eps provider and counts its calls."""
+class CountingEps(Backend):
+    """Wraps a model (or another backend) and counts its eps calls."""
 
     def __init__(self, inner):
+        super().__init__(inner.torch_model)
         self.inner, self.calls = inner, 0
 
-    def eps(self, x, t):
+    def _eps(self, x, tt):
         self.calls += 1
-        return self.inner.eps(x, t)
+        return self.inner._eps(x, tt)
 
 
-def _round_trip_error(m, x0, backend, *, t_end, k, **kw) -> float:
-    back = sample(m, invert(m, x0, t_end=t_end, num_steps=k, backend=backend, **kw), t_start=t_end, num_steps=k,
-                  backend=backend)
+def _round_trip_error(model, x0, *, t_end, k, **kw) -> float:
+    back = sample(model, invert(model, x0, t_end=t_end, num_steps=k, **kw), t_start=t_end, num_steps=k)
     return float((back - x0).norm() / x0.norm())
 
 
@@ -130,11 +128,11 @@ def test_gaussian_model_corrected_inversion_costs_one_call_per_step_and_converge
     x0 = _x0(m)
     explicit, corrected = [], []
     for k in (5, 10, 20, 40):
-        counter = CountingEps(GaussianEps(m.alphas_cumprod))
-        invert(m, x0, t_end=900, num_steps=k, backend=counter)
+        counter = CountingEps(GaussianEps(m))
+        invert(counter, x0, t_end=900, num_steps=k)
         assert counter.calls == k + 1
-        explicit.append(_round_trip_error(m, x0, counter, t_end=900, k=k, method="explicit"))
-        corrected.append(_round_trip_error(m, x0, counter, t_end=900, k=k))
+        explicit.append(_round_trip_error(counter, x0, t_end=900, k=k, method="explicit"))
+        corrected.append(_round_trip_error(counter, x0, t_end=900, k=k))
     assert all(c < 0.15 * e for c, e in zip(corrected, explicit))
     assert corrected[1] > corrected[2] > corrected[3]
     assert corrected[2] / corrected[3] > 3.5  # at least second order (explicit: first order, ratio ~2)
@@ -144,13 +142,13 @@ def test_tiny_model_corrected_inversion_improves_round_trip_at_the_same_cost(tin
     m = tiny_model
     x0 = _x0(m, n=1, seed=2).clamp(-1, 1)
     counter = CountingEps(m)
-    invert(m, x0, t_end=300, num_steps=8, backend=counter, method="explicit")
+    invert(counter, x0, t_end=300, num_steps=8, method="explicit")
     assert counter.calls == 8
-    explicit = _round_trip_error(m, x0, m, t_end=300, k=8, method="explicit")
-    corrected = _round_trip_error(m, x0, m, t_end=300, k=8, method="corrected")
-    one_iteration = _round_trip_error(m, x0, m, t_end=300, k=8, method="explicit", fixed_point=1)
+    explicit = _round_trip_error(m, x0, t_end=300, k=8, method="explicit")
+    corrected = _round_trip_error(m, x0, t_end=300, k=8, method="corrected")
+    one_iteration = _round_trip_error(m, x0, t_end=300, k=8, method="explicit", fixed_point=1)
     assert corrected < 0.5 * explicit and corrected < one_iteration
-    assert _round_trip_error(m, x0, m, t_end=300, k=8, fixed_point=2) < corrected
+    assert _round_trip_error(m, x0, t_end=300, k=8, fixed_point=2) < corrected
     with pytest.raises(InputError, match="method"):
         invert(m, x0, t_end=300, num_steps=8, method="implicit")
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from accel.base import Backend
 from pipeline import Cancelled, InputError
 from pipeline import rates
 from pipeline.rates import (
@@ -94,33 +95,33 @@ def test_generation_rate_is_differentiable_in_x(tiny_model64):
     torch.testing.assert_close((g * w).sum(), fd[0], rtol=1e-5, atol=1e-9)
 
 
-class ScaledBackend:
+class ScaledBackend(Backend):
     """A backend that is the model with h scaled by 2 (so rates double); records the batch sizes it was called with."""
 
     def __init__(self, model):
-        self.model, self.batches = model, []
+        super().__init__(model)
+        self.batches = []
 
-    def h(self, x, t):
-        return 2 * self.model.h(x, t)
+    def _h(self, x, tt):
+        return 2 * self.model.h(x, tt)
 
-    def h_jvp(self, x, t, v):
+    def _h_jvp(self, x, tt, v):
         self.batches.append(x.shape[0])
-        h, jv = self.model.h_jvp(x, t, v)
+        h, jv = self.model.h_jvp(x, tt, v)
         return 2 * h, 2 * jv
 
 
-def test_backend_is_used_and_padded_to_batch_size(tiny_model64):
+def test_backend_is_used_in_place_of_the_model(tiny_model64):
     x, v = _randn(2, 3, 8, 8, seed=12), _randn(2, 3, 8, 8, seed=13)
     backend = ScaledBackend(tiny_model64)
-    torch.testing.assert_close(generation_rate(tiny_model64, x, 100, v, backend=backend),
-                               2 * generation_rate(tiny_model64, x, 100, v))
+    torch.testing.assert_close(generation_rate(backend, x, 100, v), 2 * generation_rate(tiny_model64, x, 100, v))
     x1 = x[:1]
     backend.batches.clear()
-    got = rate_map(tiny_model64, x1, 100, patch_size=2, batch_size=5, backend=backend)  # 16 patches: 5+5+5+1
-    assert backend.batches == [5, 5, 5, 5]  # last batch padded with zero directions (fixed-batch exported graphs)
+    got = rate_map(backend, x1, 100, patch_size=2, batch_size=5)  # 16 patches: 5+5+5+1
+    assert backend.batches == [5, 5, 5, 1]  # the base point JVP repeats x: one h_jvp call per batch of directions
     torch.testing.assert_close(got, 2 * rate_map(tiny_model64, x1, 100, patch_size=2))
-    with pytest.raises(InputError, match="vmap"):
-        rate_map(tiny_model64, x1, 100, patch_size=2, backend=backend, batching="vmap")
+    with pytest.raises(InputError, match="vmap"):  # vmap is the PyTorch model's; a backend says what it supports
+        rate_map(backend, x1, 100, patch_size=2, batching="vmap")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -168,12 +169,13 @@ def test_auto_batching_falls_back_to_repeat_when_vmap_fails(tiny_model64, monkey
     def broken_vmap(*args, **kwargs):
         raise NotImplementedError("no batching rule (simulated)")
 
-    monkeypatch.setattr(rates, "_VMAP_FAILED", weakref.WeakKeyDictionary())
+    failed = weakref.WeakKeyDictionary()
+    monkeypatch.setattr("pipeline.model._VMAP_FAILED", failed)
     monkeypatch.setattr(torch.func, "vmap", broken_vmap)
     with pytest.raises(NotImplementedError):
         rate_map(tiny_model64, x, 250, patch_size=2, batching="vmap")
     torch.testing.assert_close(rate_map(tiny_model64, x, 250, patch_size=2), ref, rtol=1e-12, atol=0)
-    assert tiny_model64.unet in rates._VMAP_FAILED  # remembered: later maps go straight to repeat
+    assert tiny_model64.unet in failed  # remembered: later maps go straight to repeat
     res = generation_curves(tiny_model64, np.zeros((16, 16, 3), np.uint8), num_timesteps=2, t_max=10, patch_size=8)
     assert res.batching == "repeat"
 
