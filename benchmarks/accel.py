@@ -15,7 +15,7 @@ of the same graph (ORT h_jvp vs ORT h at the same batch); a rate map with many d
 
 Model: ``load_model("default")``; if the embedded weights are absent, ``runs/default32/pipeline`` (a checkpoint of the
 default model's training run); else a 32x32 UNet2DModel with random weights (weights/unet/config.json if present,
-else the architecture of notes/measured-feasibility.md section 2). The output says which.
+else a 1.1M-parameter 32x32 reference architecture). The output says which.
 """
 
 from __future__ import annotations

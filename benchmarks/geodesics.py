@@ -866,7 +866,7 @@ def study_findings(res: dict) -> str:
                   f"{near(w):.4f}) has E_end/E_mid = {e_ratio(w):.3g} (median of the other seeds at that t*: "
                   f"{_f(float(np.median(others)) if others else None, '.3g')}) and a Euclidean length of {eu(w):.2f} "
                   "chords: the solver bought its low midpoint energy with a longer, zig-zagging path whose points (not "
-                  "midpoints) decode to images far from every ground-truth frame. The midpoint energy of DESIGN.md "
+                  "midpoints) decode to images far from every ground-truth frame. The midpoint energy (docs/maths.md 5.2) "
                   "cannot see this. (At t* <= 200 the geodesic's E_end/E_mid is large too, while its path stays within "
                   "a few % of the chord's length and decodes like LERP's: the solver cancels s.d at the midpoints with "
                   "small moves. A large ratio flags a bad decode only together with a long path.)\n")

@@ -12,7 +12,7 @@ Rows (median wall time of N runs after one warm-up run; N is given per row):
   (no warm-up run: the rate-map rows before it warm everything up).
 
 The model is ``--model`` (default: the embedded model). If it cannot be loaded, a 32x32 UNet2DModel with random
-weights is used (the architecture of ``weights/unet/config.json`` if present, else the one of the feasibility notes);
+weights is used (the architecture of ``weights/unet/config.json`` if present, else a 1.1M-parameter 32x32 reference architecture);
 random weights cost the same time as trained ones. Results go to ``benchmarks/results/rates.json`` and ``rates.md``,
 rewritten after every row.
 """
@@ -39,8 +39,8 @@ from pipeline.errors import ModelLoadError  # noqa: E402
 from pipeline.model import DEFAULT_MODEL_DIR, DiffusionModel, load_model, make_jvp_safe  # noqa: E402
 from pipeline.rates import generation_curves, rate_map  # noqa: E402
 
-#: Feasibility-notes section 2 architecture (1.1M parameters, attention at 16x16 and in the 8x8 mid block).
-NOTES_UNET = dict(
+#: A reference architecture (1.1M parameters, attention at 16x16 and in the 8x8 mid block).
+REFERENCE_UNET = dict(
     sample_size=32, in_channels=3, out_channels=3, block_out_channels=(32, 64, 64), layers_per_block=1,
     down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), norm_num_groups=8,
@@ -84,7 +84,7 @@ def get_model(source: str) -> tuple[DiffusionModel, str]:
         cfg = {k: v for k, v in json.loads(cfg_path.read_text()).items() if not k.startswith("_")}
         arch = f"the architecture of {cfg_path.relative_to(ROOT)}"
     else:
-        cfg, arch = dict(NOTES_UNET), "the feasibility notes' section 2 architecture"
+        cfg, arch = dict(REFERENCE_UNET), "a 1.1M-parameter 32x32 reference architecture"
     torch.manual_seed(0)
     unet = UNet2DModel(**cfg).eval().requires_grad_(False)
     make_jvp_safe(unet)

@@ -1,4 +1,4 @@
-"""Export contracts as data: one :class:`GraphSpec` per exported graph (DESIGN.md section 7).
+"""Export contracts as data: one :class:`GraphSpec` per exported graph (docs/maths.md section 7).
 
 A spec fixes everything a consumer of the graph relies on: input and output names, dtypes and shapes (a string marks
 a dynamic axis), the batch (static, or a ``(min, opt, max)`` range for dynamic graphs, which also becomes the

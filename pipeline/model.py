@@ -1,6 +1,6 @@
 """One model interface: any diffusers UNet, pixel or latent, seen as eps, score, h and their JVPs.
 
-Notation (DESIGN.md section 2):
+Notation (docs/maths.md section 2):
 
 | code            | paper                                   |
 |-----------------|-----------------------------------------|
@@ -102,7 +102,7 @@ def make_jvp_safe(unet: torch.nn.Module) -> int:
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass
 class DiffusionModel(ModelMaps):
-    """A diffusion model as the maps of DESIGN.md section 2.
+    """A diffusion model as the maps of docs/maths.md section 2.
 
     Pixel models (``kind="pixel"``) work on images in [-1, 1] directly; latent models (``kind="latent"``) work on
     VAE latents, with the empty-prompt conditioning ``cond`` fixed at load time. ``x`` always means model space.

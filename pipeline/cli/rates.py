@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
         "rates",
         help="generation curves and saliency of an image",
         description="Generation curves c_p(t) of every patch of an image along its DDIM trajectory, and the saliency "
-        "map they give (DESIGN.md section 3).",
+        "map they give (docs/maths.md section 3).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--image", required=True, help="input image file (PNG, JPEG, ...); any size, resized to the model")
