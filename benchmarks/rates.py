@@ -12,7 +12,7 @@ Rows (median wall time of N runs after one warm-up run; N is given per row):
   (no warm-up run: the rate-map rows before it warm everything up).
 
 The model is ``--model`` (default: the embedded model). If it cannot be loaded, a 32x32 UNet2DModel with random
-weights is used (the architecture of ``weights/unet/config.json`` if present, else a 1.1M-parameter 32x32 reference architecture);
+weights is used (the architecture of ``weights/unet/config.json`` if present, else a 1.1M-parameter reference one);
 random weights cost the same time as trained ones. Results go to ``benchmarks/results/rates.json`` and ``rates.md``,
 rewritten after every row.
 """
