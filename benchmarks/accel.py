@@ -210,7 +210,6 @@ def ort_op_profile(path: Path, threads: int, batch: int = 8, runs: int = 10) -> 
 def bench_rate_map(model, ort, runs: int, patch_size: int, t: int = 500) -> dict:
     """A full direct rate map at one t: K = (H / patch)^2 directions at one point."""
     from accel import get_backend
-
     from pipeline import rates
 
     x = inputs(model, 1, seed=1)[0]

@@ -139,7 +139,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-image PSNR in dB of uint8 images (data range 255).  (N, H, W, 3) x2 -> (N,)."""
     from skimage.metrics import peak_signal_noise_ratio
 
-    return np.array([peak_signal_noise_ratio(x, y, data_range=255) for x, y in zip(a, b)])
+    return np.array([peak_signal_noise_ratio(x, y, data_range=255) for x, y in zip(a, b, strict=True)])
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ Usage:  python benchmarks/geodesics.py [--quick] [--model default|PATH] [--skip-
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -524,10 +525,10 @@ def image_study(model_source: str, *, n_seeds: int, t_stars: tuple[int, ...], va
     """Explore the image geodesic on TUNING seeds (never the held-out ones): every variant of STUDY_VARIANTS on each
     seed and t*, with the path's geometry at t* and its decoded distance to the ground-truth frames. Writes
     ``geodesic_image_study.json`` after every case (so a long run can be inspected or cut short)."""
-    from pipeline.geodesic import geodesic_bvp, lerp, relative_lam, slerp
-    from pipeline.interpolate import decode_path, score_functions
-    from pipeline.images import image_to_tensor
     from pipeline import ddim
+    from pipeline.geodesic import geodesic_bvp, lerp, relative_lam, slerp
+    from pipeline.images import image_to_tensor
+    from pipeline.interpolate import decode_path, score_functions
     from pipeline.model import load_model
     from pipeline.scenes import scene_path, split_seeds
 
@@ -668,18 +669,17 @@ def study_markdown(res: dict, findings: str = "") -> str:
                   "| normal | dGT | iters | s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for v in present:
                 cs = rows[t_star, clip, v]
-                m = lambda fn: _study_mean(cs, fn)  # noqa: E731
-                g = lambda c: c["geometry"]  # noqa: E731
-                nf = m(lambda c: None if g(c).get("normal_fraction") is None else float(np.mean(
-                    g(c)["normal_fraction"])))
+                m = functools.partial(_study_mean, cs)
+                nf = m(lambda c: None if c['geometry'].get("normal_fraction") is None else float(np.mean(
+                    c["geometry"]["normal_fraction"])))
                 L.append(f"| {v} | {len(cs)} | {_f(m(lambda c: c['lam']), '.3g')} "
                          f"| {_f(m(lambda c: c['lam'] * c['s2_ends']), '.3g')} "
                          f"| {_f(m(lambda c: c['nearest_gt_rmse']))} | {_f(m(lambda c: c['own_frame_rmse']))} "
                          f"| {_f(m(lambda c: c['step_rmse_cv']), '.2f')} "
-                         f"| {_f(m(lambda c: g(c)['energy_mid']), '.3g')} "
+                         f"| {_f(m(lambda c: c['geometry']['energy_mid']), '.3g')} "
                          f"| {_f(m(lambda c: c['energy_mid_lam1000']), '.3g')} "
-                         f"| {_f(m(lambda c: g(c)['euclid_length'] / g(c)['chord']), '.2f')} "
-                         f"| {_f(m(lambda c: min(g(c)['norm_over_ends'])), '.3f')} | {_f(nf, '.3f')} "
+                         f"| {_f(m(lambda c: c['geometry']['euclid_length'] / c['geometry']['chord']), '.2f')} "
+                         f"| {_f(m(lambda c: min(c['geometry']['norm_over_ends'])), '.3f')} | {_f(nf, '.3f')} "
                          f"| {_f(m(lambda c: c['dist_to_gt_path']), '.1f')} "
                          f"| {_f(m(lambda c: c.get('iterations')), '.0f')} | {_f(m(lambda c: c['seconds']), '.0f')} |")
             L.append("")
@@ -739,7 +739,7 @@ def study_findings(res: dict) -> str:
     L = ["## Findings\n",
          "**1. The path that moves the object is long at t*, and G = I + lam s s^T >= I can only lengthen paths.** "
          "Euclidean length of the path through the inverted ground-truth frames over the chord |b - a| (mean over "
-         "seeds): " + ", ".join(f"t* = {t}: {_f(r, '.2f')}" for t, r in zip(t_stars, ratios) if r)
+         "seeds): " + ", ".join(f"t* = {t}: {_f(r, '.2f')}" for t, r in zip(t_stars, ratios, strict=True) if r)
          + "; in pixel space (the 33 frames themselves): "
          + ", ".join(f"seed {sd}: {_pixel_ratio(sd, 32, res['dense_truth_frames']):.2f}" for sd in seeds)
          + ". DDIM inversion turns a small shift of the object into a large, noise-like change of x_t, so "
@@ -866,10 +866,11 @@ def study_findings(res: dict) -> str:
                   f"{near(w):.4f}) has E_end/E_mid = {e_ratio(w):.3g} (median of the other seeds at that t*: "
                   f"{_f(float(np.median(others)) if others else None, '.3g')}) and a Euclidean length of {eu(w):.2f} "
                   "chords: the solver bought its low midpoint energy with a longer, zig-zagging path whose points (not "
-                  "midpoints) decode to images far from every ground-truth frame. The midpoint energy (docs/maths.md 5.2) "
-                  "cannot see this. (At t* <= 200 the geodesic's E_end/E_mid is large too, while its path stays within "
-                  "a few % of the chord's length and decodes like LERP's: the solver cancels s.d at the midpoints with "
-                  "small moves. A large ratio flags a bad decode only together with a long path.)\n")
+                  "midpoints) decode to images far from every ground-truth frame. The midpoint energy "
+                  "(docs/maths.md 5.2) cannot see this. (At t* <= 200 the geodesic's E_end/E_mid is large too, "
+                  "while its path stays within a few % of the chord's length and decodes like LERP's: the solver "
+                  "cancels s.d at the midpoints with small moves. A large ratio flags a bad decode only together "
+                  "with a long path.)\n")
     q = {v: [mean(t, v, lambda c: float(np.mean(c["geometry"]["normal_fraction"]))
                   if c["geometry"].get("normal_fraction") else None) for t in t_stars] for v in ("gt", "lerp")}
     L += [f"**4. The inverted frames are norm-typical:** every inverted ground-truth frame has |x| within "

@@ -154,12 +154,13 @@ def write(out: Path, result: dict) -> None:
     for r in result["rows"]:
         per = f"{r['per_direction_ms']:.1f} / {r['cpu_per_direction_ms']:.1f} ms" if "directions" in r else ""
         lines.append(f"| {r['row']} | {r['batch']} | {r.get('batching', '')} | {r['runs']} | "
-                     f"{_fmt(r['median_s'])} | {_fmt(r['min_s'])} | {_fmt(r['max_s'])} | {_fmt(r['cpu_median_s'])} | "
+                     f"{_fmt(r['median_s'])} | {_fmt(r['min_s'])} | {_fmt(r['max_s'])} "
+                     f"| {_fmt(r['cpu_median_s'])} | "
                      f"{per} | {r.get('loadavg_1min', '')} |")
-    lines += ["", "B is the batch of the call (h, JVP) or the directions per JVP batch (maps). Wall is wall-clock time; "
-              "CPU is the process CPU time (all threads), a better estimate of the cost on a quiet machine while the "
-              "machine is shared (load = 1-minute load average after the row, on 2 cores). \"per direction\" is "
-              "median time / JVP directions (curve maps include the DDIM inversion).", ""]
+    lines += ["", "B is the batch of the call (h, JVP) or the directions per JVP batch (maps). Wall is wall-clock "
+              "time; CPU is the process CPU time (all threads), a better estimate of the cost on a quiet machine "
+              "while the machine is shared (load = 1-minute load average after the row, on 2 cores). "
+              "\"per direction\" is median time / JVP directions (curve maps include the DDIM inversion).", ""]
     if "merged_from" in result:
         lines += [f"Rows of other kinds than this command's were kept from an earlier run: "
                   f"`{result['merged_from']['command']}` (load average at its start "
@@ -218,22 +219,22 @@ def main(argv=None) -> int:
         v = torch.randn(b, c, s, s, generator=g)
         with torch.no_grad():
             if "h" in kinds:
-                add({"row": "h forward", "batch": b, **timed(lambda: model.h(x, args.t), args.runs)})
+                add({"row": "h forward", "batch": b, **timed(lambda x=x: model.h(x, args.t), args.runs)})
             if "jvp" in kinds:
                 add(_per_direction({"row": "h JVP", "batch": b, "batching": "func.jvp",
-                                    **timed(lambda: model.h_jvp(x, args.t, v), args.runs)}, b))
+                                    **timed(lambda x=x, v=v: model.h_jvp(x, args.t, v), args.runs)}, b))
     x1 = torch.randn(1, c, s, s, generator=g)
     for b in batches if "map" in kinds else []:
         for batching in ("vmap", "repeat"):
-            row = timed(lambda: rate_map(model, x1, args.t, patch_size=args.patch_size, batch_size=b,
-                                         batching=batching), args.map_runs)
+            row = timed(lambda b=b, batching=batching: rate_map(model, x1, args.t, patch_size=args.patch_size,
+                                                                batch_size=b, batching=batching), args.map_runs)
             add(_per_direction({"row": "rate map", "batch": b, "batching": batching, **row}, patches))
     if "curve" in kinds:
         image = bench_image(model.image_size)
         for b in batches:
             info = {}
 
-            def curve():
+            def curve(b=b, info=info):
                 res = generation_curves(model, image, num_timesteps=args.timesteps, patch_size=args.patch_size,
                                         batch_size=b)
                 info.update(batching=res.batching, evaluations=res.jvp_evaluations)

@@ -39,7 +39,8 @@ class Tolerance:
     max_rel: float
 
 
-#: Documented tolerances per precision. fp32: measured errors are ~1e-6 relative (docs/maths.md section 7.4), 100x headroom.
+#: Documented tolerances per precision. fp32: measured errors are ~1e-6 relative (docs/maths.md section 7.4),
+#: 100x headroom.
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(atol=1e-4, rtol=1e-3, max_rel=1e-4),
     "fp16": Tolerance(atol=5e-2, rtol=5e-2, max_rel=2e-2),  # half-precision TensorRT engines

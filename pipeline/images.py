@@ -33,7 +33,8 @@ def to_uint8_rgb(image, *, name: str = "image") -> np.ndarray:
         if t.ndim == 4 and t.shape[0] == 1:
             t = t[0]
         if t.ndim != 3 or t.shape[0] not in (1, 3):
-            raise InputError(f"{name} tensor must have shape (3, H, W) or (1, 3, H, W) in [-1, 1], got {tuple(image.shape)}")
+            raise InputError(f"{name} tensor must have shape (3, H, W) or (1, 3, H, W) in [-1, 1], "
+                             f"got {tuple(image.shape)}")
         arr = ((t.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
     elif isinstance(image, np.ndarray):
         arr = image
@@ -133,7 +134,8 @@ def to_mask(mask, *, shape: tuple[int, int] | None = None, name: str = "mask", a
             raise InputError(f"{name} has unsupported dtype {m.dtype}")
         m = m > (0.5 if np.issubdtype(m.dtype, np.floating) else 0)
     if shape is not None and m.shape != tuple(shape):
-        raise InputError(f"{name} is {m.shape[1]}x{m.shape[0]} but the image is {shape[1]}x{shape[0]}; sizes must match")
+        raise InputError(f"{name} is {m.shape[1]}x{m.shape[0]} but the image is {shape[1]}x{shape[0]}; "
+                         "sizes must match")
     if not m.any():
         raise InputError(f"{name} is empty: mark at least one pixel")
     if m.all() and not allow_full:

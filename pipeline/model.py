@@ -194,7 +194,8 @@ class DiffusionModel(ModelMaps):
     def check_x(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         """Validate a model-space batch: a finite (B, C, H, W) tensor with the model's channels."""
         if not isinstance(x, torch.Tensor):
-            raise InputError(f"{name} must be a torch.Tensor of shape (B, {self.channels}, H, W), got {type(x).__name__}")
+            raise InputError(f"{name} must be a torch.Tensor of shape (B, {self.channels}, H, W), "
+                             f"got {type(x).__name__}")
         if x.ndim != 4:
             raise InputError(f"{name} must have shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
         if x.shape[1] != self.channels:
@@ -311,7 +312,7 @@ class DiffusionModel(ModelMaps):
             return point_jvp(lambda xx: self.h_raw(xx, tt), x, v)
         return super()._h_jvp_point(x, tt, v, mode)
 
-    # ---- image space <-> model space ----------------------------------------------------------------------------------
+    # ---- image space <-> model space --------------------------------------------------------------------------------
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1] -> model-space x_0 (the VAE latent mean, scaled, for latent models)."""
         images = images.to(device=self.device, dtype=self.dtype)
@@ -380,7 +381,8 @@ def _load_folder(folder: Path) -> DiffusionModel:
         raise ModelLoadError(f"{folder} has no unet/config.json")
     cls_name = _read_json(unet_dir / "config.json").get("_class_name")
     if cls_name not in _UNET_CLASSES:
-        raise ModelLoadError(f"unsupported U-Net class {cls_name!r} in {unet_dir}; supported: {', '.join(_UNET_CLASSES)}")
+        raise ModelLoadError(f"unsupported U-Net class {cls_name!r} in {unet_dir}; "
+                             f"supported: {', '.join(_UNET_CLASSES)}")
     if not any(unet_dir.glob("*.safetensors")):
         raise ModelLoadError(f"{unet_dir} has no .safetensors weights (pickled weights are never loaded)")
     unet = getattr(diffusers, cls_name).from_pretrained(unet_dir, use_safetensors=True)
@@ -443,7 +445,9 @@ def load_model(
         dtype: ``torch.float32`` (default) or ``torch.float64`` (or the strings ``"float32"``/``"float64"``).
     """
     dtype = _resolve_dtype(dtype)
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
     src = str(source)
     if src == "default":
         if not (DEFAULT_MODEL_DIR / "model_index.json").is_file():
@@ -457,7 +461,8 @@ def load_model(
     elif src.count("/") == 1 and not src.startswith((".", "/", "~")):
         model = _load_hub(src)
     else:
-        raise ModelLoadError(f"model source {src!r} is neither 'default', an existing folder, nor a hub id 'owner/name'")
+        raise ModelLoadError(f"model source {src!r} is neither 'default', an existing folder, "
+                             "nor a hub id 'owner/name'")
     model.source = src
     n_attn = make_jvp_safe(model.unet)
     for m in (model.unet, model.vae):

@@ -6,16 +6,16 @@ implement it: :class:`pipeline.model.DiffusionModel` (eager PyTorch, differentia
 schedule and the image <-> model-space maps to the model it wraps). Both build the public maps below on the same four
 primitives through :class:`ModelMaps`, so input checks, the score and the point JVP are written once.
 
-| method                        | returns                                       | shapes                                 |
-|-------------------------------|-----------------------------------------------|----------------------------------------|
-| ``eps(x, t)``                 | eps(x_t, t)                                   | (B, C, H, W) -> (B, C, H, W)           |
-| ``eps_jvp(x, t, v)``          | (eps, D eps(x_t)[v])                          | -> 2 x (B, C, H, W)                    |
-| ``score(x, t)``               | s(x_t, t) = -eps(x_t, t) / sigma(t)           | -> (B, C, H, W)                        |
-| ``score_jvp(x, t, v)``        | (s, D s[v]) = -(eps, D eps[v]) / sigma(t)     | -> 2 x (B, C, H, W)                    |
-| ``h(x, t)``                   | h_t(x_t), the U-Net mid-block output          | -> (B, C_h, H_h, W_h)                  |
-| ``h_jvp(x, t, v)``            | (h, D h_t(x_t)[v])                            | -> 2 x (B, C_h, H_h, W_h)              |
-| ``h_jvp_point(x, t, v)``      | (h_t(x), D h_t(x)[v_i] for each i), x shared  | x (1, ...), v (n, ...) -> (1, ...),    |
-|                               |                                               | (n, C_h, H_h, W_h)                     |
+| method                        | returns                                       | shapes                               |
+|-------------------------------|-----------------------------------------------|--------------------------------------|
+| ``eps(x, t)``                 | eps(x_t, t)                                   | (B, C, H, W) -> (B, C, H, W)         |
+| ``eps_jvp(x, t, v)``          | (eps, D eps(x_t)[v])                          | -> 2 x (B, C, H, W)                  |
+| ``score(x, t)``               | s(x_t, t) = -eps(x_t, t) / sigma(t)           | -> (B, C, H, W)                      |
+| ``score_jvp(x, t, v)``        | (s, D s[v]) = -(eps, D eps[v]) / sigma(t)     | -> 2 x (B, C, H, W)                  |
+| ``h(x, t)``                   | h_t(x_t), the U-Net mid-block output          | -> (B, C_h, H_h, W_h)                |
+| ``h_jvp(x, t, v)``            | (h, D h_t(x_t)[v])                            | -> 2 x (B, C_h, H_h, W_h)            |
+| ``h_jvp_point(x, t, v)``      | (h_t(x), D h_t(x)[v_i] for each i), x shared  | x (1, ...), v (n, ...) -> (1, ...),  |
+|                               |                                               | (n, C_h, H_h, W_h)                   |
 
 ``t`` is an int or a (B,) integer tensor of training timesteps; ``x`` and ``v`` live in model space (pixels in
 [-1, 1], or VAE latents). ``torch_model`` is the differentiable PyTorch model behind the object (itself for a

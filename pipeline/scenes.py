@@ -178,7 +178,7 @@ def _render_background(p: dict[str, Any], x: np.ndarray, y: np.ndarray, size: in
         out = np.where(below, ground, out)
     elif p["kind"] == "texture":
         f = np.zeros_like(u)
-        for (fx, fy), ph, a in zip(p["freqs"], p["phases"], p["amps"]):
+        for (fx, fy), ph, a in zip(p["freqs"], p["phases"], p["amps"], strict=True):
             f += a * np.cos(2 * np.pi * (fx * u + fy * v) + ph)
         t = np.clip(0.5 + f, 0, 1)[..., None]
         out = (1 - 0.5 * t) * out + 0.5 * t * np.asarray(p["c2"], np.float32)
@@ -237,7 +237,7 @@ def _composite(
 ) -> np.ndarray:
     """Over-composite shapes on the background: I <- a_i c_i + (1 - a_i) I, skipping index ``skip``.  -> (H, W, 3)."""
     img = bg
-    for i, (a, c) in enumerate(zip(alphas, colors)):
+    for i, (a, c) in enumerate(zip(alphas, colors, strict=True)):
         if i == skip:
             continue
         a3 = a[..., None]

@@ -223,9 +223,9 @@ def diffusion_loss(unet, x0: torch.Tensor, alphas_cumprod: torch.Tensor, gen: to
 @torch.no_grad()
 def ema_update(ema, model, decay: float) -> None:
     """theta_ema <- decay theta_ema + (1 - decay) theta (in place on ``ema``)."""
-    for pe, p in zip(ema.parameters(), model.parameters()):
+    for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
         pe.lerp_(p.detach(), 1.0 - decay)
-    for be, b in zip(ema.buffers(), model.buffers()):
+    for be, b in zip(ema.buffers(), model.buffers(), strict=True):
         be.copy_(b)
 
 

@@ -11,7 +11,7 @@ torch.set_num_threads(int(os.environ.get("TEST_TORCH_THREADS", "1")))
 
 
 def save_tiny_pixel_model(folder, *, size: int = 16, seed: int = 0) -> str:
-    """A tiny UNet2DModel pipeline (attention at the lowest resolution and in the mid block) saved in diffusers format."""
+    """A tiny UNet2DModel pipeline (attention at the lowest resolution and in the mid block), in diffusers format."""
     from diffusers import DDIMScheduler, DDPMPipeline, UNet2DModel
 
     torch.manual_seed(seed)
@@ -50,7 +50,8 @@ def save_tiny_latent_model(folder, *, size: int = 16, seed: int = 0) -> str:
         json.dump(vocab, f)
     with open(os.path.join(tok_dir, "merges.txt"), "w") as f:
         f.write("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(os.path.join(tok_dir, "vocab.json"), os.path.join(tok_dir, "merges.txt"), model_max_length=8)
+    tokenizer = CLIPTokenizer(os.path.join(tok_dir, "vocab.json"), os.path.join(tok_dir, "merges.txt"),
+                              model_max_length=8)
     tokenizer.save_pretrained(tok_dir)
     text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
                                                 num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=8))

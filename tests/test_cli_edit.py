@@ -58,7 +58,8 @@ def test_report_and_config_flags(tiny_pixel_dir, files):
     out, rep = paths["dir"] / "r.png", paths["dir"] / "r.json"
     argv = ["remove", "--image", str(paths["image"]), "--mask", str(paths["mask"]), "--out", str(out),
             "--model", tiny_pixel_dir, "--device", "cpu", "--t-edit", "100", "--num-steps", "2", "--iterations", "1",
-            "--seed", "5", "--window", "0", "60", "--grad-mode", "double", "--inversion", "explicit", "--report", str(rep)]
+            "--seed", "5", "--window", "0", "60", "--grad-mode", "double", "--inversion", "explicit",
+            "--report", str(rep)]
     assert main(argv) == 0
     data = json.loads(rep.read_text())
     assert data["task"] == "remove" and data["config"]["seed"] == 5 and data["config"]["window"] == [0, 60]

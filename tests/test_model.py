@@ -126,7 +126,7 @@ def test_jvps_match_autograd_float64(which, tiny_model64, latent64):
     t = torch.tensor([50, 850])
     for fn, raw in ((m.h_jvp, m.h_raw), (m.eps_jvp, m.eps_raw)):
         val, jv = fn(x, t, v)
-        ref_val, ref_jv = torch.autograd.functional.jvp(lambda xx: raw(xx, t), x, v)
+        ref_val, ref_jv = torch.autograd.functional.jvp(lambda xx, raw=raw: raw(xx, t), x, v)
         assert jv.dtype == torch.float64 and jv.shape == ref_jv.shape
         torch.testing.assert_close(val, ref_val, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(jv, ref_jv, rtol=1e-9, atol=1e-12)

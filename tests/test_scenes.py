@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -25,7 +27,7 @@ SEEDS = list(range(40)) + [HELDOUT_SEEDS[0], TUNING_SEEDS[5]]
 def test_deterministic_by_seed():
     a, b = make_scene(7), make_scene(7)
     assert np.array_equal(a.image, b.image)
-    assert all(np.array_equal(x, y) for x, y in zip(a.removed, b.removed))
+    assert all(np.array_equal(x, y) for x, y in zip(a.removed, b.removed, strict=True))
     assert a.params == b.params
     assert not np.array_equal(make_scene(8).image, a.image)
 
@@ -38,7 +40,7 @@ def test_shapes_and_dtypes(size):
         assert s.background.shape == (size, size, 3) and s.background.dtype == np.uint8
         assert 1 <= s.num_objects <= 3
         assert len(s.masks) == len(s.removed) == len(s.coverage) == len(s.params) == s.num_objects
-        for m, r, c in zip(s.masks, s.removed, s.coverage):
+        for m, r, c in zip(s.masks, s.removed, s.coverage, strict=True):
             assert m.shape == (size, size) and m.dtype == bool
             assert r.shape == (size, size, 3) and r.dtype == np.uint8
             assert c.dtype == np.float32 and c.min() >= 0 and c.max() <= 1
@@ -48,7 +50,7 @@ def test_removed_differs_only_inside_mask():
     """The guaranteed invariant: {pixels where removed[i] != image} is a subset of masks[i] (exactly)."""
     for seed in SEEDS:
         s = make_scene(seed)
-        for i, (m, r) in enumerate(zip(s.masks, s.removed)):
+        for i, (m, r) in enumerate(zip(s.masks, s.removed, strict=True)):
             changed = (r != s.image).any(-1)
             assert not (changed & ~m).any(), (seed, i)
         # With one object, removing it gives the background.
@@ -60,7 +62,7 @@ def test_masks_are_visible_support():
     """Mask i is where the visible coverage is > 0; a later object's full-coverage pixels hide earlier objects."""
     for seed in SEEDS:
         s = make_scene(seed)
-        for i, (m, c) in enumerate(zip(s.masks, s.coverage)):
+        for i, (m, c) in enumerate(zip(s.masks, s.coverage, strict=True)):
             assert np.array_equal(m, c > 0)
             for later in s.coverage[i + 1 :]:
                 assert not (m & (later == 1)).any()
@@ -84,7 +86,7 @@ def test_bounding_box_holds_every_shape():
     from pipeline.scenes import SHAPE_KINDS, _box_average, _coverage, _fine_grid, _shape_inside
 
     x, y = _fine_grid(32)
-    for k, kind in enumerate(SHAPE_KINDS):
+    for kind in SHAPE_KINDS:
         for angle in np.linspace(0, np.pi, 7):
             p = {"kind": kind, "center": (16.3, 15.7), "radius": 9.0, "angle": angle, "color": (1, 0, 0),
                  "aspect": 0.4, "inner": 0.5}
@@ -111,14 +113,14 @@ def test_scene_path_continuity(motion):
     frames = scene_path(seed, 9, motion=motion)
     assert len(frames) == 9
     assert np.array_equal(frames[0].image, make_scene(seed).image)
-    steps = [np.abs(a.image.astype(int) - b.image.astype(int)).mean() for a, b in zip(frames, frames[1:])]
+    steps = [np.abs(a.image.astype(int) - b.image.astype(int)).mean() for a, b in pairwise(frames)]
     ends = np.abs(frames[0].image.astype(int) - frames[-1].image.astype(int)).mean()
     assert ends > 0
     assert max(steps) < ends  # small steps: each frame is closer to its neighbour than the two ends are
     # Only the top object moves: the other objects' parameters stay put.
     assert all(f.params[:-1] == frames[0].params[:-1] for f in frames)
     finer = scene_path(seed, 17, motion=motion)  # halving the step roughly halves the change
-    fine_steps = [np.abs(a.image.astype(int) - b.image.astype(int)).mean() for a, b in zip(finer, finer[1:])]
+    fine_steps = [np.abs(a.image.astype(int) - b.image.astype(int)).mean() for a, b in pairwise(finer)]
     assert np.mean(fine_steps) < 0.75 * np.mean(steps)
 
 
@@ -154,8 +156,8 @@ def test_scene_path_always_moves(motion):
         frames = scene_path(seed, 5, motion=motion)
         kinds.add(frames[0].params[-1]["kind"])
         params = [f.params[-1] for f in frames]
-        assert all(p != q for p, q in zip(params, params[1:])), seed
-        steps = [np.abs(a.image.astype(int) - b.image.astype(int)).sum() for a, b in zip(frames, frames[1:])]
+        assert all(p != q for p, q in pairwise(params)), seed
+        steps = [np.abs(a.image.astype(int) - b.image.astype(int)).sum() for a, b in pairwise(frames)]
         assert min(steps) > 0, (seed, frames[0].params[-1]["kind"], steps)
         assert not np.array_equal(frames[0].image, frames[-1].image), seed
         if frames[0].params[-1]["kind"] in ("disk", "ring"):

@@ -38,8 +38,8 @@ def add_parser(sub) -> None:
                    help="energy gradient: exact autograd, or assembled from score JVPs (default: auto = autograd "
                    "for the PyTorch model)")
     p.add_argument("--rule", default="midpoint", choices=("midpoint", "simpson"),
-                   help="quadrature of the score term per segment: midpoint (docs/maths.md section 5.2) or simpson (also the path "
-                   "points; needs the autograd gradient) (default: midpoint)")
+                   help="quadrature of the score term per segment: midpoint (docs/maths.md section 5.2) or simpson "
+                   "(also the path points; needs the autograd gradient) (default: midpoint)")
     p.add_argument("--methods", default="geodesic,lerp,slerp",
                    help="comma-separated rows of the strip, from geodesic, lerp, slerp (default: all three)")
     p.add_argument("--extrapolate", type=float, default=None, metavar="BEYOND",

@@ -127,9 +127,9 @@ def _curves_png(path: Path, res, points: list[tuple[float, float]]) -> None:
     from .. import viz
 
     cells = [res.patch_index(x, y) for x, y in points]
-    labels = [f"({x:g}, {y:g}) patch [{r}, {c}]" for (x, y), (r, c) in zip(points, cells)]
-    curves = {lab: res.curves[:, r, c].numpy() for lab, (r, c) in zip(labels, cells)}
-    accumulated = {lab: res.accumulated[:, r, c].numpy() for lab, (r, c) in zip(labels, cells)}
+    labels = [f"({x:g}, {y:g}) patch [{r}, {c}]" for (x, y), (r, c) in zip(points, cells, strict=True)]
+    curves = {lab: res.curves[:, r, c].numpy() for lab, (r, c) in zip(labels, cells, strict=True)}
+    accumulated = {lab: res.accumulated[:, r, c].numpy() for lab, (r, c) in zip(labels, cells, strict=True)}
     size = f"{res.patch_size} model-space px" + (
         f" = {res.pixels_per_patch} image px" if res.pixels_per_patch != res.patch_size else "")
     title = f"Generation curves ({res.estimator} estimator, patch {size})"
