@@ -11,14 +11,15 @@ Grid convention: ``timestep_grid(t_end, K) = [t_0 = 0, t_1, ..., t_K = t_end]``;
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from .errors import InputError
 from .progress import CancelFlag, ProgressFn, check_cancelled, report
 from .protocols import DiffusionOps
-
 
 INVERT_METHODS = ("corrected", "explicit")
 
@@ -59,7 +60,10 @@ def ddim_step(
 
 @dataclass(frozen=True)
 class Trajectory:
-    """States of a DDIM trajectory: ``states[k]`` is ``x_{timesteps[k]}``.  timesteps (K+1,), states (K+1, B, C, H, W)."""
+    """States of a DDIM trajectory: ``states[k]`` is ``x_{timesteps[k]}``.
+
+    timesteps (K+1,), states (K+1, B, C, H, W).
+    """
 
     timesteps: torch.Tensor
     states: torch.Tensor
@@ -70,6 +74,41 @@ class Trajectory:
         if idx.numel() == 0:
             raise InputError(f"t={t} is not on the trajectory's grid {self.timesteps.tolist()}")
         return self.states[int(idx[0, 0])]
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What a :func:`sample` step hook sees: one point of one generation step ``x_{t_k} -> x_{t_{k-1}}``.
+
+    The hook is called twice per step, k = K..1 in order: with ``when="before"`` and ``x = x_{t_k}`` (the state the
+    step will start from, so the hook may optimise it), then with ``when="after"`` and ``x = x_{t_{k-1}}`` (the
+    state the DDIM step just produced, so the hook may blend it, e.g. ``m x + (1 - m) x^orig_{t_{k-1}}``). The hook
+    returns None to keep ``x`` or a replacement tensor of ``x``'s shape, which the loop then carries on from.
+    """
+
+    k: int  # grid index of the step's start, K..1 (``timestep_grid(t_start, K)[k] == t``)
+    t: int  # t_k, the noise level the step starts from
+    t_prev: int  # t_{k-1}, the noise level the step lands on (0 for the last step)
+    when: Literal["before", "after"]  # which side of the DDIM step ``x`` is on
+    x: torch.Tensor  # (B, C, H, W): x_{t_k} when "before", x_{t_{k-1}} when "after"
+
+
+#: ``step_hook(info) -> None | x``: see :class:`StepInfo`.
+StepHook = Callable[[StepInfo], torch.Tensor | None]
+
+
+def _hooked(hook: StepHook | None, info: StepInfo) -> torch.Tensor:
+    """The state after ``hook`` saw ``info``: its replacement, or ``info.x`` when it returns None."""
+    if hook is None:
+        return info.x
+    out = hook(info)
+    if out is None:
+        return info.x
+    if not isinstance(out, torch.Tensor) or out.shape != info.x.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InputError(f"step_hook must return None or a tensor of shape {tuple(info.x.shape)}, got {got} "
+                         f"(step k={info.k}, {info.when})")
+    return out
 
 
 def _alphas(model, grid: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -147,6 +186,7 @@ def sample(
     cancel: CancelFlag | None = None,
     return_trajectory: bool = False,
     clip_x0: bool = False,
+    step_hook: StepHook | None = None,
 ) -> torch.Tensor | Trajectory:
     """DDIM generation from ``x_{t_start}`` down to the clean ``x_0`` in ``num_steps`` steps.
 
@@ -154,20 +194,31 @@ def sample(
     ``clip_x0`` clamps each step's x_0 prediction to [-1, 1]. Off by default, so that ``sample`` inverts
     :func:`invert` (clipping costs ~12 dB of reconstruction PSNR on the default model); :func:`generate` turns it on
     for pixel models, where it keeps samples from pure noise out of saturated colours.
+
+    ``step_hook(info)`` (see :class:`StepInfo`) is called at each step k = K..1, after the cancel check, once before
+    the DDIM step (``info.x = x_{t_k}``) and once after it (``info.x = x_{t_{k-1}}``); a returned tensor replaces x
+    (None keeps it). The loop runs under ``torch.no_grad()``: a hook that differentiates enables grad itself. The
+    trajectory records the states the loop carried: ``states[k]`` is x_{t_k} as the step from t_k started from it
+    (after the "before" hook), ``states[k - 1]`` as the step and the "after" hook left it. Progress is reported
+    after each step's "after" hook.
     """
     x = model.check_x(x_t, "x_t")
     clip = bool(clip_x0)
     grid = timestep_grid(t_start, num_steps, num_train_timesteps=model.num_train_timesteps)
     ab = _alphas(model, grid, x)
-    states = [x]
+    states: list[torch.Tensor | None] = [None] * (num_steps + 1)
     with torch.no_grad():
         for k in range(num_steps, 0, -1):
             check_cancelled(cancel)
-            eps = model.eps(x, int(grid[k]))
+            t, t_prev = int(grid[k]), int(grid[k - 1])
+            x = _hooked(step_hook, StepInfo(k, t, t_prev, "before", x))
+            states[k] = x
+            eps = model.eps(x, t)
             x = ddim_step(x, eps, ab[k], ab[k - 1], clip_x0=clip)
-            states.append(x)
+            x = _hooked(step_hook, StepInfo(k, t, t_prev, "after", x))
             report(progress, num_steps - k + 1, num_steps, "DDIM generation")
-    return Trajectory(grid, torch.stack(states[::-1])) if return_trajectory else x
+    states[0] = x
+    return Trajectory(grid, torch.stack(states)) if return_trajectory else x
 
 
 def generate(

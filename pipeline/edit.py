@@ -78,7 +78,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import masks as M
-from .ddim import INVERT_METHODS, Trajectory, ddim_step, invert
+from .ddim import INVERT_METHODS, StepInfo, Trajectory, invert, sample, timestep_grid
 from .errors import InputError
 from .images import image_to_tensor, resize_mask, resize_uint8, tensor_to_uint8, to_mask, to_uint8_rgb
 from .progress import CancelFlag, ProgressFn, check_cancelled, report
@@ -536,7 +536,8 @@ def match_curves(model: DiffusionOps, plan: MatchPlan, cfg: EditConfig, *, progr
     """Generate from ``x_{t_edit}`` with curve matching at the active steps and blending outside the mask.
 
     Per step k = S..1: optimise x_{t_k} (:func:`_optimise`), then
-    ``x_{t_{k-1}} = m * ddim(x_{t_k}) + (1 - m) * x^orig_{t_{k-1}}``.  -> x_0 (1, C, h, w) and the loss history.
+    ``x_{t_{k-1}} = m * ddim(x_{t_k}) + (1 - m) * x^orig_{t_{k-1}}``: :func:`pipeline.ddim.sample` with a step hook
+    (:func:`_generate`).  -> x_0 (1, C, h, w) and the loss history.
     With ``cfg.exact`` the same loop also runs without updates, giving the round trip ``x_0^rec`` of the start, and
     returns ``x_0 + (x_0^start - x_0^rec)``: exactly the start image where the loss changed nothing (DDIM inversion
     is only approximately invertible), a first-order correction elsewhere.
@@ -588,33 +589,45 @@ def _relative_plan(model: DiffusionOps, plan: MatchPlan, rec: Trajectory) -> Mat
 def _generate(model: DiffusionOps, plan: MatchPlan, cfg: EditConfig, optimise: bool, x_init: torch.Tensor | None,
               progress, cancel, done: int, total: int, record: bool = False
               ) -> tuple[torch.Tensor, list[float], list[int], int, torch.Tensor | None]:
-    """The generation loop of :func:`match_curves` (with or without the gradient steps) from ``x_init`` (None: the
-    inversion's end).  -> x_0 (1, C, h, w), losses, their timesteps, rate evaluations, and with ``record`` the
-    states on the grid (S+1, 1, C, h, w) (``states[k]`` = the state at t_k before its updates), else None"""
+    """One generation pass of :func:`match_curves` (with or without the gradient steps) from ``x_init`` (None: the
+    inversion's end): :func:`pipeline.ddim.sample` on the plan's grid with a step hook that optimises x_{t_k} before
+    each active step (:func:`_optimise`) and blends outside the mask after each step,
+    ``x_{t_{k-1}} <- m x_{t_{k-1}} + (1 - m) x^orig_{t_{k-1}}``.  -> x_0 (1, C, h, w), losses, their timesteps, rate
+    evaluations, and with ``record`` the states on the grid (S+1, 1, C, h, w) (``states[k]`` = the state at t_k the
+    step started from, ``states[0]`` = x_0), else None. Progress: ``done + i`` of ``total`` after the i-th step."""
     grid = plan.start.timesteps
-    ab = model.alphas_cumprod[grid].to(device=model.device, dtype=model.dtype)  # (S+1,)
+    n, t_edit = grid.numel() - 1, int(grid[-1])
+    if not torch.equal(grid.cpu(), timestep_grid(t_edit, n, num_train_timesteps=model.num_train_timesteps)):
+        raise InputError(f"the plan's trajectory must lie on timestep_grid({t_edit}, {n}) (a DDIM inversion's grid), "
+                         f"got {grid.tolist()}")
     m = M.as_model_mask(plan.edit, plan.start.states[-1])  # (1, 1, h, w)
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    x = plan.start.states[-1] if x_init is None else x_init
     clip = model.kind == "pixel" if cfg.clip_x0 is None else bool(cfg.clip_x0)
-    losses, steps, evals = [], [], 0
-    n = grid.numel() - 1
-    states = [None] * (n + 1) if record else None
-    for k in range(n, 0, -1):
-        t = int(grid[k])
-        check_cancelled(cancel)
-        if record:
-            states[k] = x.detach()
-        if optimise and bool((plan.weights[k] > 0).any()):
-            x, ls, e = _optimise(model, x, k, t, plan, cfg, m, gen, cancel)
-            losses, steps, evals = losses + ls, steps + [t] * len(ls), evals + e
-        with torch.no_grad():
-            x = ddim_step(x, model.eps(x, t), ab[k], ab[k - 1], clip_x0=clip)  # cfg.clip_x0 (pixel models)
-            x = m * x + (1 - m) * plan.outside.states[k - 1]
-        report(progress, done + n - k + 1, total, f"curve matching (t={t})" if optimise else "round-trip correction")
+    losses: list[float] = []
+    steps: list[int] = []
+    evals = 0
+
+    def hook(info: StepInfo) -> torch.Tensor | None:
+        nonlocal evals
+        if info.when == "after":  # blend outside the mask with the original trajectory
+            return m * info.x + (1 - m) * plan.outside.states[info.k - 1]
+        if optimise and bool((plan.weights[info.k] > 0).any()):
+            x, ls, e = _optimise(model, info.x, info.k, info.t, plan, cfg, m, gen, cancel)
+            losses.extend(ls)
+            steps.extend([info.t] * len(ls))
+            evals += e
+            return x
+        return None
+
+    def step_progress(i: int, _n: int, _desc: str) -> None:  # i-th step of this pass: k = n - i + 1
+        desc = f"curve matching (t={int(grid[n - i + 1])})" if optimise else "round-trip correction"
+        report(progress, done + i, total, desc)
+
+    out = sample(model, plan.start.states[-1] if x_init is None else x_init, t_start=t_edit, num_steps=n,
+                 progress=step_progress, cancel=cancel, return_trajectory=record, clip_x0=clip, step_hook=hook)
     if record:
-        states[0] = x.detach()
-    return x.detach(), losses, steps, evals, torch.stack(states) if record else None
+        return out.states[0], losses, steps, evals, out.states
+    return out, losses, steps, evals, None
 
 
 # --------------------------------------------------------------------------------------------------------------------

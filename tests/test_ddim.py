@@ -17,7 +17,7 @@ import torch
 
 from accel.base import Backend
 from pipeline import Cancelled, InputError
-from pipeline.ddim import Trajectory, ddim_step, generate, invert, sample, timestep_grid
+from pipeline.ddim import StepInfo, Trajectory, ddim_step, generate, invert, sample, timestep_grid
 
 
 class GaussianEps(Backend):
@@ -58,7 +58,7 @@ def test_gaussian_model_round_trip_error_shrinks_like_one_over_steps(tiny_model6
         x_t = invert(backend, x0, t_end=900, num_steps=k, method="explicit")
         back = sample(backend, x_t, t_start=900, num_steps=k, clip_x0=False)
         errors.append(float((back - x0).norm() / x0.norm()))
-    assert all(b < a for a, b in zip(errors, errors[1:]))
+    assert all(b < a for a, b in zip(errors, errors[1:], strict=False))
     assert 1.6 < errors[0] / errors[1] < 2.4 and 1.6 < errors[2] / errors[3] < 2.4  # O(1 / K)
     assert errors[-1] < 0.1
 
@@ -75,7 +75,8 @@ def test_tiny_model_round_trip_error_decreases_with_steps(tiny_model):
 
 
 def test_gaussian_model_fixed_point_inversion_is_undone_by_sampling(tiny_model64):
-    """Implicit inversion solves x' = step(x, eps(x')): in closed form x' = x / cos(dtheta), so the round trip is exact."""
+    """Implicit inversion solves x' = step(x, eps(x')): in closed form x' = x / cos(dtheta), so the round trip is
+    exact."""
     m = tiny_model64
     backend = GaussianEps(m)
     x0 = _x0(m)
@@ -133,7 +134,7 @@ def test_gaussian_model_corrected_inversion_costs_one_call_per_step_and_converge
         assert counter.calls == k + 1
         explicit.append(_round_trip_error(counter, x0, t_end=900, k=k, method="explicit"))
         corrected.append(_round_trip_error(counter, x0, t_end=900, k=k))
-    assert all(c < 0.15 * e for c, e in zip(corrected, explicit))
+    assert all(c < 0.15 * e for c, e in zip(corrected, explicit, strict=True))
     assert corrected[1] > corrected[2] > corrected[3]
     assert corrected[2] / corrected[3] > 3.5  # at least second order (explicit: first order, ratio ~2)
 
@@ -221,3 +222,65 @@ def test_progress_is_called_and_cancel_stops(tiny_model):
         sample(tiny_model, x0, t_start=100, num_steps=3, progress=lambda *a: done.append(a),
                cancel=lambda: len(done) == 2)
     assert len(done) == 2
+
+
+# ---- the step hook ---------------------------------------------------------------------------------------------------
+def test_step_hook_returning_none_gives_sample_exactly(tiny_model):
+    x = _x0(tiny_model, n=2, seed=4)
+    for clip in (False, True):
+        plain = sample(tiny_model, x, t_start=300, num_steps=4, clip_x0=clip, return_trajectory=True)
+        hooked = sample(tiny_model, x, t_start=300, num_steps=4, clip_x0=clip, return_trajectory=True,
+                        step_hook=lambda info: None)
+        assert torch.equal(plain.timesteps, hooked.timesteps) and torch.equal(plain.states, hooked.states)
+
+
+def test_step_hook_sees_every_step_in_order_before_and_after(tiny_model):
+    x = _x0(tiny_model, n=1, seed=5)
+    seen: list[StepInfo] = []
+    traj = sample(tiny_model, x, t_start=300, num_steps=4, return_trajectory=True, step_hook=seen.append)
+    grid = timestep_grid(300, 4).tolist()  # [0, 75, 150, 225, 300]
+    expected = [(k, grid[k], grid[k - 1], when) for k in (4, 3, 2, 1) for when in ("before", "after")]
+    assert [(i.k, i.t, i.t_prev, i.when) for i in seen] == expected
+    for i in seen:  # "before" sees x_{t_k}, "after" the state the step produced, x_{t_{k-1}}
+        assert torch.equal(i.x, traj.states[i.k if i.when == "before" else i.k - 1])
+    assert torch.equal(seen[0].x, x)
+
+
+def test_step_hook_replacing_x_is_applied(tiny_model):
+    """Zeroing x after the step at k = 2 and scaling it before the step at k = 1, checked against a hand-run loop."""
+    m = tiny_model
+    x = _x0(m, n=1, seed=6)
+    grid = timestep_grid(300, 3)
+    ab = m.alphas_cumprod[grid].to(x)
+
+    def hook(info: StepInfo) -> torch.Tensor | None:
+        if info.k == 2 and info.when == "after":
+            return torch.zeros_like(info.x)
+        if info.k == 1 and info.when == "before":
+            return 0.5 * info.x + 0.1
+        return None
+
+    out = sample(m, x, t_start=300, num_steps=3, step_hook=hook)
+    with torch.no_grad():
+        h = ddim_step(x, m.eps(x, int(grid[3])), ab[3], ab[2])  # k = 3
+        h = ddim_step(h, m.eps(h, int(grid[2])), ab[2], ab[1])  # k = 2 ...
+        h = torch.zeros_like(h)  # ... replaced after the step
+        h = 0.5 * h + 0.1  # k = 1: replaced before the step
+        h = ddim_step(h, m.eps(h, int(grid[1])), ab[1], ab[0])
+    assert torch.equal(out, h)
+    assert not torch.equal(out, sample(m, x, t_start=300, num_steps=3))
+
+
+def test_step_hook_keeps_progress_and_cancel(tiny_model):
+    x = _x0(tiny_model, n=1)
+    calls, order = [], []
+    sample(tiny_model, x, t_start=100, num_steps=3, progress=lambda *a: (calls.append(a), order.append("report")),
+           step_hook=lambda info: order.append(info.when))
+    assert [c[:2] for c in calls] == [(1, 3), (2, 3), (3, 3)] and calls[-1][2] == "DDIM generation"
+    assert order == ["before", "after", "report"] * 3
+    seen = []
+    with pytest.raises(Cancelled):  # the cancel check comes before the step's hook
+        sample(tiny_model, x, t_start=100, num_steps=3, cancel=lambda: len(seen) == 2, step_hook=seen.append)
+    assert [i.when for i in seen] == ["before", "after"]
+    with pytest.raises(InputError, match="step_hook must return None or a tensor of shape"):
+        sample(tiny_model, x, t_start=100, num_steps=3, step_hook=lambda info: info.x[:, :1])
