@@ -1,13 +1,13 @@
 """The app's handlers on a tiny model: every tab, and bad input turned into clear ``gr.Error`` messages.
 
-Handlers are called directly with the values Gradio would pass (file paths for ``gr.Image(type="filepath")``,
-``{"background", "layers", "composite"}`` dicts of RGBA arrays for the mask editors). The tiny model folder from
-``conftest`` is the model source, so nothing here needs the embedded default model.
+Each tab's event function (what Gradio calls) is called directly with the values Gradio would pass (file paths for
+``gr.Image(type="filepath")``, ``{"background", "layers", "composite"}`` dicts of RGBA arrays for the mask editors):
+that covers the conversion into the tab's request and its checks, the handler, and the error translation. The tiny
+model folder from ``conftest`` is the model source, so nothing here needs the embedded default model.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -21,6 +21,11 @@ from PIL import Image
 
 import app
 from pipeline.errors import Cancelled, InputError, ModelLoadError
+from ui import edit_tab, geodesic_tab, lab_tab, rates_tab, widgets
+from ui.config import AppConfig
+from ui.errors import clean_message, ui_errors
+from ui.inputs import Settings, parse_points, read_editor, read_image
+from ui.models import ModelManager
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32  # test images are 32 x 32 (the tiny model works at 16 x 16: the app resizes)
@@ -31,15 +36,8 @@ FAST = ("torch", 2, 0)
 EDIT_FAST = (100, 1, False)
 
 
-def has(module: str, name: str) -> bool:
-    """Whether ``pipeline.<module>`` exists and defines ``name`` (tabs whose library has not landed are skipped)."""
-    if importlib.util.find_spec(f"pipeline.{module}") is None:
-        return False
-    return hasattr(importlib.import_module(f"pipeline.{module}"), name)
-
-
 # --------------------------------------------------------------------------------------------------------------------
-# Fixtures: images, masks, editor values
+# Fixtures: images, masks, editor values, the model manager and the tabs' event functions
 # --------------------------------------------------------------------------------------------------------------------
 def scene(seed: int = 10_000_001) -> np.ndarray:
     from pipeline import scenes
@@ -89,6 +87,13 @@ def editor(image: np.ndarray | None, *masks: np.ndarray) -> dict:
     return {"background": bg, "layers": layers, "composite": bg}
 
 
+def picture(path) -> np.ndarray:
+    """An output image: handlers return PNG file paths (see ``ui.outputs``), read back as uint8 RGB."""
+    assert isinstance(path, str) and Path(path).suffix == ".png" and Path(path).is_file(), path
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
     """Model calls run on one torch thread, as in a one-job CPU server: on a busy 2-core machine two OpenMP threads
@@ -101,12 +106,28 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(autouse=True)
-def local_config():
-    """Every test starts from the local (not hosted) configuration."""
-    app.configure(app.AppConfig())
-    yield
-    app.configure(app.AppConfig())
+@pytest.fixture(scope="module")
+def models() -> ModelManager:
+    """One manager for the module (local, not hosted), so the tiny model loads once."""
+    return ModelManager(AppConfig())
+
+
+class Events:
+    """The event functions of every tab, bound to one model manager, as the page wires them."""
+
+    def __init__(self, models: ModelManager):
+        self.rates = rates_tab.rates_event(models)
+        self.remove = edit_tab.remove_event(models)
+        self.transfer = edit_tab.transfer_event(models)
+        self.saliency = edit_tab.saliency_event(models)
+        self.blend = edit_tab.blend_event(models)
+        self.geodesic = geodesic_tab.geodesic_event(models)
+        self.stop = widgets.stop_event(models)
+
+
+@pytest.fixture(scope="module")
+def ev(models) -> Events:
+    return Events(models)
 
 
 def error_message(excinfo) -> str:
@@ -122,18 +143,22 @@ EXPECTED_APIS = {"rates", "remove", "transfer", "saliency", "blend", "geodesic",
 
 
 def test_import_is_cheap_and_loads_nothing():
-    """Importing app.py and building the demo loads no model and does not import onnxruntime or tensorrt."""
+    """Importing app.py and building the demo loads no model, does not import onnxruntime or tensorrt, and patches
+    nothing in gradio (no monkey-patch at import or build)."""
     code = (
-        "import sys, app; d = app.build_demo(app.AppConfig()); "
-        "assert app._cached_model.cache_info().currsize == 0; "
-        "bad = [m for m in ('onnxruntime', 'tensorrt') if m in sys.modules]; "
-        "assert not bad, bad; print('ok')"
+        "import sys, app; from gradio import processing_utils as pu; "
+        "m = app.ModelManager(app.AppConfig()); d = app.build_demo(models=m); "
+        "assert m.loaded_models() == 0; "
+        "bad = [m for m in ('onnxruntime', 'tensorrt') if m in sys.modules]; assert not bad, bad; "
+        "patched = [n for n in ('save_pil_to_cache', 'save_img_array_to_cache', 'save_file_to_cache') "
+        "if getattr(pu, n).__module__ != 'gradio.processing_utils']; assert not patched, patched; print('ok')"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ok" in out.stdout
-    assert not (ROOT / "app.pyi").exists(), "building the demo must not write a .pyi stub"
+    assert not (ROOT / "app.pyi").exists() and not list((ROOT / "ui").glob("*.pyi")), \
+        "building the demo must not write a .pyi stub"
 
 
 def test_build_demo_has_every_api_name():
@@ -146,6 +171,22 @@ def test_build_demo_has_every_api_name():
     for block in demo.blocks.values():
         if isinstance(block, gr.Image) and not block.interactive and block.type != "filepath":
             assert block.format == "png", block.label
+
+
+def test_api_parameters_keep_their_names():
+    """API clients may pass values by name: the endpoints' parameter names are those of the event functions."""
+    info = app.build_demo(app.AppConfig()).get_api_info()["named_endpoints"]
+    names = lambda api: [p["parameter_name"] for p in info[api]["parameters"]]
+    settings = ["model", "backend", "steps", "seed"]
+    edit = ["t_edit", "iterations", "measure", *settings]
+    assert names("/rates") == ["image", "patch_size", "statistic", "timestep", "points", *settings]
+    assert names("/remove") == ["editor", *edit]
+    assert names("/transfer") == ["target", "source", *edit]
+    assert names("/saliency") == ["editor", "factor", *edit]
+    assert names("/blend") == ["background", "foreground", *edit]
+    assert names("/geodesic") == ["image_a", "image_b", "n_points", "t_star", "lam", "beyond", "max_iter", *settings]
+    assert names("/lab") == ["manifold", "lam", "sigma", "angle_1", "angle_2", "n_points", "iterations"]
+    assert info["/rates"]["description"].startswith("Image -> saliency map")
 
 
 def test_edit_tabs_start_at_the_tuned_task_defaults():
@@ -172,13 +213,26 @@ def test_cli_defaults(monkeypatch):
     assert app.parse_args(["--port", "1234", "--host", "0.0.0.0"]).port == 1234
 
 
+def test_warm_up_prepares_or_logs(models, tiny_pixel_dir, tmp_path, caplog):
+    """The warm-up (``--warmup``) builds a backend through the manager; a failure is logged, never raised."""
+    assert models.prepare(tiny_pixel_dir, "torch") == "torch"
+    with caplog.at_level("INFO", logger="diffgeo.app"):
+        app.warm_up(models, str(tmp_path / "missing"))
+    assert "warm-up failed" in caplog.text  # benchmarks/screenshots.py waits for "warm-up done" / "warm-up failed"
+
+
+def test_build_demo_refuses_a_manager_with_another_config():
+    with pytest.raises(ValueError, match="config differs"):
+        app.build_demo(AppConfig(hosted=True), ModelManager(AppConfig()))
+
+
 # --------------------------------------------------------------------------------------------------------------------
-# Input conversion and bad input
+# Input conversion, requests and bad input
 # --------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["rgb.png", "rgba.png", "gray.png", "gray16.png", "photo.jpg"])
 def test_read_image_accepts_common_formats(images, name):
     """RGBA is flattened on white, grayscale repeated, 16-bit scaled: all become uint8 RGB of the same size."""
-    arr = app.read_image(images[name])
+    arr = read_image(images[name])
     assert arr.dtype == np.uint8 and arr.shape == (SIZE, SIZE, 3)
     if name == "gray16.png":  # 16-bit scaled to 8-bit, not clipped to white
         np.testing.assert_array_equal(arr[..., 0], scene()[..., 1])
@@ -191,10 +245,10 @@ def test_read_image_accepts_common_formats(images, name):
     [("tiny.png", "4x4 pixels"), ("huge.png", "5000x20 pixels"), ("text.png", "not a readable image"),
      (None, "missing")],
 )
-def test_bad_images_give_clear_errors(images, name, words):
+def test_bad_images_give_clear_errors(ev, images, name, words):
     value = images[name] if name else None
     with pytest.raises(gr.Error) as excinfo:
-        app.run_rates(value, 4, "mean", 500, "", "unused-model", *FAST)
+        ev.rates(value, 4, "mean", 500, "", "unused-model", *FAST)
     msg = error_message(excinfo)
     assert words in msg
     assert "Traceback" not in msg and (name is None or images[name] not in msg)  # no stack trace, no server path
@@ -204,7 +258,7 @@ def test_guarded_upload_component_reports_non_images(images):
     """A non-image upload fails in Gradio's preprocessing; the guard turns it into a gr.Error naming the input."""
     from gradio.data_classes import FileData
 
-    comp = app._image_input("Some image")
+    comp = widgets.image_input("Some image")
     with pytest.raises(gr.Error) as excinfo:
         comp.preprocess(FileData(path=images["text.png"], orig_name="text.png"))
     assert "Some image: not a readable image file" in error_message(excinfo)
@@ -214,7 +268,7 @@ def test_guarded_upload_component_reports_non_images(images):
 def test_editor_mask_is_union_of_layers():
     img = scene()
     a, b = square_mask(0, 0, 4), square_mask(20, 20, 4)
-    image, mask = app.read_editor(editor(img, a, b))
+    image, mask = read_editor(editor(img, a, b))
     np.testing.assert_array_equal(image, img)
     np.testing.assert_array_equal(mask, a | b)
 
@@ -224,7 +278,7 @@ def test_editor_mask_is_union_of_layers():
     [(None, "missing"), ("no-layers", "empty"), ("blank-layer", "empty"), ("no-background", "missing"),
      ("full", "whole image"), ("wrong-size", "draw the mask on the image")],
 )
-def test_bad_masks_give_clear_errors(value, words):
+def test_bad_masks_give_clear_errors(ev, value, words):
     img = scene()
     values = {
         None: None,
@@ -235,54 +289,78 @@ def test_bad_masks_give_clear_errors(value, words):
         "wrong-size": {**editor(img), "layers": [np.zeros((8, 8, 4), np.uint8) + 255]},
     }
     with pytest.raises(gr.Error) as excinfo:
-        app.run_remove(values[value], *EDIT_FAST, "unused-model", *FAST)
+        ev.remove(values[value], *EDIT_FAST, "unused-model", *FAST)
     assert words in error_message(excinfo)
 
 
-def test_bad_settings_give_clear_errors(images, tiny_pixel_dir):
+def test_bad_settings_give_clear_errors(ev, images, tiny_pixel_dir):
     with pytest.raises(gr.Error, match="steps must lie in"):
-        app.run_rates(images["rgb.png"], 4, "mean", 500, "", tiny_pixel_dir, "torch", 0, 0)
+        ev.rates(images["rgb.png"], 4, "mean", 500, "", tiny_pixel_dir, "torch", 0, 0)
     with pytest.raises(gr.Error, match="points must look like"):
-        app.run_rates(images["rgb.png"], 4, "mean", 500, "a,b", tiny_pixel_dir, *FAST)
+        ev.rates(images["rgb.png"], 4, "mean", 500, "a,b", tiny_pixel_dir, *FAST)
     with pytest.raises(gr.Error, match="backend must be one of"):
-        app.run_rates(images["rgb.png"], 4, "mean", 500, "", tiny_pixel_dir, "cuda-magic", 2, 0)
+        ev.rates(images["rgb.png"], 4, "mean", 500, "", tiny_pixel_dir, "cuda-magic", 2, 0)
+    with pytest.raises(gr.Error, match="statistic must be one of"):
+        ev.rates(images["rgb.png"], 4, "median", 500, "", tiny_pixel_dir, *FAST)
+    with pytest.raises(gr.Error, match="edit depth t_edit must lie in"):
+        ev.remove(editor(scene(), square_mask()), 0, 1, False, tiny_pixel_dir, *FAST)
 
 
-def test_missing_model_is_a_clear_error(images, tmp_path):
+def test_requests_are_built_and_checked_in_one_place(images):
+    """Each tab's request converts Gradio's values once: checked, typed, frozen."""
+    req = rates_tab.RatesRequest.from_gradio(images["rgb.png"], "4", None, 250.0, "1,2; 3,4", "m", None, 2.0, None)
+    assert (req.patch_size, req.statistic, req.view.timestep) == (4, "tv", 250.0)
+    assert req.view.points == ((1.0, 2.0), (3.0, 4.0)) and req.image.shape == (SIZE, SIZE, 3)
+    assert req.settings == Settings("m", "auto", 2, 0)
+    with pytest.raises(AttributeError):
+        req.patch_size = 8
+    img = scene()
+    same = edit_tab.TransferRequest.from_gradio(editor(img, square_mask()), editor(img, square_mask(20, 20, 4)),
+                                                *EDIT_FAST, "m", *FAST)
+    assert same.reference is None and same.options == edit_tab.EditOptions(100, 1, False)
+    lab = lab_tab.LabRequest.from_gradio("torus", "10", 0.2, 30, 10, 5.0, 10)
+    assert lab == lab_tab.LabRequest("torus", 10.0, 0.2, 30.0, 10.0, 5, 10)
+    with pytest.raises(InputError, match="manifold must be"):
+        lab_tab.LabRequest.from_gradio("klein bottle", 200, 0.15, 90, 0, 7, 30)
+    with pytest.raises(InputError, match="lambda and the extrapolation length must be numbers"):
+        geodesic_tab.GeodesicRequest.from_gradio(images["rgb.png"], images["other.png"], 3, 100, "x", 0, 3, "m",
+                                                 *FAST)
+
+
+def test_missing_model_is_a_clear_error(ev, images, tmp_path):
     with pytest.raises(gr.Error) as excinfo:
-        app.run_rates(images["rgb.png"], 4, "mean", 500, "", str(tmp_path), *FAST)
+        ev.rates(images["rgb.png"], 4, "mean", 500, "", str(tmp_path), *FAST)
     msg = error_message(excinfo)
     assert "not a diffusers model folder" in msg
     assert str(tmp_path) not in msg  # paths shortened to their last part
 
 
 def test_parse_points():
-    assert app.parse_points("1,2; 3.5, 4") == [(1.0, 2.0), (3.5, 4.0)]
-    assert app.parse_points("(1 2)\n") == [(1.0, 2.0)]
-    assert app.parse_points("") == []
+    assert parse_points("1,2; 3.5, 4") == [(1.0, 2.0), (3.5, 4.0)]
+    assert parse_points("(1 2)\n") == [(1.0, 2.0)]
+    assert parse_points("") == []
     with pytest.raises(InputError):
-        app.parse_points("1,2,3")
+        parse_points("1,2,3")
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Hosted mode and error hygiene
 # --------------------------------------------------------------------------------------------------------------------
 def test_hosted_mode_allow_list_and_no_paths(tiny_pixel_dir, images):
-    cfg = app.configure(app.AppConfig(model=tiny_pixel_dir, hosted=True, allowed_models=("owner/name",)))
+    cfg = AppConfig(model=tiny_pixel_dir, hosted=True, allowed_models=("owner/name",))
+    hosted = ModelManager(cfg)
     choices = cfg.model_choices()
     assert list(choices) == ["default", "local model 1", "owner/name"]  # the local folder is offered without its path
-    assert app.resolve_model("local model 1") == (tiny_pixel_dir, "local model 1")
+    assert hosted.resolve("local model 1") == (tiny_pixel_dir, "local model 1")
     with pytest.raises(gr.Error, match="offers the models"):
-        app.run_rates(images["rgb.png"], 4, "mean", 500, "", "/etc", *FAST)
+        rates_tab.rates_event(hosted)(images["rgb.png"], 4, "mean", 500, "", "/etc", *FAST)
     demo = app.build_demo(cfg)
     config_text = str(demo.get_config_file())
     assert tiny_pixel_dir not in config_text  # the page never shows the folder
 
 
-def test_hosted_mode_hides_model_load_details(monkeypatch):
-    app.configure(app.AppConfig(hosted=True))
-
-    @app.ui_errors
+def test_hosted_mode_hides_model_load_details():
+    @ui_errors(hosted=True)
     def fails():
         raise ModelLoadError("/secret/place/model has no unet/config.json")
 
@@ -292,7 +370,7 @@ def test_hosted_mode_hides_model_load_details(monkeypatch):
 
 
 def test_unexpected_errors_are_not_shown_raw():
-    @app.ui_errors
+    @ui_errors
     def boom():
         raise RuntimeError("/home/user/.cache/x: internal detail")
 
@@ -303,25 +381,26 @@ def test_unexpected_errors_are_not_shown_raw():
 
 
 def test_clean_message_shortens_paths():
-    assert app.clean_message("image '/tmp/gradio/abc/photo.png' is bad") == "image 'photo.png' is bad"
-    assert app.clean_message("sizes 16x16 and 3/4") == "sizes 16x16 and 3/4"
+    assert clean_message("image '/tmp/gradio/abc/photo.png' is bad") == "image 'photo.png' is bad"
+    assert clean_message("sizes 16x16 and 3/4") == "sizes 16x16 and 3/4"
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Cancellation
 # --------------------------------------------------------------------------------------------------------------------
-def test_cancel_sets_the_sessions_flags():
+def test_cancel_sets_the_sessions_flags(ev, models):
     class Req:
         session_hash = "s1"
 
-    with app.job(Req()) as flag, app.job(Req()) as flag2:
-        assert "Stopping 2" in app.cancel_jobs(Req())
+    with models.job(Req()) as flag, models.job(Req()) as flag2:
+        assert models.running(Req()) == 2
+        assert "Stopping 2" in ev.stop(Req())
         assert flag.is_set() and flag2.is_set()
-    assert app.cancel_jobs(Req()) == "Nothing is running."
-    with app.job(None) as lone:  # scripts without a session still get a flag
+    assert ev.stop(Req()) == "Nothing is running."
+    with models.job(None) as lone:  # scripts without a session still get a flag
         assert isinstance(lone, threading.Event)
 
-    @app.ui_errors
+    @ui_errors
     def stopped():
         raise Cancelled("cancelled by the caller")
 
@@ -329,7 +408,7 @@ def test_cancel_sets_the_sessions_flags():
         stopped()
 
 
-def test_cancel_stops_a_running_handler(images, tiny_pixel_dir):
+def test_cancel_stops_a_running_handler(ev, models, images, tiny_pixel_dir):
     """The Stop button's flag reaches the library: a running computation ends with 'Cancelled'."""
 
     class Req:
@@ -339,18 +418,18 @@ def test_cancel_stops_a_running_handler(images, tiny_pixel_dir):
 
     def run():
         try:
-            app.run_rates(images["rgb.png"], 1, "mean", 500, "", tiny_pixel_dir, "torch", 50, 0, request=Req())
+            ev.rates(images["rgb.png"], 1, "mean", 500, "", tiny_pixel_dir, "torch", 50, 0, request=Req())
         except gr.Error as err:
             errors.append(error_message(err))
 
-    app.get_model(tiny_pixel_dir)  # load first so the cancel lands in the computation
+    models.model(tiny_pixel_dir)  # load first so the cancel lands in the computation
     th = threading.Thread(target=run)
     th.start()
     for _ in range(200):
-        if app._JOBS.get("cancel-test"):
+        if models.running(Req()):
             break
         th.join(0.05)
-    app.cancel_jobs(Req())
+    ev.stop(Req())
     th.join(120)
     assert not th.is_alive()
     assert errors and "Cancelled" in errors[0]
@@ -359,103 +438,100 @@ def test_cancel_stops_a_running_handler(images, tiny_pixel_dir):
 # --------------------------------------------------------------------------------------------------------------------
 # Every tab on the tiny model
 # --------------------------------------------------------------------------------------------------------------------
-def test_model_cache_is_shared(tiny_pixel_dir):
-    m1 = app.get_model(tiny_pixel_dir, "cpu")
-    assert app.get_model(tiny_pixel_dir, "cpu") is m1
-    info = app._cached_model.cache_info()
-    assert info.hits >= 1
+def test_model_cache_is_shared(models, tiny_pixel_dir):
+    m1 = models.model(tiny_pixel_dir, "cpu")
+    assert models.model(tiny_pixel_dir, "cpu") is m1
+    engine = models.compute_with(Settings(tiny_pixel_dir, "torch", 2, 0))
+    assert engine.model is m1 and engine.backend is None and engine.backend_label == "torch (eager)"  # eager path
+    assert ModelManager(AppConfig()).loaded_models() == 0  # each manager has its own cache
 
 
-@pytest.mark.skipif(not has("rates", "generation_curves"), reason="pipeline.rates.generation_curves not available")
-def test_rates_tab(images, tiny_pixel_dir):
-    saliency, rate, fig, status, files, state = app.run_rates(
+def test_rates_tab(ev, images, tiny_pixel_dir):
+    saliency, rate, fig, status, files, state = ev.rates(
         images["rgb.png"], 4, "mean", 500, "3,4; 20,20", tiny_pixel_dir, *FAST)
-    assert saliency.shape == rate.shape == (SIZE, SIZE, 3)
+    assert picture(saliency).shape == picture(rate).shape == (SIZE, SIZE, 3)
     assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 2  # two points, rates and accumulated side by side
     assert "backend:** torch" in status and "2 timesteps" in status
     assert {Path(f).name for f in files} == {"curves.npz", "saliency.png"}
     with np.load(files[0]) as z:
         assert z["curves"].shape[0] == 2 and z["saliency"].shape == (SIZE, SIZE)
     # replot without the model: new timestep and a clicked point
-    points = app.select_point("3,4; 20,20", gr.SelectData(None, {"index": [30, 1], "value": None}))
+    points = rates_tab.select_point("3,4; 20,20", gr.SelectData(None, {"index": [30, 1], "value": None}))
     assert points == "20,20; 30,1"
-    s2, r2, fig2 = app.replot_rates(state, 100, points)
-    assert s2.shape == (SIZE, SIZE, 3) and len(fig2.axes[0].lines) == 2
+    s2, r2, fig2 = rates_tab.replot_event(state, 100, points)
+    assert picture(s2).shape == (SIZE, SIZE, 3) and len(fig2.axes[0].lines) == 2
+    assert Path(s2).parent != Path(saliency).parent  # each call writes its own folder
     with pytest.raises(gr.Error, match="compute the curves first"):
-        app.replot_rates(None, 100, "")
+        rates_tab.replot_event(None, 100, "")
 
 
-def check_edit(out, image: np.ndarray, mask: np.ndarray, name: str):
+def check_edit(out, image: np.ndarray, mask: np.ndarray, name: str) -> np.ndarray:
     result, strip, curves, losses, status, files = out
-    assert result.shape == image.shape and result.dtype == np.uint8
-    assert strip.shape[0] == image.shape[0]
+    edited = picture(result)
+    assert edited.shape == image.shape
+    assert picture(strip).shape[0] == image.shape[0]
     assert "backend:** torch" in status
     assert Path(files[0]).name == f"{name}.png" and all(Path(f).is_file() for f in files)
+    assert result == files[0]  # the shown picture is the download
     assert curves is not None
-    return result
+    return edited
 
 
-@pytest.mark.skipif(not has("edit", "remove_object"), reason="pipeline.edit.remove_object not available")
-def test_remove_tab(tiny_pixel_dir):
+def test_remove_tab(ev, tiny_pixel_dir):
     img, mask = scene(), square_mask()
-    out = app.run_remove(editor(img, mask), *EDIT_FAST, tiny_pixel_dir, *FAST)
+    out = ev.remove(editor(img, mask), *EDIT_FAST, tiny_pixel_dir, *FAST)
     result = check_edit(out, img, mask, "removed")
     np.testing.assert_array_equal(result[~mask], img[~mask])  # untouched outside the mask
     assert (result[mask] != img[mask]).any()  # changed inside
     assert out[3] is not None  # loss history plotted
 
 
-@pytest.mark.skipif(not has("edit", "transfer"), reason="pipeline.edit.transfer not available")
-def test_transfer_tab(tiny_pixel_dir):
+def test_transfer_tab(ev, tiny_pixel_dir):
     img = scene()
     target, source = square_mask(4, 4, 8), square_mask(20, 20, 8)
-    out = app.run_transfer(editor(img, target), editor(img, source), *EDIT_FAST, tiny_pixel_dir, *FAST)
+    out = ev.transfer(editor(img, target), editor(img, source), *EDIT_FAST, tiny_pixel_dir, *FAST)
     result = check_edit(out, img, target, "transferred")
     assert "same image" in out[4]
     # a reference image as the source canvas
     ref = scene(10_000_002)
-    out = app.run_transfer(editor(img, target), editor(ref, source), *EDIT_FAST, tiny_pixel_dir, *FAST)
-    assert "reference image" in out[4] and out[1].shape[1] > 2 * SIZE
+    out = ev.transfer(editor(img, target), editor(ref, source), *EDIT_FAST, tiny_pixel_dir, *FAST)
+    assert "reference image" in out[4] and picture(out[1]).shape[1] > 2 * SIZE
     assert result.shape == img.shape
 
 
-@pytest.mark.skipif(not has("edit", "adjust_saliency"), reason="pipeline.edit.adjust_saliency not available")
-def test_saliency_tab(tiny_pixel_dir):
+def test_saliency_tab(ev, tiny_pixel_dir):
     img, mask = scene(), square_mask()
-    out = app.run_saliency(editor(img, mask), 2.0, 100, 1, True, tiny_pixel_dir, *FAST)
+    out = ev.saliency(editor(img, mask), 2.0, 100, 1, True, tiny_pixel_dir, *FAST)
     check_edit(out, img, mask, "saliency")
     assert len(out[2].axes[0].lines) == 3  # before, after, reference
     with pytest.raises(gr.Error, match="factor must be a number"):
-        app.run_saliency(editor(img, mask), "lots", *EDIT_FAST, tiny_pixel_dir, *FAST)
+        ev.saliency(editor(img, mask), "lots", *EDIT_FAST, tiny_pixel_dir, *FAST)
 
 
-@pytest.mark.skipif(not has("edit", "blend"), reason="pipeline.edit.blend not available")
-def test_blend_tab(images, tiny_pixel_dir):
+def test_blend_tab(ev, images, tiny_pixel_dir):
     fg, mask = scene(10_000_002), square_mask()
-    out = app.run_blend(images["rgb.png"], editor(fg, mask), *EDIT_FAST, tiny_pixel_dir, *FAST)
+    out = ev.blend(images["rgb.png"], editor(fg, mask), *EDIT_FAST, tiny_pixel_dir, *FAST)
     check_edit(out, scene(), mask, "blended")
 
 
-@pytest.mark.skipif(not has("interpolate", "extrapolate_images"), reason="pipeline.interpolate not available")
-def test_geodesic_tab(images, tiny_pixel_dir):
-    strip, extra, energy, gif, status, files = app.run_geodesic(
+def test_geodesic_tab(ev, images, tiny_pixel_dir):
+    strip, extra, energy, gif, status, files = ev.geodesic(
         images["rgb.png"], images["other.png"], 3, 100, 100.0, 0.5, 3, tiny_pixel_dir, *FAST)
-    assert strip.ndim == 3 and extra is not None
+    assert picture(strip).ndim == 3 and extra is not None and picture(extra).ndim == 3
     assert Path(gif).suffix == ".gif" and Image.open(gif).n_frames >= 3
     assert any(Path(f).name == "strip.png" for f in files)
     with pytest.raises(gr.Error, match="second image is missing"):
-        app.run_geodesic(images["rgb.png"], None, 3, 100, 100.0, 0, 3, tiny_pixel_dir, *FAST)
+        ev.geodesic(images["rgb.png"], None, 3, 100, 100.0, 0, 3, tiny_pixel_dir, *FAST)
 
 
-@pytest.mark.skipif(not has("geodesic", "geodesic_bvp"), reason="pipeline.geodesic.geodesic_bvp not available")
 def test_geometry_lab_sphere():
-    fig, energy, table = app.run_lab("sphere", 200, 0.15, 90, 0, 7, 30)
+    fig, energy, table = lab_tab.lab_event("sphere", 200, 0.15, 90, 0, 7, 30)
     names = [trace.name for trace in fig.data] if hasattr(fig, "data") else []
     if names:  # plotly
         assert {"score-metric geodesic", "true geodesic", "chord"} <= set(names)
     assert "true geodesic" in table and energy is not None
     with pytest.raises(gr.Error, match="manifold must be"):
-        app.run_lab("klein bottle", 200, 0.15, 90, 0, 7, 30)
+        lab_tab.lab_event("klein bottle", 200, 0.15, 90, 0, 7, 30)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -481,15 +557,18 @@ def test_viz_pictures_and_files(tmp_path):
     assert marked.shape == img.shape and (marked != img).any()
 
 
-
-def _hammer_image_cache(save, cache_dir: Path, *, uncached: bool, writers: int = 3, rounds: int = 150) -> list[int]:
-    """Save the same image from several threads while a reader reads the cached file; returns the sizes the reader
-    saw that differ from the full file's. ``uncached``: each write first deletes the cached copy (the write path)."""
+# --------------------------------------------------------------------------------------------------------------------
+# Identical outputs of concurrent requests
+# --------------------------------------------------------------------------------------------------------------------
+def _hammer_file_cache(source: Path, cache_dir: Path, *, uncached: bool, writers: int = 3,
+                       rounds: int = 150) -> list[int]:
+    """Cache ``source`` from several threads as gradio caches a returned output file
+    (``processing_utils.save_file_to_cache``) while a reader reads the cached copy; returns the sizes the reader saw
+    that differ from the full file's. ``uncached``: each write first deletes the cached copy (the write path)."""
     from gradio import processing_utils
 
-    img = Image.fromarray(scene()).resize((128, 128))
-    full = len(processing_utils.encode_pil_to_bytes(img, "png"))
-    path = Path(save(img, str(cache_dir), format="png"))
+    full = source.stat().st_size
+    path = Path(processing_utils.save_file_to_cache(source, str(cache_dir)))
     stop, bad = threading.Event(), []
 
     def read() -> None:
@@ -505,7 +584,7 @@ def _hammer_image_cache(save, cache_dir: Path, *, uncached: bool, writers: int =
         for _ in range(rounds):
             if uncached:
                 path.unlink(missing_ok=True)
-            save(img, str(cache_dir), format="png")
+            assert Path(processing_utils.save_file_to_cache(source, str(cache_dir))) == path
 
     reader = threading.Thread(target=read)
     reader.start()
@@ -519,14 +598,31 @@ def _hammer_image_cache(save, cache_dir: Path, *, uncached: bool, writers: int =
     return bad
 
 
+def test_output_images_reach_gradio_as_files(tmp_path):
+    """Handlers return output images as PNG paths (``ui.outputs.image_file``): gr.Image passes a path through
+    unchanged (no ``save_pil_to_cache``, which rewrites its cached file in place) and gradio copies it into its cache
+    with ``save_file_to_cache``, as an identical, complete file."""
+    from gradio import processing_utils
+
+    from ui.outputs import image_file
+
+    arr = np.asarray(Image.fromarray(scene()).resize((128, 128)))
+    path = image_file(arr, tmp_path, "out")
+    comp = gr.Image(format="png", interactive=False)
+    data = comp.postprocess(path)
+    assert data.path == path
+    cached = processing_utils.move_files_to_cache(data, comp, postprocess=True)["path"]
+    assert Path(cached).read_bytes() == Path(path).read_bytes() and cached != path
+
+
 @pytest.mark.parametrize("uncached", [False, True])
 def test_identical_image_outputs_never_expose_a_partial_cached_file(tmp_path, uncached):
-    """Gradio caches an output image under its content hash; concurrent requests returning the same image must not
-    leave the cached file truncated while another download streams it (the client sees a dropped connection)."""
-    from gradio import image_utils, processing_utils
+    """Gradio caches an output file under its content hash; concurrent requests returning the same image must not
+    leave the cached file truncated while another download streams it (the client sees a dropped connection). The
+    installed gradio's ``save_file_to_cache`` writes a staging file and renames it into place; this guards that."""
+    from ui.outputs import image_file
 
-    assert processing_utils.save_pil_to_cache is app._save_pil_to_cache_atomically  # what gr.Image outputs call
-    assert _hammer_image_cache(app._save_pil_to_cache_atomically, tmp_path, uncached=uncached) == []
-    arr = np.asarray(Image.fromarray(scene()).resize((128, 128)))
-    path = Path(image_utils.save_image(arr, str(tmp_path), "png"))
-    assert np.array_equal(np.asarray(Image.open(path)), arr) and not list(path.parent.glob(".*"))  # no staging left
+    source = Path(image_file(np.asarray(Image.fromarray(scene()).resize((128, 128))), tmp_path, "same"))
+    cache = tmp_path / "cache"
+    assert _hammer_file_cache(source, cache, uncached=uncached) == []
+    assert not list(cache.glob("*/.*"))  # no staging file left behind

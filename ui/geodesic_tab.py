@@ -1,0 +1,138 @@
+"""Tab "Geodesics" (``/geodesic``): two images -> the score-metric geodesic between them, above linear (LERP) and
+spherical (SLERP) interpolation, its continuation beyond the second image, the energy curve and a GIF."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from pipeline import interpolate, viz
+from pipeline.errors import InputError
+from ui.errors import ui_errors
+from ui.inputs import Settings, read_image, whole_number
+from ui.models import ModelManager
+from ui.outputs import image_file, output_dir
+from ui.widgets import PROGRESS, Page, image_input, output_image, run_stop, stop_event
+
+#: Side, in pixels, of each picture in the geodesic strips (model outputs are small; inputs may be large).
+STRIP_CELL = 96
+
+
+@dataclass(frozen=True, eq=False)
+class GeodesicRequest:
+    """The tab's inputs: the two images, path points, noise level t*, metric weight lambda, extrapolation length
+    past the second image (a fraction of a -> b; 0: none), solver iterations, and the shared settings."""
+
+    image_a: np.ndarray
+    image_b: np.ndarray
+    n_points: int
+    t_star: int
+    lam: float
+    beyond: float
+    max_iter: int
+    settings: Settings
+
+    @classmethod
+    def from_gradio(cls, image_a, image_b, n_points, t_star, lam, beyond, max_iter, model, backend, steps,
+                    seed) -> GeodesicRequest:
+        """The ``/geodesic`` event's values in the order Gradio passes them, checked."""
+        a, b = read_image(image_a, "first image"), read_image(image_b, "second image")
+        n_points = whole_number(n_points, "path points", 3, 64)
+        t_star = whole_number(t_star, "noise level t*", 1, 999)
+        max_iter = whole_number(max_iter, "solver iterations", 1, 5000)
+        try:
+            lam_, beyond_ = float(lam), float(beyond or 0.0)
+        except (TypeError, ValueError):
+            raise InputError(f"lambda and the extrapolation length must be numbers, got {lam!r}, {beyond!r}") \
+                from None
+        return cls(a, b, n_points, t_star, lam_, beyond_, max_iter, Settings.from_gradio(model, backend, steps, seed))
+
+
+def run_geodesic(req: GeodesicRequest, models: ModelManager, progress: Any = None, session: Any = None):
+    """Geodesic, LERP and SLERP paths -> (strip file, extrapolation file, energy figure, GIF, status, downloads)."""
+    a, b = req.image_a, req.image_b
+    paths = {}
+    with models.run(req.settings, progress, session) as run:
+        common = dict(n_points=req.n_points, t_star=req.t_star, lam=req.lam, num_steps=min(run.steps, req.t_star),
+                      cancel=run.cancel)
+        solver = dict(max_iter=req.max_iter)
+        for method in ("geodesic", "lerp", "slerp"):
+            stage = lambda d, t, desc, m=method: run.progress(d, t, f"{m}: {desc}")
+            if method == "geodesic" and req.beyond > 0:  # the BVP a -> b, then shooting past b, in one call
+                paths[method] = interpolate.extrapolate_images(run.model, a, b, beyond=req.beyond, method=method,
+                                                               progress=stage, **common, **solver)
+            elif method == "geodesic":
+                paths[method] = interpolate.interpolate_images(run.model, a, b, method=method, progress=stage,
+                                                               **common, **solver)
+            else:
+                paths[method] = interpolate.interpolate_images(run.model, a, b, method=method, progress=stage,
+                                                               **common)
+    geo = paths["geodesic"]
+    rows = {m: [np.asarray(im) for im in p.images[: p.n_inner]] for m, p in paths.items()}
+    out = output_dir()
+    strip = image_file(viz.image_strip(rows, cell=STRIP_CELL), out, "strip")
+    gif = viz.save_gif(rows["geodesic"], out / "geodesic.gif")
+    files = [gif, strip]
+    extrapolated = None
+    if len(geo.images) > geo.n_inner:
+        beyond = [np.asarray(im) for im in geo.images[geo.n_inner - 1:]]
+        extrapolated = image_file(viz.image_strip({"inputs": [a, b], "b, beyond": beyond}, cell=STRIP_CELL), out,
+                                  "extrapolation")
+        files.append(extrapolated)
+    fig = viz.history_figure({"geodesic": geo.energy},
+                             references={f"{m} (fixed path)": p.energy[0] for m, p in paths.items() if m != "geodesic"})
+    table = " · ".join(f"{m}: length {p.length:.4g}" for m, p in paths.items())
+    solver_note = f"; solver {geo.geodesic.iterations} iterations ({geo.geodesic.reason})" if geo.geodesic else ""
+    status = run.status(f"{req.n_points} points, t* = {req.t_star}, λ = {req.lam:g}; score-metric {table}{solver_note}")
+    return strip, extrapolated, fig, gif, status, files
+
+
+def geodesic_event(models: ModelManager):
+    """The ``/geodesic`` handler Gradio calls: positional values -> :class:`GeodesicRequest` -> :func:`run_geodesic`."""
+
+    @ui_errors(hosted=models.config.hosted)
+    def geodesic(image_a, image_b, n_points, t_star, lam, beyond, max_iter, model, backend, steps, seed,
+                 progress=PROGRESS, request: gr.Request = None):
+        """Two images -> the score-metric geodesic between them (above LERP and SLERP), its extrapolation, a GIF."""
+        req = GeodesicRequest.from_gradio(image_a, image_b, n_points, t_star, lam, beyond, max_iter, model, backend,
+                                          steps, seed)
+        return run_geodesic(req, models, progress, request)
+
+    return geodesic
+
+
+def build(page: Page) -> None:
+    """The tab's widgets and events."""
+    with gr.Tab("Geodesics", id="geodesic"):
+        gr.Markdown("Shortest paths between two images under the score metric G = I + λ s sᵀ at noise level t*, "
+                    "above linear (LERP) and spherical (SLERP) interpolation; then continued beyond the second "
+                    "image.")
+        with gr.Row():
+            a = image_input("First image", "geodesic-a")
+            b = image_input("Second image", "geodesic-b")
+        with gr.Row():
+            n = gr.Slider(3, 17, value=7, step=1, label="Path points")
+            t = gr.Slider(50, 900, value=400, step=10, label="Noise level t*")
+            lam = gr.Number(value=1000.0, label="Lambda (metric weight)")
+            extra = gr.Slider(0, 1, value=0.5, step=0.05, label="Extrapolate beyond b",
+                              info="extra length past the second image, as a fraction of a → b (0: off)")
+            iters = gr.Slider(1, 500, value=100, step=1, label="Solver iterations",
+                              info="L-BFGS iterations of the boundary value problem")
+        run, stop = run_stop("Compute geodesic")
+        ex = page.examples
+        if len(ex) >= 2:
+            gr.Examples([[ex[i].image, ex[i + 1].image] for i in range(0, len(ex) - 1, 2)], inputs=[a, b],
+                        label="Example pairs", cache_examples=False)
+        strip = output_image("Geodesic / LERP / SLERP", "geodesic-strip")
+        extrapolation = output_image("Extrapolation")
+        with gr.Row():
+            energy = gr.Plot(label="Energy")
+            gif = gr.Image(label="Animation", type="filepath", interactive=False)
+        status = gr.Markdown(elem_id="geodesic-status")
+        files = gr.File(label="Geodesic downloads", file_count="multiple")
+        ev = run.click(geodesic_event(page.models), [a, b, n, t, lam, extra, iters, *page.settings],
+                       [strip, extrapolation, energy, gif, status, files], api_name="geodesic", **page.queue_kw)
+        stop.click(stop_event(page.models), None, status, cancels=[ev], api_name="cancel_geodesic", queue=False)

@@ -1,0 +1,57 @@
+"""The page: header, shared settings, the tabs in their order, and the queue (``build_demo``)."""
+
+from __future__ import annotations
+
+import gradio as gr
+from PIL import Image
+
+from pipeline import images
+from ui import edit_tab, geodesic_tab, lab_tab, rates_tab
+from ui.config import BACKENDS, AppConfig
+from ui.examples import example_inputs
+from ui.models import ModelManager
+from ui.widgets import Page
+
+#: Label of the settings' model dropdown (browser tests find widgets by their labels: keep them stable).
+MODEL_LABEL = "Model"
+
+
+def settings_row(cfg: AppConfig) -> list[gr.components.Component]:
+    """The shared settings, in the order every model-bound handler takes them: model, backend, steps, seed."""
+    with gr.Row():
+        model = gr.Dropdown(choices=list(cfg.model_choices()), value=cfg.default_choice, label=MODEL_LABEL,
+                            allow_custom_value=not cfg.hosted,
+                            info="default, or a local diffusers folder / hub id" if not cfg.hosted else None)
+        backend = gr.Radio(list(BACKENDS), value="auto", label="Backend",
+                           info="the one that actually ran is shown under each result")
+        steps = gr.Slider(2, cfg.max_steps, value=min(cfg.steps, cfg.max_steps), step=1, label="Steps",
+                          info="timesteps of the curves / DDIM steps")
+        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+    return [model, backend, steps, seed]
+
+
+def build_demo(config: AppConfig | None = None, models: ModelManager | None = None) -> gr.Blocks:
+    """The Blocks app for ``config`` (default: from the environment), computing with ``models`` (default: a new
+    manager for ``config``). No model loads here: the first request that needs one loads it."""
+    if models is None:
+        models = ModelManager(config or AppConfig.from_env())
+    elif config is not None and config != models.config:
+        raise ValueError("build_demo: config differs from the model manager's config")
+    cfg = models.config
+    Image.MAX_IMAGE_PIXELS = images.MAX_SIDE**2  # refuse decompression bombs early (2x this raises)
+    with gr.Blocks(title="diffgeo: inside diffusion models", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown("# diffgeo: inside a diffusion model, through its geometry\n"
+                    "Generation rates, curve-matching edits and score-metric geodesics. Paint masks with the brush.")
+        with gr.Accordion("Settings", open=False):
+            settings = settings_row(cfg)
+        # Examples fill the inputs only (cache_examples=False): cached outputs would be keyed by the example image
+        # alone, while results also depend on the shared settings (model, backend, steps), so a cached picture could
+        # disagree with what the settings say; and caching at start would run every tab's model job before the page
+        # comes up (minutes on a CPU). With "lazy" caching the first visitor would still wait, for a result with
+        # default settings.
+        page = Page(models, settings, example_inputs(),
+                    dict(concurrency_id="model", concurrency_limit=cfg.concurrency))
+        for tab in (rates_tab, edit_tab, geodesic_tab, lab_tab):
+            tab.build(page)
+    demo.queue(default_concurrency_limit=cfg.concurrency, max_size=cfg.queue_size)
+    return demo

@@ -1,0 +1,86 @@
+"""Widgets the tabs share (guarded image inputs, mask editors, Run/Stop rows) and ``Page``, what every tab is built
+from. Browser tests and API clients find widgets by their labels, element ids and API names: keep them stable."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+
+from ui.examples import Example
+from ui.models import ModelManager
+
+#: Default of every long handler's ``progress`` argument: Gradio sees it and passes a fresh tracker per call.
+PROGRESS = gr.Progress()
+
+
+@dataclass(frozen=True)
+class Page:
+    """What each tab's ``build`` needs: the model manager, the shared settings widgets (model, backend, steps, seed,
+    in the order the handlers take them), the example inputs, and the queue keywords of model-bound events."""
+
+    models: ModelManager
+    settings: list[gr.components.Component]
+    examples: list[Example] = field(default_factory=list)
+    queue_kw: dict[str, Any] = field(default_factory=dict)
+
+
+def guard_uploads(component: gr.components.Component) -> gr.components.Component:
+    """Make ``component`` report an unreadable upload (not an image, a decompression bomb) as a clear ``gr.Error``.
+
+    Gradio decodes uploads in the component's ``preprocess`` before any handler runs, so the guard wraps that method
+    on this instance (a subclass would make Gradio write a ``.pyi`` stub beside this file).
+    """
+    inner = component.preprocess
+    label = component.label or "image"
+
+    @functools.wraps(inner)
+    def preprocess(payload):
+        try:
+            return inner(payload)
+        except gr.Error:
+            raise
+        except Exception:
+            raise gr.Error(f"{label}: not a readable image file (PNG, JPEG, WebP, BMP, TIFF), or larger than "
+                           f"the accepted size", title="Invalid input") from None
+
+    component.preprocess = preprocess
+    return component
+
+
+def mask_editor(label: str, elem_id: str) -> gr.ImageEditor:
+    """An image upload with a fixed magenta brush for painting the mask."""
+    return guard_uploads(gr.ImageMask(
+        label=label, type="numpy", image_mode=None, format="png", sources=("upload", "clipboard"), layers=False,
+        transforms=(), brush=gr.Brush(colors=[("#ff00ff", 0.6)], color_mode="fixed"), height=360, elem_id=elem_id))
+
+
+def image_input(label: str, elem_id: str | None = None) -> gr.Image:
+    """An image upload handed to the handler as a file path (read by ``ui.inputs.read_image``)."""
+    return guard_uploads(gr.Image(label=label, type="filepath", image_mode=None, sources=("upload", "clipboard"),
+                                  height=300, elem_id=elem_id))
+
+
+def output_image(label: str, elem_id: str | None = None, **kwargs: Any) -> gr.Image:
+    """A result picture: lossless PNG, not editable; handlers return it as a file path (see ``ui.outputs``)."""
+    return gr.Image(label=label, format="png", interactive=False, elem_id=elem_id, **kwargs)
+
+
+def run_stop(run_label: str) -> tuple[gr.Button, gr.Button]:
+    """A row with the tab's Run button and its Stop button."""
+    with gr.Row():
+        run = gr.Button(run_label, variant="primary")
+        stop = gr.Button("Stop", variant="stop")
+    return run, stop
+
+
+def stop_event(models: ModelManager):
+    """The handler of a Stop button: sets the cancel flags of the session's running jobs."""
+
+    def cancel(request: gr.Request = None) -> str:
+        """Set the cancel flag of every running job of this session (the library stops at its next check)."""
+        return models.cancel(request)
+
+    return cancel
