@@ -84,6 +84,7 @@ from .images import image_to_tensor, resize_mask, resize_uint8, tensor_to_uint8,
 from .progress import CancelFlag, ProgressFn, check_cancelled, report
 from .protocols import DiffusionOps
 from .rates import patch_directions
+from .validate import check_bool, check_choice, check_float, check_int, is_int
 
 #: How autograd differentiates rates (see the module docstring).
 GRAD_MODES = ("forward", "double", "fd")
@@ -236,68 +237,46 @@ def with_overrides(config: EditConfig | None, overrides: dict[str, Any], cls: ty
     return check_config(replace(config, **overrides))
 
 
-def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
-    bad = isinstance(value, bool) or not isinstance(value, (int, np.integer))
-    if bad or value < lo or (hi is not None and value > hi):
-        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise InputError(f"{name} must be an int in {rng}, got {value!r}")
-
-
-def _check_float(name: str, value: Any, lo: float, hi: float | None = None) -> None:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value < lo or (hi is not None and value > hi):
-        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise InputError(f"{name} must be a number in {rng}, got {value!r}")
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise InputError(f"{name} must be one of {choices}, got {value!r}")
-
-
 def check_config(cfg: EditConfig) -> EditConfig:
     """Validate every field's type and range (model-independent checks); returns ``cfg``."""
-    _check_int("t_edit", cfg.t_edit, 1, 999)
-    _check_int("num_steps", cfg.num_steps, 1, int(cfg.t_edit))
-    _check_int("iterations", cfg.iterations, 0)
-    _check_float("lr", cfg.lr, 0.0)
-    _check_float("curve_weight", cfg.curve_weight, 0.0)
-    _check_float("preserve_weight", cfg.preserve_weight, 0.0)
-    _check_float("tolerance", cfg.tolerance, 0.0)
-    if not isinstance(cfg.relative, (bool, np.bool_)):
-        raise InputError(f"relative must be True or False, got {cfg.relative!r}")
-    _check_int("patch_size", cfg.patch_size, 1)
-    _check_int("max_patches", cfg.max_patches, 1)
-    _check_int("max_reference_patches", cfg.max_reference_patches, 1)
-    _check_float("feather", cfg.feather, 0.0)
-    _check_float("grad_blur", cfg.grad_blur, 0.0)
-    _check_int("seed", cfg.seed, 0)
-    _check_choice("grad_mode", cfg.grad_mode, GRAD_MODES)
-    _check_choice("inversion", cfg.inversion, INVERT_METHODS)
-    if cfg.clip_x0 is not None and not isinstance(cfg.clip_x0, (bool, np.bool_)):
-        raise InputError(f"clip_x0 must be None (clip for pixel models), True or False; got {cfg.clip_x0!r}")
+    check_int("t_edit", cfg.t_edit, 1, 999)
+    check_int("num_steps", cfg.num_steps, 1, int(cfg.t_edit))
+    check_int("iterations", cfg.iterations, 0)
+    check_float("lr", cfg.lr, 0.0)
+    check_float("curve_weight", cfg.curve_weight, 0.0)
+    check_float("preserve_weight", cfg.preserve_weight, 0.0)
+    check_float("tolerance", cfg.tolerance, 0.0)
+    check_bool("relative", cfg.relative)
+    check_int("patch_size", cfg.patch_size, 1)
+    check_int("max_patches", cfg.max_patches, 1)
+    check_int("max_reference_patches", cfg.max_reference_patches, 1)
+    check_float("feather", cfg.feather, 0.0)
+    check_float("grad_blur", cfg.grad_blur, 0.0)
+    check_int("seed", cfg.seed, 0)
+    check_choice("grad_mode", cfg.grad_mode, GRAD_MODES)
+    check_choice("inversion", cfg.inversion, INVERT_METHODS)
+    check_bool("clip_x0 (None: clip for pixel models)", cfg.clip_x0, allow_none=True)
     if cfg.window is not None:
         w = cfg.window
-        ok = isinstance(w, tuple) and len(w) == 2 and all(isinstance(v, (int, np.integer)) for v in w)
-        if not ok or isinstance(w[0], bool) or isinstance(w[1], bool) or w[0] > w[1]:
+        if not (isinstance(w, tuple) and len(w) == 2 and all(is_int(v) for v in w) and w[0] <= w[1]):
             raise InputError(f"window must be None or a pair of int timesteps (t_min, t_max), t_min <= t_max; "
                              f"got {w!r}")
     if isinstance(cfg, (RemoveConfig, TransferConfig, SaliencyConfig)):
-        _check_int("grow", cfg.grow, 0)
+        check_int("grow", cfg.grow, 0)
     if isinstance(cfg, RemoveConfig):
-        _check_int("ring_width", cfg.ring_width, 1)
-        _check_float("init_noise", cfg.init_noise, 0.0, 1.0)
-        _check_choice("init", cfg.init, REMOVE_INITS)
-        _check_choice("reference", cfg.reference, REMOVE_REFERENCES)
+        check_int("ring_width", cfg.ring_width, 1)
+        check_float("init_noise", cfg.init_noise, 0.0, 1.0)
+        check_choice("init", cfg.init, REMOVE_INITS)
+        check_choice("reference", cfg.reference, REMOVE_REFERENCES)
     if isinstance(cfg, TransferConfig):
-        _check_float("init_noise", cfg.init_noise, 0.0, 1.0)
-        _check_choice("init", cfg.init, TRANSFER_INITS)
+        check_float("init_noise", cfg.init_noise, 0.0, 1.0)
+        check_choice("init", cfg.init, TRANSFER_INITS)
     if isinstance(cfg, SaliencyConfig):
-        _check_int("t_b", cfg.t_b, 0, 999)
-        _check_choice("fluctuation", cfg.fluctuation, FLUCTUATIONS)
+        check_int("t_b", cfg.t_b, 0, 999)
+        check_choice("fluctuation", cfg.fluctuation, FLUCTUATIONS)
     if isinstance(cfg, BlendConfig):
-        _check_int("t_switch", cfg.t_switch, 0, 999)
-        _check_int("seam_width", cfg.seam_width, 1)
+        check_int("t_switch", cfg.t_switch, 0, 999)
+        check_int("seam_width", cfg.seam_width, 1)
     return cfg
 
 
@@ -1006,9 +985,7 @@ def adjust_saliency(model: DiffusionOps, image, mask, factor: float, *, config: 
     input outside ``mask``.
     """
     cfg = with_overrides(config, overrides, SaliencyConfig)
-    _check_float("factor", factor, 0.0)
-    if factor <= 0:
-        raise InputError(f"factor must be > 0 (above 1: more salient, below 1: less), got {factor!r}")
+    check_float("factor (above 1: more salient, below 1: less)", factor, 0.0, lo_open=True)
     run = _Run(model, cfg, progress, cancel, inversions=1)
     img = check_image(image)
     mask_px = check_mask(mask, img.shape[:2])

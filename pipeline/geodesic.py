@@ -58,6 +58,7 @@ import torch
 
 from .errors import InputError
 from .progress import CancelFlag, ProgressFn, check_cancelled, report
+from .validate import check_choice, check_float, check_int
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 ScoreJvpFn = Callable[[torch.Tensor, torch.Tensor], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
@@ -152,8 +153,7 @@ def relative_lam(score: ScoreFn, a: torch.Tensor, b: torch.Tensor, weight: float
     a, b: (*shape) -> float
     """
     a, b = _check_pair(a, b)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-        raise InputError(f"weight must be a finite number >= 0, got {weight!r}")
+    weight = check_float("weight", weight, 0.0)
     with torch.no_grad():
         s = score(torch.stack((a, b)))  # (2, *shape)
         s2 = _dot(s, s).double().mean()  # mean |s|^2 at the two ends
@@ -338,34 +338,11 @@ def _check_pair(a, b) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _check_n_points(n_points, *, minimum: int = 3) -> int:
-    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < minimum:
-        raise InputError(f"n_points (path points, both endpoints included) must be an int >= {minimum}, "
-                         f"got {n_points!r}")
-    return n_points
+    return check_int("n_points (path points, both endpoints included)", n_points, minimum)
 
 
 def _check_lam(lam) -> float:
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
-        raise InputError(f"lam must be a finite number >= 0, got {lam!r}")
-    return float(lam)
-
-
-def _check_choice(value, choices: tuple[str, ...], name: str) -> str:
-    if value not in choices:
-        raise InputError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
-    return value
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _check_positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise InputError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
+    return check_float("lam", lam, 0.0)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -635,12 +612,12 @@ def geodesic_bvp(
     if score_jvp is not None and not callable(score_jvp):
         raise InputError(f"score_jvp must be None or a callable (x, v) -> D s(x)[v], got {type(score_jvp).__name__}")
     cfg = BVPConfig(
-        lam=_check_lam(lam), n_points=_check_n_points(n_points), init=_check_choice(init, INITS, "init"),
-        optimizer=_check_choice(optimizer, OPTIMIZERS, "optimizer"),
-        gradient=_check_choice(gradient, GRADIENTS, "gradient"), max_iter=_check_positive_int(max_iter, "max_iter"),
-        tol=_check_positive(tol, "tol"), history_size=_check_positive_int(history_size, "history_size"),
-        precondition=bool(precondition), lr=_check_positive(lr, "lr"),
-        chunk=None if chunk is None else _check_positive_int(chunk, "chunk"), rule=_check_choice(rule, RULES, "rule"),
+        lam=_check_lam(lam), n_points=_check_n_points(n_points), init=check_choice("init", init, INITS),
+        optimizer=check_choice("optimizer", optimizer, OPTIMIZERS),
+        gradient=check_choice("gradient", gradient, GRADIENTS), max_iter=check_int("max_iter", max_iter, 1),
+        tol=check_float("tol", tol, 0.0, lo_open=True), history_size=check_int("history_size", history_size, 1),
+        precondition=bool(precondition), lr=check_float("lr", lr, 0.0, lo_open=True),
+        chunk=None if chunk is None else check_int("chunk", chunk, 1), rule=check_choice("rule", rule, RULES),
     )
     grad_mode = cfg.gradient
     if grad_mode == "auto":
@@ -753,9 +730,9 @@ def geodesic_shoot(
     if x0.shape != v0.shape:
         raise InputError(f"x0 and v0 must have the same shape, got {tuple(x0.shape)} and {tuple(v0.shape)}")
     lam = _check_lam(lam)
-    n_steps = _check_positive_int(n_steps, "n_steps")
-    substeps = _check_positive_int(substeps, "substeps")
-    dt = 1.0 / n_steps if dt is None else _check_positive(dt, "dt")
+    n_steps = check_int("n_steps", n_steps, 1)
+    substeps = check_int("substeps", substeps, 1)
+    dt = 1.0 / n_steps if dt is None else check_float("dt", dt, 0.0, lo_open=True)
     jvp = score_jvp if score_jvp is not None else autodiff_jvp(score)
     counter = _Counter()
 
@@ -866,8 +843,8 @@ def extrapolate(
     spread over it (the path's own spacing when ``beyond (n_points - 1)`` is an integer), each ``substeps`` RK4 steps
     apart, adding ~``beyond * L`` of metric length.
     """
-    beyond = _check_positive(beyond, "beyond")
-    velocity = _check_choice(velocity, ("legendre", "difference"), "velocity")
+    beyond = check_float("beyond", beyond, 0.0, lo_open=True)
+    velocity = check_choice("velocity", velocity, ("legendre", "difference"))
     bvp = geodesic_bvp(score, a, b, lam=lam, n_points=n_points, score_jvp=score_jvp, progress=progress,
                        cancel=cancel, **solver)
     n_extra = max(1, round(beyond * (n_points - 1)))

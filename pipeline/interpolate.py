@@ -37,7 +37,6 @@ import numpy as np
 import torch
 
 from . import ddim
-from .errors import InputError
 from .geodesic import (
     GRADIENTS,
     GeodesicResult,
@@ -57,6 +56,7 @@ from .geodesic import (
 from .images import image_to_tensor, tensor_to_uint8
 from .progress import CancelFlag, ProgressFn, check_cancelled
 from .protocols import DiffusionOps
+from .validate import check_choice, check_float, check_int
 
 METHODS = ("geodesic", "lerp", "slerp")
 
@@ -100,15 +100,10 @@ def score_functions(model: DiffusionOps, t_star: int) -> tuple[ScoreFn, ScoreJvp
 # Steps
 # --------------------------------------------------------------------------------------------------------------------
 def _check_common(model, t_star, num_steps, method, inversion="corrected") -> None:
-    if method not in METHODS:
-        raise InputError(f"method must be one of {', '.join(repr(m) for m in METHODS)}; got {method!r}")
+    check_choice("method", method, METHODS)
     ddim.check_invert_method(inversion, "inversion")
-    T = model.num_train_timesteps
-    if isinstance(t_star, bool) or not isinstance(t_star, int) or not 1 <= t_star < T:
-        raise InputError(f"t_star must be an int in [1, {T - 1}], got {t_star!r}")
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or not 1 <= num_steps <= t_star:
-        raise InputError(f"num_steps (DDIM steps between 0 and t_star) must be an int in [1, t_star={t_star}], "
-                         f"got {num_steps!r}")
+    check_int("t_star", t_star, 1, model.num_train_timesteps - 1)
+    check_int(f"num_steps (DDIM steps between 0 and t_star={t_star})", num_steps, 1, t_star)
 
 
 def invert_pair(model: DiffusionOps, image_a, image_b, *, t_star: int, num_steps: int, inversion: str = "corrected",
@@ -147,8 +142,7 @@ def decode_path(model: DiffusionOps, path: torch.Tensor, *, t_star: int, num_ste
 def _solver_scores(model: DiffusionOps, t_star, gradient):
     """(score, score_jvp, gradient) for the solver: ``gradient="autograd"`` differentiates ``model.torch_model``;
     ``"auto"`` is autograd where the model supports it, else the JVP-assembled gradient."""
-    if gradient not in GRADIENTS:
-        raise InputError(f"gradient must be one of {', '.join(repr(g) for g in GRADIENTS)}; got {gradient!r}")
+    check_choice("gradient", gradient, GRADIENTS)
     if gradient == "auto":
         gradient = "autograd" if model.supports_autograd else "jvp"
     return (*score_functions(model.torch_model if gradient == "autograd" else model, t_star), gradient)
@@ -276,8 +270,7 @@ def extrapolate_images(
 
     Returns :class:`ImagePath` with ``n_points + n_extra`` images; ``n_inner = n_points``.
     """
-    if isinstance(beyond, bool) or not isinstance(beyond, (int, float)) or not 0 < beyond <= 10:
-        raise InputError(f"beyond (extra length as a fraction of the a -> b path) must lie in (0, 10], got {beyond!r}")
+    beyond = check_float("beyond (extra length as a fraction of the a -> b path)", beyond, 0.0, 10.0, lo_open=True)
     n_extra = max(1, round(beyond * (_check_n_points(n_points) - 1)))
     score, score_jvp, grad_mode, xa, xb, lam_rel, secs = _start(
         model, image_a, image_b, t_star=t_star, num_steps=num_steps, method=method, lam=lam, gradient=gradient,

@@ -48,6 +48,7 @@ from .errors import InputError
 from .progress import CancelFlag, ProgressFn, check_cancelled, report
 from .protocols import BATCHINGS as BATCHINGS  # re-exported: rate_map's batching choices
 from .protocols import DiffusionOps
+from .validate import check_choice, check_int
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +173,7 @@ def _vjp_many(vjp_fn: Callable, u: torch.Tensor) -> torch.Tensor:
 
 
 def _check_batch_size(batch_size: int) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return int(batch_size)
+    return check_int("batch_size", batch_size, 1)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -273,10 +272,8 @@ def tangent_basis(
     x = _check_single(model, x_t)
     tt = model.timesteps(t, 1)
     d = x[0].numel()
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= d:
-        raise InputError(f"k must be an integer in [1, {d}] (the model-space dimension), got {k!r}")
-    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
-        raise InputError(f"iters must be a positive integer, got {iters!r}")
+    k = check_int("k", k, 1, d)  # at most the model-space dimension
+    iters = check_int("iters", iters, 1)
     batch_size = _check_batch_size(batch_size)
     shape = x.shape[1:]  # (C, H, W)
     h0, vjp_fn = torch.func.vjp(lambda xx: model.torch_model.h_raw(xx, tt), x)  # primal once; J^T u for any u
@@ -397,10 +394,8 @@ def saliency_from_curves(
 
     curves: (T, ...) e.g. (T, H/p, W/p); timesteps: (T,) -> (...)
     """
-    if statistic not in STATISTICS:
-        raise InputError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
-    if normalize not in NORMALIZATIONS:
-        raise InputError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    check_choice("statistic", statistic, STATISTICS)
+    check_choice("normalize", normalize, NORMALIZATIONS)
     curves, timesteps = torch.as_tensor(curves), torch.as_tensor(timesteps)
     if curves.ndim < 2 or timesteps.shape != curves.shape[:1]:
         raise InputError(f"curves must be (T, ...) with timesteps (T,); got curves {tuple(curves.shape)}, "
@@ -517,12 +512,9 @@ def generation_curves(
     from .images import image_to_tensor, to_uint8_rgb
 
     start = time.perf_counter()
-    if estimator not in ESTIMATORS:
-        raise InputError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    if statistic not in STATISTICS:
-        raise InputError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
-    if normalize not in NORMALIZATIONS:
-        raise InputError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    check_choice("estimator", estimator, ESTIMATORS)
+    check_choice("statistic", statistic, STATISTICS)
+    check_choice("normalize", normalize, NORMALIZATIONS)
     check_invert_method(inversion, "inversion")
     batch_size = _check_batch_size(batch_size)
     nh, nw = patch_grid(model.sample_size, model.sample_size, patch_size)
