@@ -442,7 +442,8 @@ def test_model_cache_is_shared(models, tiny_pixel_dir):
     m1 = models.model(tiny_pixel_dir, "cpu")
     assert models.model(tiny_pixel_dir, "cpu") is m1
     engine = models.compute_with(Settings(tiny_pixel_dir, "torch", 2, 0))
-    assert engine.model is m1 and engine.backend is None and engine.backend_label == "torch (eager)"  # eager path
+    assert engine.model.torch_model is m1 and engine.backend_label == "torch (eager)"  # the torch backend of m1
+    assert engine.model.point_batching() == "vmap"  # its point JVP is the model's own (primal once)
     assert ModelManager(AppConfig()).loaded_models() == 0  # each manager has its own cache
 
 

@@ -32,11 +32,10 @@ Progress = Callable[[int, int, str], None]
 
 @dataclass(frozen=True)
 class Engine:
-    """What a handler computes with: ``model``, the library's one model argument (the backend, or the
-    ``DiffusionModel`` itself when ``backend`` is None: its own eager path), and the labels of backend and model."""
+    """What a handler computes with: ``model``, the library's one model argument (an ``accel`` backend, which
+    implements ``pipeline.protocols.DiffusionOps``), and the labels of backend and model."""
 
     model: Any
-    backend: Any
     backend_label: str
     model_label: str
     device: str
@@ -70,8 +69,8 @@ class Run:
 
     def status(self, extra: str = "") -> str:
         """The status line under a result: which backend ran (and, for onnxruntime, on which providers)."""
-        label, backend = self.engine.backend_label, self.engine.backend
-        running = getattr(backend, "info", {}).get("running_on") if backend is not None else None
+        label = self.engine.backend_label
+        running = getattr(self.engine.model, "info", {}).get("running_on")
         if running:
             label += f" ({', '.join(sorted(set(running.values())))})"
         return status_line(label, self.engine.model_label, self.engine.device, time.perf_counter() - self.started,
@@ -130,7 +129,7 @@ class ModelManager:
         return self._models.cache_info().currsize
 
     def backend(self, source: str, name: str, device: str | None = None) -> tuple[Any, str]:
-        """``(backend, label)`` for the backend setting; ``(None, "torch (eager)")`` for the model's own path."""
+        """``(backend, label)`` for the backend setting (the backend implements the library's model interface)."""
         if name not in BACKENDS:
             raise InputError(f"backend must be one of {', '.join(BACKENDS)}; got {name!r}")
         with self._load_lock:
@@ -145,9 +144,7 @@ class ModelManager:
         with self._preparing(backend):  # wait while the warm-up exports this backend's graphs (no second export)
             pass
         label = str(getattr(backend, "name", name))
-        if label == "torch":  # the model itself: the library's fastest eager path (vmap over many JVP directions)
-            return None, "torch (eager)"
-        return backend, label
+        return backend, "torch (eager)" if label == "torch" else label
 
     def prepare(self, source: str, name: str = "auto") -> str:
         """Build ``source``'s ``name`` backend and every graph it uses (the warm-up); returns the backend's name.
@@ -169,14 +166,13 @@ class ModelManager:
 
     def compute_with(self, settings: Settings) -> Engine:
         """What the handlers compute with for ``settings``, with its labels (loads on first use): the backend the
-        setting picked, or, for the torch backend, the model itself (the library's fastest eager path).
+        setting picked (``torch``: the model's own eager maps, vmap over many JVP directions included).
 
         Every model-bound handler gets its ``model`` argument here and nowhere else.
         """
         source, model_label = self.resolve(settings.model)
-        model = self.model(source)
         backend, backend_label = self.backend(source, settings.backend)
-        return Engine(model if backend is None else backend, backend, backend_label, model_label, self.device)
+        return Engine(backend, backend_label, model_label, self.device)
 
     # ---------------------------------------------------------------------------------------------------------------
     # Jobs and cancellation
