@@ -1,4 +1,4 @@
-"""Image interpolation and extrapolation along score-metric geodesics (DESIGN.md section 5), with LERP/SLERP baselines.
+"""Image interpolation and extrapolation along score-metric geodesics, with LERP/SLERP baselines (docs/maths.md 5.8).
 
 1. Both images go to model space (``model.encode``) and are inverted by DDIM (eta = 0) to the noise level ``t_star``.
 2. A path between them at ``t_star``: the geodesic of ``G(x) = I + lam s(x) s(x)^T`` with
@@ -38,6 +38,7 @@ import torch
 
 from . import ddim
 from .geodesic import (
+    DEFAULT_LAM,
     GRADIENTS,
     GeodesicResult,
     ScoreFn,
@@ -185,7 +186,7 @@ def interpolate_images(
     *,
     n_points: int = 9,
     t_star: int = 400,
-    lam: float = 1000.0,
+    lam: float = DEFAULT_LAM,
     method: str = "geodesic",
     num_steps: int = 50,
     gradient: str = "auto",
@@ -249,7 +250,7 @@ def extrapolate_images(
     beyond: float = 0.5,
     n_points: int = 9,
     t_star: int = 400,
-    lam: float = 1000.0,
+    lam: float = DEFAULT_LAM,
     method: str = "geodesic",
     num_steps: int = 50,
     gradient: str = "auto",

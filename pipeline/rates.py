@@ -1,4 +1,4 @@
-"""Generation rates, rate maps, generation curves and saliency (DESIGN.md section 3).
+"""Generation rates, rate maps, generation curves and saliency (docs/maths.md section 3).
 
 Notation:
 
@@ -62,8 +62,9 @@ ESTIMATORS = ("direct", "projected")
 #: quick sanity check (12 scenes of the tuning split, the embedded default model, direct estimator, patch 4, T = 10,
 #: object masks as labels): mean ROC AUC 0.77 +- 0.04 (s.e.) for tv + "time" and 0.76 for std + "time", but 0.44
 #: for tv, 0.40 for the mean rate and 0.30 for the peak without normalisation (below 0.5: object patches had *lower*
-#: raw rates there); a window t > 300 lowered tv + "time" to 0.68. DESIGN.md's first probe (16 px digits) preferred
-#: the mean rate (0.71 vs 0.62 for tv). Both samples are small; the scenes benchmark is to settle it.
+#: raw rates there); a window t > 300 lowered tv + "time" to 0.68. A first probe on 16 px digits preferred the mean
+#: rate (0.71 vs 0.62 for tv). The tuning-split study (benchmarks/results/edit_saliency_study.md; docs/maths.md 3.7)
+#: found std + "time" marginally ahead of tv + "time"; tv stays the default as the paper's statistic.
 DEFAULT_STATISTIC = "tv"
 DEFAULT_NORMALIZE = "time"
 DEFAULT_BATCH_SIZE = 16  # directions per JVP batch: per-direction cost is flat from 8 to 32 on CPU, memory grows

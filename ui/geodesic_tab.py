@@ -11,6 +11,7 @@ import numpy as np
 
 from pipeline import interpolate, viz
 from pipeline.errors import InputError
+from pipeline.geodesic import DEFAULT_LAM
 from ui.errors import ui_errors
 from ui.inputs import Settings, read_image, whole_number
 from ui.models import ModelManager
@@ -116,7 +117,7 @@ def build(page: Page) -> None:
         with gr.Row():
             n = gr.Slider(3, 17, value=7, step=1, label="Path points")
             t = gr.Slider(50, 900, value=400, step=10, label="Noise level t*")
-            lam = gr.Number(value=1000.0, label="Lambda (metric weight)")
+            lam = gr.Number(value=DEFAULT_LAM, label="Lambda (metric weight)")
             extra = gr.Slider(0, 1, value=0.5, step=0.05, label="Extrapolate beyond b",
                               info="extra length past the second image, as a fraction of a → b (0: off)")
             iters = gr.Slider(1, 500, value=100, step=1, label="Solver iterations",

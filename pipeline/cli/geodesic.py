@@ -14,6 +14,7 @@ import os
 
 def add_parser(sub) -> None:
     from ..ddim import INVERT_METHODS
+    from ..geodesic import DEFAULT_LAM
 
     p = sub.add_parser(
         "geodesic", help="interpolate two images along a score-metric geodesic (with LERP/SLERP baselines)",
@@ -28,7 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default="default",
                    help="'default' (embedded model), a local diffusers folder, or a hub id (default: default)")
     p.add_argument("--t-star", type=int, default=400, help="noise level of the path, in train timesteps (default: 400)")
-    p.add_argument("--lam", type=float, default=1000.0,
+    p.add_argument("--lam", type=float, default=DEFAULT_LAM,
                    help="metric weight lambda of G = I + lam s s^T (default: 1000)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps between 0 and t* (default: 50)")
     p.add_argument("--max-iter", type=int, default=100, help="geodesic solver iterations (default: 100)")
