@@ -58,7 +58,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from pipeline import edit as E  # noqa: E402
 from pipeline import load_model  # noqa: E402
+from pipeline import masks as M  # noqa: E402
 from pipeline.errors import InputError  # noqa: E402
+from pipeline.images import tensor_to_uint8  # noqa: E402
 from pipeline.scenes import SPLITS, make_scene, render  # noqa: E402
 
 OFFSETS = {"remove": 30_000, "saliency": 31_000, "transfer": 32_000, "blend_a": 33_000, "blend_b": 34_000}
@@ -173,7 +175,7 @@ def repaint(model, img: np.ndarray, m: np.ndarray, *, steps: int, seed: int) -> 
     """diffusers' RePaint with the model's own U-Net and schedule (pixel models at the model's size)."""
     from diffusers import RePaintPipeline, RePaintScheduler
 
-    from pipeline.images import image_to_tensor, tensor_to_uint8
+    from pipeline.images import image_to_tensor
 
     sched = RePaintScheduler(num_train_timesteps=model.num_train_timesteps,
                              trained_betas=_betas(model).numpy())
@@ -181,7 +183,7 @@ def repaint(model, img: np.ndarray, m: np.ndarray, *, steps: int, seed: int) -> 
     pipe.set_progress_bar_config(disable=True)
     s = model.image_size
     x = image_to_tensor(img, s, dtype=model.dtype, device=model.device)
-    keep = 1.0 - torch.from_numpy(E.M.support(m, (s, s)).numpy())[None, None].to(x)  # 1 = known
+    keep = 1.0 - torch.from_numpy(M.support(m, (s, s)).numpy())[None, None].to(x)  # 1 = known
     out = pipe(image=x, mask_image=keep, num_inference_steps=steps, jump_length=5, jump_n_sample=2,
                generator=torch.Generator().manual_seed(seed), output_type="np").images[0]
     edited = tensor_to_uint8(torch.from_numpy(np.asarray(out)).permute(2, 0, 1) * 2 - 1, img.shape[:2])
@@ -253,10 +255,10 @@ def run_removal(model, cfg: BenchConfig) -> dict:
             r = E.remove_object(model, img, m, measure_curves=False, seed=cfg.seed, **{**kw, **extra})
             times[name].append(t.done())
             outs[name] = r.image
-        x0 = E._to_model(model, img)
-        fill = E.harmonic_fill(x0, E.M.dilate(E._model_mask(m, model), E.RemoveConfig(**kw).grow))
-        outs["harmonic fill (start content)"] = np.where(m[..., None], E.tensor_to_uint8(model.decode(fill)[0],
-                                                                                         img.shape[:2]), img)
+        x0 = E.to_model(model, img)
+        fill = E.harmonic_fill(x0, M.dilate(E.model_mask(m, model), E.RemoveConfig(**kw).grow))
+        outs["harmonic fill (start content)"] = np.where(m[..., None], tensor_to_uint8(model.decode(fill)[0],
+                                                                                       img.shape[:2]), img)
         outs["opencv telea"] = opencv_inpaint(img, m, "telea")
         outs["opencv navier-stokes"] = opencv_inpaint(img, m, "ns")
         t = _Timer()
@@ -403,7 +405,8 @@ def run_transfer(model, cfg: BenchConfig) -> dict:
 def run_blend(model, cfg: BenchConfig) -> dict:
     kw = cfg.overrides.get("blend", {})
     rows, times = [], {"curve": [], "ablation": []}
-    for a_seed, b_seed in zip(_seeds(cfg, "blend_a", cfg.n_blend), _seeds(cfg, "blend_b", cfg.n_blend)):
+    for a_seed, b_seed in zip(_seeds(cfg, "blend_a", cfg.n_blend), _seeds(cfg, "blend_b", cfg.n_blend),
+                                  strict=False):
         size = model.image_size
         a, b = make_scene(a_seed, size=size), make_scene(b_seed, size=size)
         m = a.masks[-1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -192,7 +193,7 @@ def test_config_overrides_validated(tiny_model, scene):
         E.remove_object(tiny_model, img, mask, config=E.BlendConfig())
     cfg = E.with_overrides(E.RemoveConfig(), {"num_steps": 7, "window": [10, 90]}, E.RemoveConfig)
     assert cfg.num_steps == 7 and cfg.window == (10, 90)
-    with pytest.raises(Exception):  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.num_steps = 3
 
 
@@ -365,7 +366,7 @@ def test_region_patches_and_correspondence():
     di = E.region_patches(dst, 4, min_cover=0.25)
     si = E.region_patches(src, 4, min_cover=0.25)
     assert di.tolist() == [8, 9, 12, 13] and si.tolist() == [2, 3, 6, 7]
-    assert si[E._corresponding(di, si, dst, src, 4)].tolist() == [2, 3, 6, 7]  # same relative position
+    assert si[E.corresponding_patches(di, si, dst, src, 4)].tolist() == [2, 3, 6, 7]  # same relative position
 
 
 def test_exact_loop_without_loss_returns_the_start(tiny_model):
