@@ -162,7 +162,7 @@ def adjust_saliency(model: DiffusionOps, image, mask, factor: float, *, config: 
       This conflates level and fluctuation: for a patch less active than its context (``c_p < g``) factor 2 squares
       a ratio below 1 and *shrinks* the fluctuation of ``c_p / g``, so "more salient" lowered the curve-saliency
       contrast on the benchmark (1.925 -> 1.858 on the held-out scenes).
-    - ``"own"`` (the literal reading of DESIGN.md section 4): b_p is the patch's own mean log-rate over t > t_b, so
+    - ``"own"`` (the literal reading of docs/maths.md section 4): b_p is the patch's own mean log-rate over t > t_b, so
       the curve's total variation scales, the image-wide time profile included.
 
     Diagnostics: ``log_fluctuation_before`` / ``_reference`` (/ ``_after`` when curves are measured): rms over t > t_b
