@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import InputError
+from pipeline.validate import check_int
 
 from .base import BackendUnavailable, Tensors
 from .graph_backend import GraphBackend
@@ -90,8 +91,8 @@ class OnnxRuntimeBackend(GraphBackend):
         ort = import_onnxruntime()
         if optimization not in OPTIMIZATION_LEVELS:
             raise InputError(f"optimization must be one of {OPTIMIZATION_LEVELS}, got {optimization!r}")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
-            raise InputError(f"threads must be a non-negative int (0: onnxruntime's default), got {threads!r}")
+        if threads is not None:
+            threads = check_int("threads (0: onnxruntime's default)", threads, 0)
         self.providers, missing = resolve_providers(providers)
         if missing and providers is not None:
             log.warning("onnxruntime: requested providers %s are not available in this build (available: %s); "

@@ -19,6 +19,7 @@ import torch
 
 from pipeline.errors import InputError
 from pipeline.progress import ProgressFn, report
+from pipeline.validate import check_int
 
 from .errors import ExportError, ManifestError
 from .fingerprint import artifact_key, code_digest, code_version, file_sha256, weights_hash
@@ -123,8 +124,7 @@ def export_specs(
     """
     check_exportable(model)
     precision = check_precision(precision)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise InputError(f"jobs must be a positive integer, got {jobs!r}")
+    jobs = check_int("jobs", jobs, 1)
     out_dir = Path(out_dir)
     weights = weights or weights_hash(model)
     code = code_version()

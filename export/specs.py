@@ -25,6 +25,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from pipeline.errors import InputError
+from pipeline.validate import is_int
 
 #: Every graph the exporter knows, in export order.
 GRAPHS: tuple[str, ...] = ("h", "h_jvp", "eps", "eps_jvp", "h_jvp_point")
@@ -121,11 +122,10 @@ def check_graphs(graphs) -> tuple[str, ...]:
 
 def check_batch_sizes(batch_sizes) -> tuple[int, ...]:
     """Validate batch sizes (positive ints); returns them sorted, without duplicates."""
-    if isinstance(batch_sizes, int):
+    if is_int(batch_sizes):
         batch_sizes = (batch_sizes,)
     sizes = tuple(batch_sizes)
-    if not sizes or any(isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= MAX_DYNAMIC_BATCH
-                        for b in sizes):
+    if not sizes or any(not is_int(b) or not 1 <= b <= MAX_DYNAMIC_BATCH for b in sizes):
         raise InputError(f"batch_sizes must be a non-empty list of integers in [1, {MAX_DYNAMIC_BATCH}]; got {sizes!r}")
     return tuple(sorted(set(sizes)))
 

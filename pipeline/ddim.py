@@ -20,6 +20,7 @@ import torch
 from .errors import InputError
 from .progress import CancelFlag, ProgressFn, check_cancelled, report
 from .protocols import DiffusionOps
+from .validate import check_int
 
 INVERT_METHODS = ("corrected", "explicit")
 
@@ -146,8 +147,7 @@ def invert(
     step, one more eps call each, converging to the implicit inversion.
     """
     check_invert_method(method)
-    if isinstance(fixed_point, bool) or not isinstance(fixed_point, int) or fixed_point < 0:
-        raise InputError(f"fixed_point must be an integer >= 0, got {fixed_point!r}")
+    fixed_point = check_int("fixed_point", fixed_point, 0)
     x = model.check_x(x0, "x0")
     grid = timestep_grid(t_end, num_steps, num_train_timesteps=model.num_train_timesteps)
     ab = _alphas(model, grid, x)

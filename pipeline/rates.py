@@ -40,7 +40,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -99,8 +98,7 @@ def generation_rate(model: DiffusionOps, x_t: torch.Tensor, t: int | torch.Tenso
 # --------------------------------------------------------------------------------------------------------------------
 def patch_grid(height: int, width: int, patch_size: int) -> tuple[int, int]:
     """Rows and columns of the patch grid, ``(H / p, W / p)``; ``p`` must divide both sides."""
-    if isinstance(patch_size, bool) or not isinstance(patch_size, (int, np.integer)) or patch_size < 1:
-        raise InputError(f"patch_size must be a positive integer, got {patch_size!r}")
+    patch_size = check_int("patch_size", patch_size, 1)
     if height % patch_size or width % patch_size:
         divisors = [d for d in range(1, min(height, width) + 1) if height % d == 0 and width % d == 0]
         raise InputError(

@@ -37,6 +37,7 @@ import numpy as np
 
 from .errors import InputError
 from .progress import ProgressFn, report
+from .validate import check_int
 
 #: Seeds of the training split. The embedded model is trained on scenes from this range only.
 TRAIN_SEEDS = range(0, 10_000_000)
@@ -292,15 +293,11 @@ def render(
 # Public API
 # --------------------------------------------------------------------------------------------------------------------
 def _check_size(size: int) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < _MIN_SIZE:
-        raise InputError(f"size must be an int >= {_MIN_SIZE}, got {size!r}")
-    return int(size)
+    return check_int("size", size, _MIN_SIZE)
 
 
 def _check_seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed must be a non-negative int, got {seed!r}")
-    return int(seed)
+    return check_int("seed", seed, 0)
 
 
 def make_scene(seed: int, *, size: int = 32) -> Scene:
@@ -335,8 +332,7 @@ def scene_path(seed: int, num: int, *, size: int = 32, motion: str | None = None
     ``make_scene(seed)``, and ellipse and bar rotations and translations not shortened by the border are unchanged.
     """
     seed, size = _check_seed(seed), _check_size(size)
-    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 2:
-        raise InputError(f"num must be an int >= 2, got {num!r}")
+    num = check_int("num", num, 2)
     if motion not in (None, "translate", "rotate"):
         raise InputError(f"motion must be None, 'translate' or 'rotate', got {motion!r}")
     bg, shapes = _sample_spec(seed, size)

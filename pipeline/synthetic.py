@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import InputError
+from .validate import check_float, check_int
 
 _SERIES_KAPPA = 1e-2  # below this kappa, B_n and C_n come from their Taylor series
 
@@ -189,9 +190,7 @@ def _check_points(x, ambient: int, name: str) -> torch.Tensor:
 
 
 def _check_positive(value: float, name: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-        raise InputError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
+    return check_float(name, value, 0, lo_open=True)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -216,10 +215,8 @@ class SmoothedSphere:
     Q: torch.Tensor = field(init=False, repr=False)  # (D, k+1) float64
 
     def __post_init__(self):
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise InputError(f"k (sphere dimension) must be an int >= 1, got {self.k!r}")
-        if isinstance(self.ambient, bool) or not isinstance(self.ambient, int) or self.ambient < self.k + 1:
-            raise InputError(f"ambient dimension must be an int >= k + 1 = {self.k + 1}, got {self.ambient!r}")
+        check_int("k (sphere dimension)", self.k, 1)
+        check_int(f"ambient dimension (at least k + 1 = {self.k + 1})", self.ambient, self.k + 1)
         _check_positive(self.radius, "radius")
         _check_positive(self.sigma, "sigma")
         object.__setattr__(self, "Q", random_embedding(self.ambient, self.k + 1, self.seed))
@@ -359,8 +356,7 @@ class SmoothedTorus:
     log_weights: torch.Tensor = field(init=False, repr=False)  # (M,) normalised log quadrature weights
 
     def __post_init__(self):
-        if isinstance(self.ambient, bool) or not isinstance(self.ambient, int) or self.ambient < 3:
-            raise InputError(f"ambient dimension must be an int >= 3, got {self.ambient!r}")
+        check_int("ambient dimension", self.ambient, 3)
         _check_positive(self.major, "major radius")
         _check_positive(self.minor, "minor radius")
         _check_positive(self.sigma, "sigma")

@@ -146,7 +146,7 @@ def test_patch_size_must_divide_the_model_size(tiny_model):
         rate_map(tiny_model, torch.zeros(1, 3, 16, 16), 10, patch_size=5)
     with pytest.raises(InputError, match="does not divide"):
         generation_curves(tiny_model, np.zeros((16, 16, 3), np.uint8), patch_size=3)
-    with pytest.raises(InputError, match="positive integer"):
+    with pytest.raises(InputError, match="patch_size must be an integer >= 1"):
         patch_directions((3, 8, 8), 0)
 
 
@@ -214,7 +214,10 @@ def dense(tiny_model64):
 
 def test_tangent_basis_matches_dense_svd(dense):
     _, _, s, vh, basis = dense
-    assert s[1] / s[2] > 1.6  # the gap after k = 2: subspace error ~ (s_3 / s_2)^(2 iters) ~ 2e-7 after 16 iterations
+    # the gap after k = 2: subspace error ~ (s_3 / s_2)^(2 iters) ~ 2e-7 after 16 iterations. Measured 1.6249 (1 or 2
+    # threads, AVX512/AVX2/no-AVX, MKL_CBWR=COMPATIBLE), 1.5% above the old bar 1.6; at 1.5 the subspace error would be
+    # 2e-6 and every check below still holds (Ritz values ~ its square against rtol 1e-8): bar 1.5
+    assert s[1] / s[2] > 1.5
     assert basis.V.shape == (2, 3, 4, 4) and basis.sigmas.shape == (2,)
     torch.testing.assert_close(basis.sigmas, s[:2], rtol=1e-8, atol=0)  # Ritz values: error ~ subspace error^2
     v = basis.V.reshape(2, -1)
@@ -287,7 +290,7 @@ def _check_curves(res: CurveResult, *, n_t: int, grid: tuple[int, int], in_size:
     assert bool(torch.isfinite(res.curves).all()) and bool((res.curves > 0).all())
     torch.testing.assert_close(res.accumulated[-1], torch.ones(grid, dtype=res.accumulated.dtype))
     assert bool((res.accumulated[1:] >= res.accumulated[:-1] - 1e-6).all())
-    assert res.seconds > 0 and res.jvp_evaluations > 0
+    assert res.jvp_evaluations > 0
 
 
 def test_generation_curves_pixel_inputs_agree(tiny_model, image_uint8):
