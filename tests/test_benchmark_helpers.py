@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_ddim import CountingEps
 
 from benchmarks.default_model import inversion_calls, parse_inversion
 from pipeline import InputError
 from pipeline.ddim import invert
-from test_ddim import CountingEps
 
 
 @pytest.mark.parametrize("spec", ["corrected", "explicit", "explicit+2", "corrected+1"])

@@ -16,8 +16,7 @@ import torch
 from PIL import Image
 
 from accel.base import Backend
-from pipeline import Cancelled, InputError
-from pipeline import rates
+from pipeline import Cancelled, InputError, rates
 from pipeline.rates import (
     CurveResult,
     generation_curves,
