@@ -37,7 +37,11 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights"
 #: U-Nets on which vmap over func.jvp failed once (weakly keyed), so ``auto`` point JVPs go straight to repeat.
 _VMAP_FAILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, "fp32": torch.float32, "fp64": torch.float64}
+#: dtype names ``load_model`` accepts (torch dtypes are accepted too: float32, float64, bfloat16, float16).
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float64": torch.float64, "fp64": torch.float64,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -210,14 +214,20 @@ class DiffusionModel(ModelMaps):
         return x.to(device=self.device, dtype=self.dtype)
 
     # ---- schedule ---------------------------------------------------------------------------------------------------
+    def _schedule64(self, t: int | torch.Tensor, batch: int) -> torch.Tensor:
+        """alpha_bar(t) in float64 on the model's device, (B,): schedule arithmetic is done in it, then rounded once
+        to the model's dtype (in bfloat16, alpha_bar(t) of the linear DDPM schedule rounds to 1 for t < 10, where
+        sigma(t) = sqrt(1 - alpha_bar(t)) formed in bfloat16 would be 0 and the score infinite)."""
+        tt = self.timesteps(t, batch)
+        return self.alphas_cumprod.to(tt.device)[tt]
+
     def alpha_bar(self, t: int | torch.Tensor, batch: int = 1) -> torch.Tensor:
         """alpha_bar(t) as a (B,) tensor in the model's dtype."""
-        tt = self.timesteps(t, batch)
-        return self.alphas_cumprod.to(tt.device)[tt].to(self.dtype)
+        return self._schedule64(t, batch).to(self.dtype)
 
     def sigma(self, t: int | torch.Tensor, batch: int = 1) -> torch.Tensor:
-        """sigma(t) = sqrt(1 - alpha_bar(t)), (B,)."""
-        return (1.0 - self.alpha_bar(t, batch)).sqrt()
+        """sigma(t) = sqrt(1 - alpha_bar(t)), (B,), in the model's dtype (computed in float64, rounded once)."""
+        return (1.0 - self._schedule64(t, batch)).sqrt().to(self.dtype)
 
     # ---- raw maps (no checks: t is a (B,) long tensor; used by tracing and export) ----------------------------------
     def _cond(self, batch: int) -> torch.Tensor | None:
@@ -231,10 +241,11 @@ class DiffusionModel(ModelMaps):
             out = self.unet(x, t).sample
         if self.prediction_type == "epsilon":
             return out
-        ab = self.alphas_cumprod.to(x.device)[t].to(x.dtype).view(-1, 1, 1, 1)
+        ab = self.alphas_cumprod.to(x.device)[t]  # float64: sqrt(ab), sqrt(1 - ab) are rounded once to x's dtype
+        sa, s1a = (c.to(x.dtype).view(-1, 1, 1, 1) for c in (ab.sqrt(), (1 - ab).sqrt()))
         if self.prediction_type == "v_prediction":  # eps = sqrt(ab) v + sqrt(1 - ab) x
-            return ab.sqrt() * out + (1 - ab).sqrt() * x
-        return (x - ab.sqrt() * out) / (1 - ab).sqrt()  # "sample": the net predicts x_0
+            return sa * out + s1a * x
+        return (x - sa * out) / s1a  # "sample": the net predicts x_0
 
     def h_raw(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """h_t(x): the encoder path of the U-Net up to the mid block, without input checks.
@@ -334,15 +345,32 @@ class DiffusionModel(ModelMaps):
 _UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
 
 
-def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+#: Why float16 is refused on the CPU. Measured with PyTorch 2.13 (CPU build) on a 2-core AVX-512 Xeon without
+#: bfloat16 or AMX instructions, 2 threads, a busy machine: google/ddpm-cifar10-32's 35.7M-parameter U-Net at 32x32
+#: took 25-27 s per eps call in float16, against 0.8-1.5 s in float32 and 2-5 s in bfloat16 (its h JVP: 14-20 s,
+#: 1.8-8 s, 2.2-2.5 s); a single 128-channel 3x3 convolution at 32x32, one thread: 620 ms, 3.5 ms, 18 ms. Every
+#: operation ran: float16 is not missing on the CPU, only slow.
+_CPU_FLOAT16 = (
+    "dtype float16 is refused on the CPU: PyTorch {torch} runs float16 convolutions on the CPU but without fast "
+    "kernels (measured: an eps call of a 35.7M-parameter U-Net 18-31x slower than in float32 and 5-13x slower "
+    "than in bfloat16). "
+    "bfloat16 is the CPU half precision: pass dtype='bfloat16' (or 'bf16'), or use float16 on a CUDA device."
+)
+
+
+def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device | None = None) -> torch.dtype:
+    """The torch dtype ``load_model`` computes in, from a dtype or one of the names of ``_DTYPES``; float16 is
+    refused on the CPU (see ``_CPU_FLOAT16``)."""
     if dtype is None:
         return torch.float32
     if isinstance(dtype, str):
         if dtype not in _DTYPES:
             raise InputError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-        return _DTYPES[dtype]
-    if dtype not in (torch.float32, torch.float64):
-        raise InputError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        dtype = _DTYPES[dtype]
+    if not isinstance(dtype, torch.dtype) or dtype not in tuple(_DTYPES.values()):
+        raise InputError(f"dtype must be torch.float32, torch.float64, torch.bfloat16 or torch.float16, got {dtype}")
+    if dtype == torch.float16 and device is not None and device.type == "cpu":
+        raise InputError(_CPU_FLOAT16.format(torch=torch.__version__.split("+")[0]))
     return dtype
 
 
@@ -368,10 +396,15 @@ def _schedule(folder: Path) -> tuple[torch.Tensor, str]:
 def _load_folder(folder: Path) -> DiffusionModel:
     import diffusers
 
-    if (folder / "model_index.json").is_file():
+    if (folder / "model_index.json").is_file() and (folder / "unet").is_dir():
         unet_dir = folder / "unet"
     elif (folder / "config.json").is_file():
+        # a UNet folder, or a flat pipeline folder (model_index.json beside the UNet's config.json and weights, as
+        # in the google/ddpm-* hub repositories; diffusers loads a component from the root when its subfolder is
+        # missing)
         unet_dir = folder
+    elif (folder / "model_index.json").is_file():
+        unet_dir = folder / "unet"
     else:
         raise ModelLoadError(
             f"{folder} is not a diffusers model folder: expected model_index.json (a pipeline folder) "
@@ -442,12 +475,18 @@ def load_model(
             ``model_index.json``, or a UNet folder with its scheduler config), or a Hugging Face hub id
             (``owner/name``; needs network unless already in the local cache).
         device: torch device; default CUDA when available, else CPU.
-        dtype: ``torch.float32`` (default) or ``torch.float64`` (or the strings ``"float32"``/``"float64"``).
+        dtype: ``torch.float32`` (default), ``torch.float64``, ``torch.bfloat16`` or ``torch.float16``, or one of the
+            strings ``"float32"``/``"fp32"``, ``"float64"``/``"fp64"``, ``"bfloat16"``/``"bf16"``,
+            ``"float16"``/``"fp16"``. float16 needs a CUDA device (on the CPU it raises :class:`InputError`:
+            bfloat16 is the CPU half precision). In half precision the U-Net (and VAE) weights and activations are
+            half; the schedule stays float64 (``alphas_cumprod``), ``alpha_bar``/``sigma`` are computed in float64
+            and rounded once, and the empty-prompt conditioning of latent models is computed by the text encoder
+            in float32, then rounded.
     """
-    dtype = _resolve_dtype(dtype)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
+    dtype = _resolve_dtype(dtype, device)
     src = str(source)
     if src == "default":
         if not (DEFAULT_MODEL_DIR / "model_index.json").is_file():

@@ -100,6 +100,22 @@ def tiny_latent_model(tiny_latent_dir):
     return load_model(tiny_latent_dir, device="cpu")
 
 
+@pytest.fixture(scope="session")
+def tiny_model_bf16(tiny_pixel_dir):
+    """The tiny pixel model in bfloat16 (the CPU half precision), on the CPU (shared: do not modify)."""
+    from pipeline import load_model
+
+    return load_model(tiny_pixel_dir, device="cpu", dtype=torch.bfloat16)
+
+
+@pytest.fixture(scope="session")
+def tiny_latent_model_bf16(tiny_latent_dir):
+    """The tiny latent model in bfloat16, on the CPU (shared: do not modify)."""
+    from pipeline import load_model
+
+    return load_model(tiny_latent_dir, device="cpu", dtype=torch.bfloat16)
+
+
 @pytest.fixture
 def tensorrt_cuda():
     """Skip (with the reason) unless tensorrt imports and a CUDA device is present."""
