@@ -50,13 +50,20 @@ def ddim_step(
     With ``clip_x0``, ``x0_hat`` is clamped to [-1, 1] (the pixel range) before the move, as diffusers'
     ``clip_sample`` does: it keeps generation from an imperfect model from drifting into saturated colours.
     x, eps: (B, C, H, W); ab_from, ab_to: scalars or (B,) -> (B, C, H, W).
+
+    The coefficients are computed in float64 and rounded once to x's dtype: in bfloat16, 1 - ab rounds to 0 near
+    t = 0 and would drop the step's eps term.
     """
-    ab_from = torch.as_tensor(ab_from, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
-    ab_to = torch.as_tensor(ab_to, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
-    x0_hat = (x - (1 - ab_from).sqrt() * eps) / ab_from.sqrt()
+
+    def coefficients(ab) -> tuple[torch.Tensor, torch.Tensor]:  # (sqrt(ab), sqrt(1 - ab)), each (B, 1, 1, 1)
+        ab = torch.as_tensor(ab, dtype=torch.float64, device=x.device).reshape(-1, 1, 1, 1)
+        return ab.sqrt().to(x.dtype), (1 - ab).sqrt().to(x.dtype)
+
+    (a_from, s_from), (a_to, s_to) = coefficients(ab_from), coefficients(ab_to)
+    x0_hat = (x - s_from * eps) / a_from
     if clip_x0:
         x0_hat = x0_hat.clamp(-1.0, 1.0)
-    return ab_to.sqrt() * x0_hat + (1 - ab_to).sqrt() * eps
+    return a_to * x0_hat + s_to * eps
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,8 @@ def _hooked(hook: StepHook | None, info: StepInfo) -> torch.Tensor:
 
 
 def _alphas(model, grid: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return model.alphas_cumprod[grid].to(device=like.device, dtype=like.dtype)
+    """alpha_bar on the grid, float64 (:func:`ddim_step` rounds its coefficients once).  -> (K + 1,)"""
+    return model.alphas_cumprod[grid].to(device=like.device)
 
 
 def invert(

@@ -74,7 +74,8 @@ def add_parser(sub) -> None:
     p.add_argument("--inversion", choices=INVERT_METHODS, default="corrected",
                    help="DDIM inversion: corrected (predict-evaluate-correct, default) or explicit (plain DDIM)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="model precision")
+    p.add_argument("--dtype", choices=("float32", "float64", "bfloat16", "float16"), default="float32",
+                   help="model precision (bfloat16: half precision on the CPU; float16 needs a CUDA device)")
     p.set_defaults(run=run)
 
 

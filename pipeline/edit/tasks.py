@@ -278,9 +278,9 @@ def _mix_init(traj: Trajectory, region: torch.Tensor, amount: float, model, seed
         return None
     gen = torch.Generator().manual_seed(int(seed) + 1)
     inv, x0 = traj.states[-1], traj.states[0]
-    ab = model.alphas_cumprod[int(traj.timesteps[-1])].to(inv)
+    ab = model.alphas_cumprod[int(traj.timesteps[-1])]  # float64: the coefficients are rounded once
     z = torch.randn(inv.shape, generator=gen, dtype=torch.float64).to(inv)
-    fresh = ab.sqrt() * x0 + (1 - ab).sqrt() * z
+    fresh = ab.sqrt().to(inv) * x0 + (1 - ab).sqrt().to(inv) * z
     m = M.as_model_mask(region, inv)
     return m * (math.sqrt(1 - amount) * inv + math.sqrt(amount) * fresh) + (1 - m) * inv
 
