@@ -13,3 +13,10 @@ class ModelLoadError(RuntimeError):
 
 class Cancelled(RuntimeError):
     """A long computation was stopped through its cancel flag."""
+
+
+class NumericalError(RuntimeError):
+    """A computation on valid arguments produced NaN or inf, or blew up (e.g. a geodesic whose speed exploded).
+
+    The message says which quantity went wrong, where (step, iteration or points), and what to change.
+    """

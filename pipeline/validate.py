@@ -82,3 +82,26 @@ def check_bool(name: str, value: Any, *, allow_none: bool = False) -> bool | Non
         accepted = "True, False or None" if allow_none else "True or False"
         raise InputError(f"{name} must be {accepted}, got {value!r}")
     return bool(value)
+
+
+def check_finite(name: str, value: T) -> T:
+    """``value`` itself; a torch tensor or numpy array (or anything ``np.asarray`` reads as numbers) whose values must
+    all be finite: NaN or inf raises, saying how many of the values are not finite. Integer and bool arrays pass."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        if not (value.is_floating_point() or value.is_complex()):
+            return value
+        bad = int((~torch.isfinite(value.detach())).sum())
+        total = value.numel()
+    else:
+        arr = np.asarray(value)
+        if not np.issubdtype(arr.dtype, np.inexact):
+            if arr.dtype == object:
+                raise InputError(f"{name} must be numbers, got an array of {arr.dtype}")
+            return value
+        bad = int((~np.isfinite(arr)).sum())
+        total = arr.size
+    if bad:
+        raise InputError(f"{name} contains NaN or inf ({bad} of {total} values); give finite values")
+    return value
