@@ -44,7 +44,15 @@ converge within 200 iterations and mostly decoded worse than the midpoint rule.
 **Initial value problem** (:func:`geodesic_shoot`). The Euler-Lagrange equation ``(I + lam s s^T) x'' =
 -lam (x' . H x') s`` solved by Sherman-Morrison: ``x'' = -lam (x' . D s(x)[x']) s / (1 + lam |s|^2)``, integrated with
 classical RK4 (one score and one JVP per stage). Metric speed ``sqrt(g_x(x', x'))`` is conserved by the exact flow; its
-drift measures the integration error.
+drift measures the integration error. A shot whose state, score or acceleration turns non-finite, or whose speed drifts
+by more than ``SPEED_DRIFT_LIMIT``, is retried with twice the substeps (``SHOOT_RETRIES`` times), then fails with
+:class:`~pipeline.errors.NumericalError` naming what blew up, where, and what to change.
+
+**Robustness.** Scores are checked on every call (:func:`guard_score`): a result that is not a tensor of the input's
+shape raises :class:`InputError` (it would otherwise broadcast silently), NaN or inf raises ``NumericalError`` naming
+the points; a non-finite energy likewise. ``n_points`` is bounded by ``MAX_PATH_POINTS`` and the preconditioner is
+applied in time and memory linear in it (:func:`pipeline.geodesic_optim.laplacian_solve`). Extrapolation checks its
+start velocity against the path's speed (:func:`end_velocity_for_extrapolation`).
 """
 
 from __future__ import annotations
@@ -56,10 +64,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, NumericalError
 from .geodesic_optim import adam, laplacian_precond, lbfgs, torch_lbfgs
 from .progress import CancelFlag, ProgressFn, check_cancelled, report
-from .validate import check_choice, check_float, check_int
+from .validate import check_choice, check_finite, check_float, check_int
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 ScoreJvpFn = Callable[[torch.Tensor, torch.Tensor], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
@@ -67,6 +75,28 @@ ScoreJvpFn = Callable[[torch.Tensor, torch.Tensor], "torch.Tensor | tuple[torch.
 #: Default lambda of ``G = I + lam s s^T``. What sets the metric's strength is lam |s|^2 (:func:`relative_lam`); on the
 #: default model's images at t* = 400 this default makes the score term outweigh the Euclidean one by 1e6 or more.
 DEFAULT_LAM = 1000.0
+
+#: Largest ``n_points`` (path points, both ends included) of a geodesic or baseline path, and largest ``n_steps + 1``
+#: of a shot. The path, the L-BFGS memory (``2 history_size`` more copies) and every batched score call grow linearly
+#: with it (10,000 points of the default 3 x 32 x 32 model are 123 MB per copy); image paths use tens of points. A
+#: larger request fails at once with :class:`InputError` instead of running out of memory later.
+MAX_PATH_POINTS = 10_000
+
+#: Largest ``substeps`` (RK4 steps between two recorded points) of :func:`geodesic_shoot`, including its retries.
+MAX_SUBSTEPS = 1024
+
+#: Retries of :func:`geodesic_shoot` after a blow-up, each with twice the substeps of the one before.
+SHOOT_RETRIES = 3
+
+#: A shot has blown up when its metric speed at a recorded point differs from the start's by more than this fraction
+#: (the exact flow conserves it; RK4 that changes it by a quarter is not following the geodesic any more, and an
+#: exploding speed passes this bound before it overflows) or turns non-finite.
+SPEED_DRIFT_LIMIT = 0.25
+
+#: :func:`end_velocity_for_extrapolation` trusts the Legendre end velocity when its metric speed at b lies within this
+#: factor of the last segment's metric speed ``N sqrt(|d|^2 + lam (s(m) . d)^2)`` (equal for a resolved discrete
+#: geodesic); outside it the midpoint correction of the discrete momentum dominates and the damped difference is used.
+VELOCITY_SPEED_RATIO = 2.0
 
 INITS = ("linear", "slerp")
 RULES = ("midpoint", "simpson")
@@ -159,6 +189,7 @@ def relative_lam(score: ScoreFn, a: torch.Tensor, b: torch.Tensor, weight: float
     """
     a, b = _check_pair(a, b)
     weight = check_float("weight", weight, 0.0)
+    score = guard_score(score, lambda: "the endpoints a and b")
     with torch.no_grad():
         s = score(torch.stack((a, b)))  # (2, *shape)
         s2 = _dot(s, s).double().mean()  # mean |s|^2 at the two ends
@@ -220,6 +251,52 @@ def _score_and_jvp(score: ScoreFn, score_jvp: ScoreJvpFn, x: torch.Tensor, v: to
     return score(x), out
 
 
+def _check_score_output(out, x: torch.Tensor, what: str, where: Callable[[], str]) -> torch.Tensor:
+    """``out`` itself when it is a tensor of x's shape with finite values: a wrong type or shape raises
+    :class:`InputError` (a broadcast result would be used silently), NaN or inf :class:`NumericalError` saying at how
+    many of the points and ``where()``."""
+    if not isinstance(out, torch.Tensor):
+        raise InputError(f"{what} must return a torch.Tensor, got {type(out).__name__}")
+    if out.shape != x.shape:
+        raise InputError(f"{what} returned shape {tuple(out.shape)} for points of shape {tuple(x.shape)}; it must "
+                         "return one value per point, of the input's shape (a broadcast result is refused)")
+    finite = torch.isfinite(out.detach())
+    finite = finite.flatten(1).all(dim=1) if finite.ndim > 1 else finite  # (N,): per point
+    if not bool(finite.all()):
+        n_bad = int((~finite).sum())
+        raise NumericalError(f"{what} returned NaN or inf at {n_bad} of {finite.numel()} points ({where()}); "
+                             "the score must be finite there: check the model (weights, dtype) or keep the path "
+                             "where the score is finite")
+    return out
+
+
+def guard_score(score: ScoreFn, where: Callable[[], str] = lambda: "", what: str = "score") -> ScoreFn:
+    """``score`` wrapped so that every output is checked (:func:`_check_score_output`): a tensor of the input's shape
+    (else :class:`InputError`) without NaN or inf (else :class:`NumericalError` naming ``where()``)."""
+
+    def guarded(x: torch.Tensor) -> torch.Tensor:
+        return _check_score_output(score(x), x, what, where)
+
+    return guarded
+
+
+def guard_score_jvp(score_jvp: ScoreJvpFn, where: Callable[[], str] = lambda: "",
+                    what: str = "score_jvp") -> ScoreJvpFn:
+    """``score_jvp`` wrapped like :func:`guard_score`: its JVP (and its score, when it returns the pair) checked."""
+
+    def guarded(x: torch.Tensor, v: torch.Tensor):
+        out = score_jvp(x, v)
+        if isinstance(out, tuple):
+            if len(out) != 2:
+                raise InputError(f"{what} must return D s(x)[v] or the pair (s(x), D s(x)[v]), got a tuple of "
+                                 f"{len(out)}")
+            return (_check_score_output(out[0], x, f"{what} (its score)", where),
+                    _check_score_output(out[1], x, f"{what} (its JVP)", where))
+        return _check_score_output(out, x, what, where)
+
+    return guarded
+
+
 def autodiff_jvp(score: ScoreFn) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """(x, v) -> (s(x), D s(x)[v]) by forward-mode AD (``torch.func.jvp``), falling back to the double-backward trick
     (``torch.autograd.functional.jvp``) for callables that forward mode cannot trace."""
@@ -229,10 +306,13 @@ def autodiff_jvp(score: ScoreFn) -> Callable[[torch.Tensor, torch.Tensor], tuple
         if mode["forward"]:
             try:
                 return torch.func.jvp(score, (x,), (v,))
-            except (RuntimeError, NotImplementedError):
+            except (RuntimeError, NotImplementedError, TypeError):
                 mode["forward"] = False
         with torch.enable_grad():
-            s, ds = torch.autograd.functional.jvp(score, x, v)
+            try:
+                s, ds = torch.autograd.functional.jvp(score, x, v)
+            except TypeError as err:  # torch's own words for a score that returns no tensor
+                raise InputError(f"score must return a torch.Tensor of its input's shape ({err})") from err
         return s.detach(), ds.detach()
 
     return jvp
@@ -328,9 +408,7 @@ def _check_point(x, name: str) -> torch.Tensor:
         raise InputError(f"{name} must be a floating-point tensor, got {x.dtype}")
     if x.numel() == 0:
         raise InputError(f"{name} is empty")
-    if not bool(torch.isfinite(x).all()):
-        raise InputError(f"{name} contains NaN or inf")
-    return x.detach()
+    return check_finite(name, x.detach())
 
 
 def _check_pair(a, b) -> tuple[torch.Tensor, torch.Tensor]:
@@ -343,7 +421,8 @@ def _check_pair(a, b) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _check_n_points(n_points, *, minimum: int = 3) -> int:
-    return check_int("n_points (path points, both endpoints included)", n_points, minimum)
+    """n_points as an int in [minimum, MAX_PATH_POINTS]."""
+    return check_int("n_points (path points, both endpoints included)", n_points, minimum, MAX_PATH_POINTS)
 
 
 def _check_lam(lam) -> float:
@@ -474,6 +553,15 @@ def geodesic_bvp(
     shape = a.shape
     tol_eff = max(cfg.tol, 8 * torch.finfo(a.dtype).eps)
 
+    def where() -> str:
+        k = counter.c["energy"]
+        return (f"energy evaluation {k}" + (" (the initial path)" if k <= 1 else "") + ", the path's "
+                + ("points and " if cfg.rule == "simpson" else "") + "segment midpoints")
+
+    raw_score = score
+    score = guard_score(score, where)
+    score_jvp = None if score_jvp is None else guard_score_jvp(score_jvp, where)
+
     def objective(z: torch.Tensor) -> tuple[float, torch.Tensor]:  # z: flat interior points
         check_cancelled(cancel)
         path = torch.cat((a[None], z.reshape(-1, *shape), b[None]))  # (n, *shape)
@@ -482,7 +570,13 @@ def geodesic_bvp(
             e, g = _energy_grad_jvp(score, score_jvp, path, cfg.lam, cfg.chunk, counter)
         else:
             e, g = _energy_grad_autograd(score, path, cfg.lam, cfg.chunk, counter, cfg.rule)
-        return e, g[1:-1].reshape(-1)
+        g = g[1:-1].reshape(-1)
+        if not (math.isfinite(e) and bool(torch.isfinite(g).all())):
+            what = "curve energy" if not math.isfinite(e) else "energy gradient"
+            raise NumericalError(f"the {what} is NaN or inf at {where()} although the score is finite there "
+                                 f"(E = {e:.6g}, lam = {cfg.lam:g}, {a.dtype}): the score term overflowed; lower lam "
+                                 "or compute in float64")
+        return e, g
 
     def hook(it: int, e: float) -> None:
         report(progress, it, cfg.max_iter, "geodesic")
@@ -502,6 +596,7 @@ def geodesic_bvp(
     path = torch.cat((a[None], run.z.reshape(-1, *shape), b[None])).detach()
     if run.history[-1] > run.history[0]:  # never hand back a curve worse than the start (Adam can overshoot)
         path, run.history = path0.clone(), run.history + [run.history[0]]
+    score = guard_score(raw_score, lambda: "the final and initial paths (metric length)")
     return GeodesicResult(
         path=path, energy=run.history, length=curve_length(score, path, lam=cfg.lam, chunk=cfg.chunk, rule=cfg.rule),
         initial_length=curve_length(score, path0, lam=cfg.lam, chunk=cfg.chunk, rule=cfg.rule),
@@ -525,6 +620,8 @@ class ShootResult:
     evaluations: Evaluations
     seconds: float
     scheme: str = "rk4"
+    substeps: int = 1  # RK4 steps per recorded step that the returned shot used (after any retries)
+    retries: int = 0  # attempts that blew up before it (each retry doubles the substeps)
 
     @property
     def speed_drift(self) -> float:
@@ -537,6 +634,14 @@ class ShootResult:
         return float(self.dt * (self.speed[1:] + self.speed[:-1]).sum() / 2)
 
 
+class _BlowUp(Exception):
+    """Internal: one shooting attempt blew up (``quantity`` at recorded step ``step``, ``detail`` the numbers)."""
+
+    def __init__(self, quantity: str, step: int, detail: str):
+        super().__init__(f"{quantity} at step {step}: {detail}")
+        self.quantity, self.step, self.detail = quantity, step, detail
+
+
 def geodesic_shoot(
     score: ScoreFn,
     x0: torch.Tensor,
@@ -547,6 +652,7 @@ def geodesic_shoot(
     dt: float | None = None,
     substeps: int = 1,
     score_jvp: ScoreJvpFn | None = None,
+    retries: int = SHOOT_RETRIES,
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
 ) -> ShootResult:
@@ -555,25 +661,94 @@ def geodesic_shoot(
     Classical RK4 on (x, v), ``substeps`` RK4 steps of ``dt / substeps`` between recorded points (4 score + JVP
     evaluations per RK4 step). Without ``score_jvp`` the JVP comes from :func:`autodiff_jvp`.
 
+    **Blow-ups.** The exact flow conserves the metric speed ``sqrt(|x'|^2 + lam (s . x')^2)``. An attempt has blown up
+    when a stage's state, score or JVP turns NaN or inf, or the speed at a recorded point drifts from the start's by
+    more than :data:`SPEED_DRIFT_LIMIT` (relative); the shot is then restarted with twice the substeps, at most
+    ``retries`` times (and up to :data:`MAX_SUBSTEPS`), and then :class:`~pipeline.errors.NumericalError` says which
+    quantity blew up, at which step, with how many substeps, and what to change. ``ShootResult.substeps`` and
+    ``.retries`` say what the returned shot used.
+
     x0, v0: (*shape) -> :class:`ShootResult` with path (n_steps + 1, *shape) at times k dt (default dt = 1 / n_steps).
+    Raises :class:`InputError` for bad arguments (also a score of the wrong shape), ``NumericalError`` as above.
     """
     t0 = time.perf_counter()
     x0, v0 = _check_point(x0, "x0"), _check_point(v0, "v0")
     if x0.shape != v0.shape:
         raise InputError(f"x0 and v0 must have the same shape, got {tuple(x0.shape)} and {tuple(v0.shape)}")
+    if not callable(score):
+        raise InputError(f"score must be a callable (N, *shape) -> (N, *shape), got {type(score).__name__}")
     lam = _check_lam(lam)
-    n_steps = check_int("n_steps", n_steps, 1)
-    substeps = check_int("substeps", substeps, 1)
+    n_steps = check_int("n_steps", n_steps, 1, MAX_PATH_POINTS - 1)
+    substeps = check_int("substeps", substeps, 1, MAX_SUBSTEPS)
+    retries = check_int("retries", retries, 0, 10)
     dt = 1.0 / n_steps if dt is None else check_float("dt", dt, 0.0, lo_open=True)
-    jvp = score_jvp if score_jvp is not None else autodiff_jvp(score)
     counter = _Counter()
+    state = {"where": ""}
 
-    def accel(x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s, hv = _score_and_jvp(score, jvp, x[None], v[None], counter)  # (1, *shape) each
-        return geodesic_acceleration(s, hv, v[None], lam)[0].detach(), s[0].detach()
+    def where() -> str:
+        return state["where"]
+
+    raw_jvp = score_jvp if score_jvp is not None else autodiff_jvp(score)
+    score, jvp = guard_score(score, where), guard_score_jvp(raw_jvp, where)
+
+    attempts: list[tuple[int, _BlowUp]] = []
+    sub = substeps
+    while True:
+        try:
+            path, vel, speeds = _rk4_shot(score, jvp, x0, v0, lam, n_steps, dt, sub, counter, state,
+                                          progress, cancel)
+            break
+        except _BlowUp as err:
+            attempts.append((sub, err))
+            if len(attempts) > retries or 2 * sub > MAX_SUBSTEPS:
+                raise NumericalError(_blowup_message(attempts, n_steps, dt)) from None
+            sub *= 2
+    return ShootResult(
+        path=path, velocity=vel, speed=speeds, dt=dt, evaluations=counter.snapshot(),
+        seconds=time.perf_counter() - t0, substeps=sub, retries=len(attempts),
+    )
+
+
+def _blowup_message(attempts: list[tuple[int, _BlowUp]], n_steps: int, dt: float) -> str:
+    """What blew up in each attempt of a shot, and what to change."""
+    sub, last = attempts[-1]
+    tried = ", ".join(str(s) for s, _ in attempts)
+    first = attempts[0][1]
+    return (f"shooting blew up: {last.quantity} at step {last.step} of {n_steps} (t = {last.step * dt:.3g}) with "
+            f"{sub} RK4 substeps per step ({last.detail}); tried substeps {tried}"
+            + (f", the first attempt: {first.quantity} at step {first.step}" if len(attempts) > 1 else "")
+            + ". The exact flow keeps the metric speed constant, so the step is too large for the score's curvature "
+            "there or the start velocity leaves the region where the score is usable: shoot a shorter time (lower "
+            "dt or n_steps; for extrapolation lower beyond), raise substeps, or start from a consistent velocity "
+            "(for extrapolation: more path points and solver iterations, or a lower lam)")
+
+
+def _rk4_shot(score, jvp, x0, v0, lam, n_steps, dt, substeps, counter, state, progress, cancel):
+    """One RK4 attempt of :func:`geodesic_shoot`.  -> path, velocity (n_steps + 1, *shape), speed (n_steps + 1,);
+    raises :class:`_BlowUp` when a stage state, score or JVP is not finite or the metric speed leaves its band."""
+
+    def accel(x: torch.Tensor, v: torch.Tensor, k: int, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        state["where"] = f"RK4 {stage} of step {k + 1} of {n_steps}"
+        for name, t in (("position", x), ("velocity", v)):
+            if not bool(torch.isfinite(t).all()):
+                raise _BlowUp(f"the {name}", k + 1, f"the {name} of RK4 {stage} is NaN or inf")
+        try:
+            s, hv = _score_and_jvp(score, jvp, x[None], v[None], counter)  # (1, *shape) each
+        except NumericalError as err:
+            raise _BlowUp("the score or its JVP", k + 1, str(err)) from None
+        acc = geodesic_acceleration(s, hv, v[None], lam)[0].detach()
+        if not bool(torch.isfinite(acc).all()):
+            raise _BlowUp("the acceleration", k + 1, f"x'' of RK4 {stage} overflowed to NaN or inf")
+        return acc, s[0].detach()
 
     def speed(s: torch.Tensor, v: torch.Tensor) -> float:
         return float((_dot(v[None], v[None]).double() + lam * _dot(s[None], v[None]).double() ** 2).sqrt())
+
+    def check_speed(sp: float, k: int) -> None:
+        s0 = speeds[0]
+        if not math.isfinite(sp) or (s0 > 0 and abs(sp / s0 - 1) > SPEED_DRIFT_LIMIT):
+            raise _BlowUp("the metric speed", k, f"{sp:.4g} against {s0:.4g} at the start; the exact flow "
+                          f"conserves it, the accepted drift is {SPEED_DRIFT_LIMIT:g}")
 
     h = dt / substeps
     x, v = x0.clone(), v0.clone()
@@ -582,31 +757,40 @@ def geodesic_shoot(
         for k in range(n_steps):
             check_cancelled(cancel)
             for j in range(substeps):
-                a1, s1 = accel(x, v)
+                a1, s1 = accel(x, v, k, f"stage 1 of substep {j + 1}")
                 if j == 0:
                     speeds.append(speed(s1, v))
-                a2, _ = accel(x + 0.5 * h * v, v + 0.5 * h * a1)
-                a3, _ = accel(x + 0.5 * h * (v + 0.5 * h * a1), v + 0.5 * h * a2)
-                a4, _ = accel(x + h * (v + 0.5 * h * a2), v + h * a3)
+                    check_speed(speeds[-1], k)
+                a2, _ = accel(x + 0.5 * h * v, v + 0.5 * h * a1, k, f"stage 2 of substep {j + 1}")
+                a3, _ = accel(x + 0.5 * h * (v + 0.5 * h * a1), v + 0.5 * h * a2, k, f"stage 3 of substep {j + 1}")
+                a4, _ = accel(x + h * (v + 0.5 * h * a2), v + h * a3, k, f"stage 4 of substep {j + 1}")
                 x = x + h * v + (h * h / 6) * (a1 + a2 + a3)
                 v = v + (h / 6) * (a1 + 2 * a2 + 2 * a3 + a4)
-            if not bool(torch.isfinite(x).all() and torch.isfinite(v).all()):
-                raise InputError(f"shooting diverged at step {k + 1} (non-finite state): the step is too large for "
-                                 f"this stiffness; lower dt or raise substeps (now {substeps})")
+            for name, t in (("position", x), ("velocity", v)):
+                if not bool(torch.isfinite(t).all()):
+                    raise _BlowUp(f"the {name}", k + 1, f"the {name} after the step is NaN or inf")
             xs.append(x), vs.append(v)
             report(progress, k + 1, n_steps, "shooting")
-        s_end = score(x[None])[0]
+        state["where"] = f"the end point (step {n_steps})"
+        try:
+            s_end = score(x[None])[0]
+        except NumericalError as err:
+            raise _BlowUp("the score", n_steps, str(err)) from None
         counter.add(score_calls=1, score_points=1)
         speeds.append(speed(s_end, v))
-    return ShootResult(
-        path=torch.stack(xs), velocity=torch.stack(vs), speed=torch.tensor(speeds, dtype=torch.float64), dt=dt,
-        evaluations=counter.snapshot(), seconds=time.perf_counter() - t0,
-    )
+        check_speed(speeds[-1], n_steps)
+    return torch.stack(xs), torch.stack(vs), torch.tensor(speeds, dtype=torch.float64)
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Extrapolation: BVP a -> b, then shoot past b
 # --------------------------------------------------------------------------------------------------------------------
+#: Start velocities at b for extrapolation (:func:`end_velocity_for_extrapolation`): the Legendre transform of the last
+#: segment (checked against the path's speed), the damped difference :func:`damped_end_velocity`, the one-sided
+#: difference :func:`end_velocity`.
+VELOCITIES = ("legendre", "damped", "difference")
+
+
 @dataclass(frozen=True)
 class ExtrapolationResult:
     """A geodesic from a through b continued past b. ``path[n_inner - 1]`` is b."""
@@ -616,6 +800,7 @@ class ExtrapolationResult:
     bvp: GeodesicResult
     shoot: ShootResult
     velocity_b: torch.Tensor  # (*shape): the initial velocity at b (parameter t in [0, 1] on a -> b)
+    velocity: str = "legendre"  # how velocity_b was obtained: "legendre" | "damped" | "difference"
 
 
 def end_velocity(path: torch.Tensor) -> torch.Tensor:
@@ -627,6 +812,32 @@ def end_velocity(path: torch.Tensor) -> torch.Tensor:
     return 0.5 * n * (3 * path[-1] - 4 * path[-2] + path[-3])
 
 
+def _end_score(score: ScoreFn, path: torch.Tensor, what: str) -> torch.Tensor:
+    """s(x_N), checked (:func:`guard_score`).  -> (1, *shape)"""
+    with torch.no_grad():
+        return guard_score(score, lambda: f"the path's end point b ({what})")(path[-1:])
+
+
+def damped_end_velocity(score: ScoreFn, path: torch.Tensor, *, lam: float) -> torch.Tensor:
+    """x'(1) as the last segment's velocity with its component along s_b damped by the metric at b:
+    ``x' = G(b)^-1 N d = N d - lam (s_b . N d) s_b / (1 + lam |s_b|^2)`` (``d = x_N - x_{N-1}``, ``s_b = s(x_N)``).
+
+    The Legendre transform of the segment's Euclidean momentum ``N d``: no midpoint correction (compare
+    :func:`legendre_velocity`), so its Euclidean speed never exceeds the segment's, while a step across the density
+    (along s_b) is damped the same way.  path: (N + 1, *shape) -> (*shape)
+    """
+    n = path.shape[0] - 1
+    lam = _check_lam(lam)
+    with torch.no_grad():
+        p = n * (path[-1:] - path[-2:-1])  # (1, *shape)
+        sb = _end_score(score, path, "damped_end_velocity")
+        v = p - _expand(lam * _dot(sb, p) / (1 + lam * _dot(sb, sb)), p) * sb
+    if not bool(torch.isfinite(v).all()):
+        raise NumericalError(f"the damped end velocity is NaN or inf (|N d| = {float(p.norm()):.4g}, "
+                             f"|s_b| = {float(sb.norm()):.4g}, lam = {lam:g}): lower lam or compute in float64")
+    return v[0]
+
+
 def legendre_velocity(score: ScoreFn, path: torch.Tensor, *, lam: float, score_jvp: ScoreJvpFn | None = None,
                       ) -> torch.Tensor:
     """x'(1) of a discrete geodesic by the discrete Legendre transform of its last segment.
@@ -636,19 +847,66 @@ def legendre_velocity(score: ScoreFn, path: torch.Tensor, *, lam: float, score_j
     energy gradient, symmetric Jacobian assumed), and ``x' = G(b)^-1 p = p - lam (s_b . p) s_b / (1 + lam |s_b|^2)``
     (Sherman-Morrison, ``s_b = s(x_N)``). Unlike a finite difference it damps the component along s_b that the
     metric penalises, so a last segment that jumps across a density ridge (where s(m) ~ 0) does not launch the
-    continuation off the data.  path: (N + 1, *shape) -> (*shape)
+    continuation off the data.
+
+    The term ``N lam c H d / 2`` is the midpoint rule's correction, of order 1/N on a resolved geodesic; on a coarse
+    or unconverged path (c = s . d far from 0, lam |s|^2 large) it dominates and the velocity comes out many times
+    faster than the path: :func:`end_velocity_for_extrapolation` checks that. Scores and JVPs are checked
+    (:func:`guard_score`); a non-finite result raises :class:`~pipeline.errors.NumericalError`.
+    path: (N + 1, *shape) -> (*shape)
     """
     n = path.shape[0] - 1
-    jvp = score_jvp if score_jvp is not None else autodiff_jvp(score)
+    lam = _check_lam(lam)
+
+    def where() -> str:
+        return "the last segment's midpoint (legendre_velocity)"
+
+    jvp = guard_score_jvp(score_jvp if score_jvp is not None else autodiff_jvp(score), where)
     counter = _Counter()
     d, m = segments(path[-2:])  # (1, *shape)
     with torch.no_grad():
-        s, hd = _score_and_jvp(score, jvp, m, d, counter)
+        s, hd = _score_and_jvp(guard_score(score, where), jvp, m, d, counter)
         c = _expand(_dot(s, d), d)
         p = n * (d + lam * c * (0.5 * hd + s))  # (1, *shape)
-        sb = score(path[-1:])  # (1, *shape)
+        sb = _end_score(score, path, "legendre_velocity")
         v = p - _expand(lam * _dot(sb, p) / (1 + lam * _dot(sb, sb)), p) * sb
+    if not bool(torch.isfinite(v).all()):
+        raise NumericalError(f"the Legendre end velocity is NaN or inf (end momentum |p| = {float(p.norm()):.4g}, "
+                             f"s . d = {float(c.flatten()[0]):.4g}, lam = {lam:g}): lower lam, compute in float64, "
+                             "or use velocity='damped'")
     return v[0]
+
+
+def end_velocity_for_extrapolation(score: ScoreFn, path: torch.Tensor, *, lam: float,
+                                   score_jvp: ScoreJvpFn | None = None, velocity: str = "legendre",
+                                   ) -> tuple[torch.Tensor, str]:
+    """The start velocity at b for continuing ``path`` past b, and how it was obtained.
+
+    ``velocity="legendre"`` (default): :func:`legendre_velocity`, kept when its metric speed at b,
+    ``sqrt(|v|^2 + lam (s_b . v)^2)``, lies within :data:`VELOCITY_SPEED_RATIO` of the last segment's metric speed
+    ``N sqrt(|d|^2 + lam (s(m) . d)^2)`` (they agree on a resolved discrete geodesic, where the path is traversed at
+    constant speed); otherwise the midpoint correction dominates (a coarse or unconverged path: 3 points and a few
+    solver iterations on the default model give 30x the path's speed, and the shot leaves the data within one step)
+    and :func:`damped_end_velocity` is used instead. ``"damped"``: :func:`damped_end_velocity`. ``"difference"``:
+    :func:`end_velocity` (no damping).  path: (N + 1, *shape) -> ((*shape), "legendre" | "damped" | "difference")
+    """
+    velocity = check_choice("velocity", velocity, VELOCITIES)
+    lam = _check_lam(lam)
+    if velocity == "difference":
+        return end_velocity(path), "difference"
+    if velocity == "damped":
+        return damped_end_velocity(score, path, lam=lam), "damped"
+    v = legendre_velocity(score, path, lam=lam, score_jvp=score_jvp)
+    with torch.no_grad():
+        n = path.shape[0] - 1
+        d, m = segments(path[-2:])
+        s_m, s_b = guard_score(score, lambda: "the last segment (end_velocity_for_extrapolation)")(
+            torch.cat((m, path[-1:])))  # (*shape) each
+        seg_speed = n * math.sqrt(float(_dot(d, d)[0].double()) + lam * float(_dot(s_m[None], d)[0].double()) ** 2)
+        v_speed = math.sqrt(float(_dot(v[None], v[None])[0].double()) + lam * float(_dot(s_b[None], v[None])[0]) ** 2)
+    if seg_speed > 0 and 1 / VELOCITY_SPEED_RATIO <= v_speed / seg_speed <= VELOCITY_SPEED_RATIO:
+        return v, "legendre"
+    return damped_end_velocity(score, path, lam=lam), "damped"
 
 
 def extrapolate(
@@ -669,22 +927,26 @@ def extrapolate(
     """The geodesic from a through b, continued past b for ``beyond`` times the a -> b metric length.
 
     Solves the BVP a -> b (:func:`geodesic_bvp`, ``solver`` options passed on), takes the velocity at b in the BVP's
-    parameter (t in [0, 1], so the metric speed is about the a -> b length L) by :func:`legendre_velocity`
-    (``velocity="legendre"``, default) or :func:`end_velocity` (``"difference"``), and shoots
-    (:func:`geodesic_shoot`) for time ``beyond``: ``round(beyond (n_points - 1))`` (at least 1) more points evenly
-    spread over it (the path's own spacing when ``beyond (n_points - 1)`` is an integer), each ``substeps`` RK4 steps
-    apart, adding ~``beyond * L`` of metric length.
+    parameter (t in [0, 1], so the metric speed is about the a -> b length L) by
+    :func:`end_velocity_for_extrapolation` (``velocity="legendre"``, default: the Legendre velocity, or the damped
+    difference where the Legendre one is inconsistent with the path's speed; ``"damped"``; ``"difference"``), and
+    shoots (:func:`geodesic_shoot`, which retries a blow-up with more substeps) for time ``beyond``:
+    ``round(beyond (n_points - 1))`` (at least 1) more points evenly spread over it (the path's own spacing when
+    ``beyond (n_points - 1)`` is an integer), each ``substeps`` RK4 steps apart, adding ~``beyond * L`` of metric
+    length. ``ExtrapolationResult.velocity`` says which velocity was used. A shot that still blows up raises
+    :class:`~pipeline.errors.NumericalError` saying what blew up and what to change.
     """
     beyond = check_float("beyond", beyond, 0.0, lo_open=True)
-    velocity = check_choice("velocity", velocity, ("legendre", "difference"))
+    velocity = check_choice("velocity", velocity, VELOCITIES)
+    n_points = _check_n_points(n_points)
+    n_extra = max(1, round(beyond * (n_points - 1)))
+    if n_points + n_extra > MAX_PATH_POINTS:
+        raise InputError(f"beyond={beyond:g} with n_points={n_points} asks for {n_extra} extra points; the whole path "
+                         f"must stay within MAX_PATH_POINTS={MAX_PATH_POINTS}")
     bvp = geodesic_bvp(score, a, b, lam=lam, n_points=n_points, score_jvp=score_jvp, progress=progress,
                        cancel=cancel, **solver)
-    n_extra = max(1, round(beyond * (n_points - 1)))
-    if velocity == "legendre":
-        v_b = legendre_velocity(score, bvp.path, lam=lam, score_jvp=score_jvp)
-    else:
-        v_b = end_velocity(bvp.path)
+    v_b, used = end_velocity_for_extrapolation(score, bvp.path, lam=lam, score_jvp=score_jvp, velocity=velocity)
     shoot = geodesic_shoot(score, bvp.path[-1], v_b, lam=lam, n_steps=n_extra, dt=beyond / n_extra,
                            substeps=substeps, score_jvp=score_jvp, progress=progress, cancel=cancel)
     return ExtrapolationResult(path=torch.cat((bvp.path, shoot.path[1:])), n_inner=n_points, bvp=bvp, shoot=shoot,
-                               velocity_b=v_b)
+                               velocity_b=v_b, velocity=used)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import NumericalError
+
 Objective = Callable[[torch.Tensor], tuple[float, torch.Tensor]]
 
 
@@ -32,6 +34,7 @@ class OptimRun:
 
 
 def rel_change(old: float, new: float) -> float:
+    """|old - new| / max(|old|, |new|) (guarded against 0): the stopping rule's relative energy change."""
     return abs(old - new) / max(abs(new), abs(old), 1e-300)
 
 
@@ -45,6 +48,10 @@ def lbfgs(f: Objective, z0: torch.Tensor, *, max_iter: int, tol: float, history_
     and removes the N^2 conditioning of the discretisation. Stops when the relative energy change of an iteration
     falls below ``tol`` (converged), after ``max_iter`` iterations, or when the line search cannot decrease E (the
     floating-point floor: converged if the last relative change was already below ``10 tol``).
+
+    ``f`` may raise :class:`~pipeline.errors.NumericalError` where E or its gradient is not finite. At ``z0`` that
+    propagates; at a trial point of the line search the step is shortened instead, and only when every trial of an
+    iteration failed that way is the last such error raised again (naming the iteration).
     """
     precond = precond if precond is not None else (lambda q: q)
     z = z0.clone()
@@ -77,10 +84,16 @@ def lbfgs(f: Objective, z0: torch.Tensor, *, max_iter: int, tol: float, history_
                 run.converged, run.reason = True, "zero gradient"
                 break
         # backtracking line search on E(z + t p), Armijo c1 = 1e-4
-        t, accepted = 1.0, False
-        for _ in range(30):
+        t, accepted, n_failed = 1.0, False, 0
+        for trial in range(30):
             z_new = z + t * p
-            e_new, g_new = f(z_new)
+            try:
+                e_new, g_new = f(z_new)
+            except NumericalError as err:  # non-finite at the trial point: a shorter step
+                e_new, n_failed = float("nan"), n_failed + 1
+                if n_failed == trial + 1 == 30:
+                    raise NumericalError(f"L-BFGS iteration {it}: every one of 30 trial steps (down to "
+                                         f"{t:.3g} of the first) met a non-finite value; the last: {err}") from err
             if math.isfinite(e_new) and e_new <= e + 1e-4 * t * gtp:
                 accepted = True
                 break
@@ -177,14 +190,27 @@ def adam(f: Objective, z0: torch.Tensor, *, max_iter: int, tol: float, lr: float
     return run
 
 
+def laplacian_solve(q: torch.Tensor) -> torch.Tensor:
+    """u = L^-1 q column by column, L = tridiag(-1, 2, -1) of size k (Dirichlet ends), in O(k D) time and memory.
+
+    The inverse of L has the closed form ``(L^-1)_ij = min(i, j) (k + 1 - max(i, j)) / (k + 1)`` (1-based), so
+    ``u_i = [(k + 1 - i) sum_{j <= i} j q_j + i sum_{j > i} (k + 1 - j) q_j] / (k + 1)``: two cumulative sums (the
+    second taken from the end, so no large prefix is subtracted), computed in float64 and returned in q's dtype.
+    Equals ``torch.linalg.inv(L) @ q`` to rounding without forming the k x k matrix.  q: (k, D) -> (k, D)
+    """
+    k = q.shape[0]
+    q64 = q.to(torch.float64)
+    j = torch.arange(1, k + 1, dtype=torch.float64, device=q.device)[:, None]  # (k, 1)
+    left = torch.cumsum(j * q64, dim=0)  # sum_{j <= i} j q_j
+    tail = torch.flip(torch.cumsum(torch.flip((k + 1 - j) * q64, (0,)), dim=0), (0,))  # sum_{j >= i} (k+1-j) q_j
+    right = torch.cat((tail[1:], torch.zeros_like(tail[:1])))  # sum_{j > i}
+    u = ((k + 1 - j) * left + j * right) / (k + 1)
+    return u.to(q.dtype)
+
 
 def laplacian_precond(n_points: int, like: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """q -> (N L)^-1 q on flat interior points, L = tridiag(-1, 2, -1) of size n_points - 2 (the Hessian of the
-    Euclidean energy (N/2) sum |d_i|^2 is N L per coordinate).  (n_interior * D,) -> (n_interior * D,)"""
+    Euclidean energy (N/2) sum |d_i|^2 is N L per coordinate), applied by :func:`laplacian_solve` in time and memory
+    linear in the number of points (no dense inverse).  (n_interior * D,) -> (n_interior * D,)"""
     n_seg, k = n_points - 1, n_points - 2
-    lap = 2 * torch.eye(k, dtype=torch.float64) - torch.diag(torch.ones(k - 1, dtype=torch.float64), 1)
-    lap = lap - torch.diag(torch.ones(k - 1, dtype=torch.float64), -1)
-    inv = torch.linalg.inv(n_seg * lap).to(dtype=like.dtype, device=like.device)  # (k, k)
-    return lambda q: (inv @ q.reshape(k, -1)).reshape(-1)
-
-
+    return lambda q: (laplacian_solve(q.reshape(k, -1)) / n_seg).to(like.dtype).reshape(-1)

@@ -37,9 +37,11 @@ import numpy as np
 import torch
 
 from . import ddim
+from .errors import InputError
 from .geodesic import (
     DEFAULT_LAM,
     GRADIENTS,
+    MAX_PATH_POINTS,
     GeodesicResult,
     ScoreFn,
     ScoreJvpFn,
@@ -47,9 +49,9 @@ from .geodesic import (
     _check_n_points,
     curve_energy,
     curve_length,
+    end_velocity_for_extrapolation,
     geodesic_bvp,
     geodesic_shoot,
-    legendre_velocity,
     lerp_at,
     relative_lam,
     slerp_at,
@@ -83,6 +85,9 @@ class ImagePath:
     # lam mean(|s(a)|^2, |s(b)|^2) at the inverted ends: the weight of the score term relative to the Euclidean one
     # for a step along s (pipeline.geodesic.relative_lam); what actually sets the metric's strength
     lam_relative: float | None = None
+    # extrapolation with "geodesic" only: how the start velocity at b was obtained, "legendre" or "damped" (the
+    # Legendre one was inconsistent with the path's speed; pipeline.geodesic.end_velocity_for_extrapolation)
+    velocity: str | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -265,25 +270,31 @@ def extrapolate_images(
     """Continue the path from a through b past b, by ``beyond`` times the a -> b length.
 
     ``"geodesic"``: solve the BVP a -> b, then shoot from b with the BVP's end velocity
-    (:func:`pipeline.geodesic.legendre_velocity`) for parameter time ``beyond`` (``round(beyond (n_points - 1))`` extra
-    points evenly spread over it, ``substeps`` RK4 steps each; see :func:`pipeline.geodesic.extrapolate`).
+    (:func:`pipeline.geodesic.end_velocity_for_extrapolation`: the Legendre velocity, or the damped difference when
+    the Legendre one is inconsistent with the path's speed; ``ImagePath.velocity`` says which) for parameter time
+    ``beyond`` (``round(beyond (n_points - 1))`` extra points evenly spread over it, ``substeps`` RK4 steps each,
+    retried with more substeps after a blow-up; see :func:`pipeline.geodesic.extrapolate`). A shot that still blows
+    up raises :class:`~pipeline.errors.NumericalError` naming what blew up and what to change.
     ``"lerp"`` / ``"slerp"``: the same formulas at t in (1, 1 + beyond]. Other arguments as :func:`interpolate_images`.
 
     Returns :class:`ImagePath` with ``n_points + n_extra`` images; ``n_inner = n_points``.
     """
     beyond = check_float("beyond (extra length as a fraction of the a -> b path)", beyond, 0.0, 10.0, lo_open=True)
     n_extra = max(1, round(beyond * (_check_n_points(n_points) - 1)))
+    if n_points + n_extra > MAX_PATH_POINTS:
+        raise InputError(f"beyond={beyond:g} with n_points={n_points} asks for {n_extra} extra points; the whole path "
+                         f"must stay within {MAX_PATH_POINTS} points")
     score, score_jvp, grad_mode, xa, xb, lam_rel, secs = _start(
         model, image_a, image_b, t_star=t_star, num_steps=num_steps, method=method, lam=lam, gradient=gradient,
         inversion=inversion, progress=progress, cancel=cancel)
     t0 = time.perf_counter()
-    geo = shot = None
+    geo = shot = used = None
     if method == "geodesic":
         geo = geodesic_bvp(score, xa, xb, lam=lam, n_points=n_points, score_jvp=score_jvp, gradient=grad_mode,
                            progress=progress, cancel=cancel, **solver)
         # shooting needs D s[v]: always the model's JVP, whatever drove the BVP gradient
         _, jvp = score_functions(model, t_star)
-        v_b = legendre_velocity(score, geo.path, lam=lam, score_jvp=jvp)
+        v_b, used = end_velocity_for_extrapolation(score, geo.path, lam=lam, score_jvp=jvp)
         shot = geodesic_shoot(score, geo.path[-1], v_b, lam=lam, n_steps=n_extra,
                               dt=beyond / n_extra, substeps=substeps, score_jvp=jvp, progress=progress, cancel=cancel)
         path = torch.cat((geo.path, shot.path[1:]))
@@ -300,4 +311,4 @@ def extrapolate_images(
                                clip_x0=clip_x0, progress=progress, cancel=cancel)
     return ImagePath(images=images, path=path, x0=x0, method=method, t_star=t_star, lam=float(lam), energy=energy,
                      length=length, euclidean_length=euclid, n_inner=n_points, geodesic=geo, shoot=shot, seconds=secs,
-                     lam_relative=lam_rel)
+                     lam_relative=lam_rel, velocity=used)

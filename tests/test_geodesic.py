@@ -9,7 +9,7 @@ import threading
 import pytest
 import torch
 
-from pipeline.errors import Cancelled, InputError
+from pipeline.errors import Cancelled, InputError, NumericalError
 from pipeline.geodesic import (
     _Counter,
     _energy_grad_autograd,
@@ -293,21 +293,26 @@ def test_curve_length_of_line_is_euclidean():
     assert abs(curve_length(_gaussian_score, lerp(a, b, 5), lam=0.0) - float((b - a).norm())) < 1e-12
 
 
-def test_shooting_reports_divergence():
-    # A score that is NaN outside |x_k| <= 2: the RK4 state turns non-finite after a few steps, which must
-    # raise InputError naming the step and the remedy, not return a path of NaNs.
+def test_shooting_retries_a_blow_up_then_reports_it():
+    # A score that is NaN outside |x_k| <= 2. With lam = 10 the exact geodesic from 0 at speed 10 (1, 1, 1) slows
+    # down and stays inside (x_k ~ 1.9 at t = 1), but RK4 with one substep per step jumps outside (NaN): the shot is
+    # retried with 2, 4, 8 substeps and succeeds. With lam = 0 (a straight line) the flow itself leaves the region:
+    # every retry blows up, and NumericalError names the quantity, the step, the substeps tried and the remedy.
     def score(x):
         return torch.where(x.abs() > 2, torch.full_like(x, float("nan")), -x)
 
     def score_jvp(x, v):
         return score(x), -v
 
-    with pytest.raises(InputError, match=r"diverged at step \d+ .*substeps \(now 1\)"):
-        geodesic_shoot(score, torch.zeros(3, dtype=torch.float64), torch.full((3,), 10.0, dtype=torch.float64),
-                       lam=10.0, n_steps=4, dt=0.25, score_jvp=score_jvp)
-    ok = geodesic_shoot(score, torch.zeros(3, dtype=torch.float64), torch.full((3,), 1.0, dtype=torch.float64),
-                        lam=10.0, n_steps=4, dt=0.25, score_jvp=score_jvp)  # stays inside: finite
-    assert bool(torch.isfinite(ok.path).all())
+    x0, v0 = torch.zeros(3, dtype=torch.float64), torch.full((3,), 10.0, dtype=torch.float64)
+    shot = geodesic_shoot(score, x0, v0, lam=10.0, n_steps=4, dt=0.25, score_jvp=score_jvp)
+    assert shot.retries >= 1 and shot.substeps == 2**shot.retries and bool(torch.isfinite(shot.path).all())
+    assert float(shot.path.abs().max()) <= 2 and shot.speed_drift <= 0.25
+    with pytest.raises(NumericalError, match=r"shooting blew up: the score or its JVP at step 1 of 4 .*NaN or inf.*"
+                                             r"tried substeps 1, 2, 4, 8.*lower dt"):
+        geodesic_shoot(score, x0, v0, lam=0.0, n_steps=4, dt=0.25, score_jvp=score_jvp)
+    ok = geodesic_shoot(score, x0, v0 / 10, lam=10.0, n_steps=4, dt=0.25, score_jvp=score_jvp)  # stays inside
+    assert bool(torch.isfinite(ok.path).all()) and ok.retries == 0 and ok.substeps == 1
 
 
 def test_relative_lam_scales_by_the_endpoint_score():

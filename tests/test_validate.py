@@ -7,9 +7,11 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import InputError
-from pipeline.validate import check_bool, check_choice, check_float, check_int
+from pipeline.validate import check_bool, check_choice, check_finite, check_float, check_int, is_int, is_number
 
 
 @pytest.mark.parametrize("value", [3, np.int64(3), np.int32(3), np.uint8(3)])
@@ -103,7 +105,8 @@ def test_geodesic_and_interpolate_checks():
 
     a, b = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
     assert lerp(a, b, np.int64(4)).shape == (4, 3)  # numpy ints are integers now
-    with pytest.raises(InputError, match=r"n_points \(path points, both endpoints included\) must be an integer >= 2"):
+    with pytest.raises(InputError, match=r"n_points \(path points, both endpoints included\) must be an integer in "
+                                          r"\[2, 10000\], got True"):
         lerp(a, b, True)
     with pytest.raises(InputError, match="max_iter must be an integer >= 1, got 0"):
         geodesic_bvp(lambda x: -x, a, b, max_iter=0)
@@ -111,3 +114,111 @@ def test_geodesic_and_interpolate_checks():
         geodesic_bvp(lambda x: -x, a, b, rule="trapezoid")
     with pytest.raises(InputError, match=r"tol must be a finite number > 0.0, got 0"):
         geodesic_bvp(lambda x: -x, a, b, tol=0)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Property tests (hypothesis): any value, any bounds
+# --------------------------------------------------------------------------------------------------------------------
+FAST = settings(max_examples=60, deadline=None, database=None)  # database=None: no .hypothesis/ in the tree
+THOROUGH = settings(max_examples=2000, deadline=None, database=None)
+
+_NUMPY_INTS = (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
+ints = st.one_of(st.integers(-(2**70), 2**70),
+                 st.sampled_from(_NUMPY_INTS).flatmap(
+                     lambda t: st.integers(int(np.iinfo(t).min), int(np.iinfo(t).max)).map(t)))
+floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                   st.floats(width=32).map(np.float32), st.floats().map(np.float64))
+others = st.one_of(st.booleans(), st.just(np.bool_(True)), st.just(np.bool_(False)), st.none(), st.text(max_size=5),
+                   st.lists(st.integers(), max_size=2), st.just(object()), st.complex_numbers(max_magnitude=10))
+anything = st.one_of(ints, floats, others)
+bounds = st.one_of(st.none(), st.integers(-1000, 1000))
+
+
+def _check_int_property(value, lo, hi):
+    ok = is_int(value) and (lo is None or value >= lo) and (hi is None or value <= hi)
+    if ok:
+        out = check_int("n", value, lo, hi)
+        assert type(out) is int and out == value
+    else:
+        with pytest.raises(InputError, match=r"^n must be an integer.*, got "):
+            check_int("n", value, lo, hi)
+
+
+@FAST
+@given(anything, bounds, bounds)
+def test_property_check_int(value, lo, hi):
+    _check_int_property(value, lo, hi)
+
+
+@pytest.mark.slow
+@THOROUGH
+@given(anything, bounds, bounds)
+def test_property_check_int_thoroughly(value, lo, hi):
+    _check_int_property(value, lo, hi)
+
+
+def _check_float_property(value, lo, hi, lo_open, hi_open):
+    finite = is_number(value) and math.isfinite(value)
+    ok = finite and (lo is None or (value > lo if lo_open else value >= lo)) \
+        and (hi is None or (value < hi if hi_open else value <= hi))
+    if ok:
+        out = check_float("x", value, lo, hi, lo_open=lo_open, hi_open=hi_open)
+        assert type(out) is float and out == float(value)
+    else:
+        with pytest.raises(InputError, match=r"^x must be a finite number.*, got "):
+            check_float("x", value, lo, hi, lo_open=lo_open, hi_open=hi_open)
+
+
+@FAST
+@given(anything, bounds, bounds, st.booleans(), st.booleans())
+def test_property_check_float(value, lo, hi, lo_open, hi_open):
+    _check_float_property(value, lo, hi, lo_open, hi_open)
+
+
+@pytest.mark.slow
+@THOROUGH
+@given(anything, bounds, bounds, st.booleans(), st.booleans())
+def test_property_check_float_thoroughly(value, lo, hi, lo_open, hi_open):
+    _check_float_property(value, lo, hi, lo_open, hi_open)
+
+
+@FAST
+@given(anything)
+def test_property_bools_are_never_numbers(value):
+    if isinstance(value, (bool, np.bool_)):
+        assert not is_int(value) and not is_number(value)
+        assert check_bool("flag", value) is bool(value)
+    else:
+        assert is_int(value) <= is_number(value)  # every integer is a number
+        with pytest.raises(InputError, match="flag must be True or False"):
+            check_bool("flag", value)
+
+
+@FAST
+@given(anything, st.lists(st.one_of(st.integers(-5, 5), st.text(max_size=3)), max_size=5))
+def test_property_check_choice(value, choices):
+    try:
+        inside = value in choices
+    except TypeError:
+        inside = False
+    if inside:
+        assert check_choice("mode", value, choices) is value
+    else:
+        with pytest.raises(InputError, match=r"^mode must be one of"):
+            check_choice("mode", value, choices)
+
+
+@FAST
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=20),
+       st.sampled_from(["numpy", "torch"]))
+def test_property_check_finite(values, kind):
+    import torch
+
+    arr = np.asarray(values) if kind == "numpy" else torch.tensor(values, dtype=torch.float64)
+    n_bad = sum(not math.isfinite(v) for v in values)
+    if n_bad == 0:
+        assert check_finite("x", arr) is arr
+    else:
+        with pytest.raises(InputError, match=rf"x contains NaN or inf \({n_bad} of {len(values)} values\)"):
+            check_finite("x", arr)
+    assert check_finite("i", np.arange(3)) is not None  # integers are always finite
