@@ -16,10 +16,12 @@ consume; every ``accel`` backend implements it too, on the same primitives (:cla
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,10 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 #: U-Nets on which vmap over func.jvp failed once (weakly keyed), so ``auto`` point JVPs go straight to repeat.
 _VMAP_FAILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+#: Longest model source string (a name, path or hub id) ``load_model`` accepts; longer ones are refused with
+#: :class:`InputError` before touching the file system (a 5,000-character "path" used to fail inside ``os.stat``).
+MAX_SOURCE_LENGTH = 1000
 
 #: dtype names ``load_model`` accepts (torch dtypes are accepted too: float32, float64, bfloat16, float16).
 _DTYPES = {
@@ -163,7 +169,10 @@ class DiffusionModel(ModelMaps):
         return 2 ** (len(self.unet.config.block_out_channels) - 1)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> DiffusionModel:
-        """Move (in place) to ``device`` and/or ``dtype``; returns ``self``."""
+        """Move (in place) to ``device`` and/or ``dtype``; returns ``self``. A device this machine lacks raises
+        :class:`InputError` (:func:`check_device`)."""
+        if device is not None:
+            device = check_device(device)
         for m in (self.unet, self.vae):
             if m is None:
                 continue
@@ -374,9 +383,78 @@ def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device | None 
     return dtype
 
 
+def available_devices() -> list[str]:
+    """The torch devices usable here: ``"cpu"``, then ``"cuda:0"``, ``"cuda:1"``, ... and ``"mps"`` when present."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def check_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a ``torch.device`` that exists on this machine (None: CUDA when available, else the CPU).
+
+    Raises :class:`InputError` naming the devices that exist for a malformed device, a device type this machine lacks
+    ("CUDA is not available here; devices: cpu") or a CUDA index beyond the device count (torch itself would fail
+    later with an ``AssertionError`` or a ``RuntimeError`` from deep inside ``Module.to``).
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    devices = ", ".join(available_devices())
+    if not isinstance(device, (str, torch.device)):
+        raise InputError(f"device must be a string or a torch.device, got {type(device).__name__}; devices here: "
+                         f"{devices}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise InputError(f"device {str(device)[:80]!r} is not a torch device; devices here: {devices}") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"CUDA is not available here; devices: {devices}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device {str(dev)!r} does not exist ({torch.cuda.device_count()} CUDA device(s)); "
+                             f"devices: {devices}")
+        return dev
+    if dev.type == "mps" and "mps" in devices:
+        return dev
+    raise InputError(f"device type {dev.type!r} is not available here; devices: {devices}")
+
+
+@contextlib.contextmanager
+def _loading(what: Path | str) -> Iterator[None]:
+    """Turn the errors of reading a model file (a missing or junk file, a bad JSON, a corrupt safetensors header, a
+    config that diffusers or transformers refuse, weights of the wrong shapes) into :class:`ModelLoadError` naming
+    ``what``; ModelLoadError and InputError pass through."""
+    try:
+        yield
+    except (ModelLoadError, InputError):
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise ModelLoadError(f"could not load {what} ({type(err).__name__}: {_short(err)})") from err
+    except Exception as err:  # safetensors' SafetensorError and other loaders' own exception classes
+        if type(err).__module__.split(".")[0] in ("safetensors", "safetensors_rust", "diffusers", "transformers",
+                                                  "huggingface_hub", "json"):
+            raise ModelLoadError(f"could not load {what} ({type(err).__name__}: {_short(err)})") from err
+        raise
+
+
+def _short(err: BaseException, limit: int = 300) -> str:
+    """The first ``limit`` characters of an error's message, on one line."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _read_json(path: Path) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    with _loading(path), open(path) as f:
+        data = json.load(f)
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"could not load {path} (a JSON object is expected, got {type(data).__name__})")
+    return data
 
 
 def _schedule(folder: Path) -> tuple[torch.Tensor, str]:
@@ -416,10 +494,13 @@ def _load_folder(folder: Path) -> DiffusionModel:
     if cls_name not in _UNET_CLASSES:
         raise ModelLoadError(f"unsupported U-Net class {cls_name!r} in {unet_dir}; "
                              f"supported: {', '.join(_UNET_CLASSES)}")
-    if not any(unet_dir.glob("*.safetensors")):
+    weights = sorted(unet_dir.glob("*.safetensors"))
+    if not weights:
         raise ModelLoadError(f"{unet_dir} has no .safetensors weights (pickled weights are never loaded)")
-    unet = getattr(diffusers, cls_name).from_pretrained(unet_dir, use_safetensors=True)
-    alphas_cumprod, prediction_type = _schedule(folder)
+    with _loading(weights[0] if len(weights) == 1 else f"the U-Net weights in {unet_dir}"):
+        unet = getattr(diffusers, cls_name).from_pretrained(unet_dir, use_safetensors=True)
+    with _loading(f"the scheduler config of {folder}"):
+        alphas_cumprod, prediction_type = _schedule(folder)
     if cls_name == "UNet2DModel":
         if unet.config.time_embedding_type != "positional" or unet.class_embedding is not None:
             raise ModelLoadError("only unconditional UNet2DModels with positional time embeddings are supported")
@@ -433,12 +514,16 @@ def _load_folder(folder: Path) -> DiffusionModel:
             raise ModelLoadError(f"latent model {folder} lacks the {sub}/ folder (needs vae, text_encoder, tokenizer)")
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    vae = diffusers.AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True)
-    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
-    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True)
-    ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
-    with torch.no_grad():
-        cond = text_encoder(ids)[0]  # (1, L, D)
+    with _loading(folder / "vae"):
+        vae = diffusers.AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True)
+    with _loading(folder / "tokenizer"):
+        tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    with _loading(folder / "text_encoder"):
+        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True)
+        ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
+                        return_tensors="pt").input_ids
+        with torch.no_grad():
+            cond = text_encoder(ids)[0]  # (1, L, D)
     return DiffusionModel(
         unet=unet, alphas_cumprod=alphas_cumprod, kind="latent", vae=vae, cond=cond, prediction_type=prediction_type
     )
@@ -483,11 +568,22 @@ def load_model(
             and rounded once, and the empty-prompt conditioning of latent models is computed by the text encoder
             in float32, then rounded.
     """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = check_device(device)
     dtype = _resolve_dtype(dtype, device)
-    src = str(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise InputError(f"model source must be a string or a path, got {type(source).__name__}")
+    src = os.fspath(source)
+    if not isinstance(src, str):
+        raise InputError(f"model source must be a text path, got {type(src).__name__}")
+    if not src.strip():
+        raise InputError("model source is empty: give 'default', a local model folder or a hub id 'owner/name'")
+    if len(src) > MAX_SOURCE_LENGTH:
+        raise InputError(f"model source is {len(src)} characters long; at most {MAX_SOURCE_LENGTH} are accepted")
+    try:
+        exists = Path(src).expanduser().exists()
+    except (OSError, ValueError, RuntimeError) as err:  # a name too long for the file system, a NUL byte, no $HOME
+        raise ModelLoadError(f"model source {src!r} is not a usable path ({type(err).__name__}: {_short(err)})") \
+            from err
     if src == "default":
         if not (DEFAULT_MODEL_DIR / "model_index.json").is_file():
             raise ModelLoadError(
@@ -495,8 +591,11 @@ def load_model(
                 "(train one with `python -m pipeline train`), or pass a local model folder"
             )
         model = _load_folder(DEFAULT_MODEL_DIR)
-    elif Path(src).expanduser().exists():
-        model = _load_folder(Path(src).expanduser())
+    elif exists:
+        folder = Path(src).expanduser()
+        if not folder.is_dir():
+            raise ModelLoadError(f"model source {src!r} is a file, not a diffusers model folder")
+        model = _load_folder(folder)
     elif src.count("/") == 1 and not src.startswith((".", "/", "~")):
         model = _load_hub(src)
     else:

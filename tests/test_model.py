@@ -344,3 +344,76 @@ def test_jvp_direction_must_match(tiny_model):
         tiny_model.h_jvp(x, 10, torch.zeros(2, 3, 16, 16))
     with pytest.raises(InputError, match="v contains NaN"):
         tiny_model.eps_jvp(x, 10, torch.full((1, 3, 16, 16), float("nan")))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Devices and model sources that fail (issue 16): named errors, not AssertionError / "Internal error (OSError)"
+# --------------------------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", torch.device("cuda", 1)])
+def test_cuda_on_a_cpu_machine_is_an_input_error(tiny_pixel_dir, device):
+    """Before: torch's raw AssertionError ("Torch not compiled with CUDA enabled") from inside Module.to."""
+    with pytest.raises(InputError, match=r"^CUDA is not available here; devices: cpu"):
+        load_model(tiny_pixel_dir, device=device)
+
+
+@pytest.mark.parametrize("device, match", [("foo", "'foo' is not a torch device"), (3.5, "must be a string"),
+                                           ("xla", "'xla' is not available here")])
+def test_bad_devices_are_input_errors(tiny_pixel_dir, device, match):
+    with pytest.raises(InputError, match=match):
+        load_model(tiny_pixel_dir, device=device)
+    assert model_mod.check_device("cpu") == torch.device("cpu") and "cpu" in model_mod.available_devices()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_index_beyond_the_devices_is_an_input_error(tiny_pixel_dir):
+    with pytest.raises(InputError, match="does not exist"):
+        load_model(tiny_pixel_dir, device=f"cuda:{torch.cuda.device_count()}")
+
+
+def _copy(src: str, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("damage", ["junk", "truncated", "empty"])
+def test_junk_weights_are_a_model_load_error_naming_the_file(tiny_pixel_dir, tmp_path, damage):
+    """Before: diffusers' OSError, shown by the app as "Internal error (OSError)"."""
+    folder = _copy(tiny_pixel_dir, tmp_path / damage)
+    (weights,) = (folder / "unet").glob("*.safetensors")
+    data = weights.read_bytes()
+    weights.write_bytes({"junk": b"not a safetensors file " * 40, "truncated": data[:1000], "empty": b""}[damage])
+    with pytest.raises(ModelLoadError, match=rf"could not load {weights}"):
+        load_model(folder, device="cpu")
+
+
+def test_junk_configs_are_model_load_errors(tiny_pixel_dir, tmp_path):
+    folder = _copy(tiny_pixel_dir, tmp_path / "badjson")
+    (folder / "unet" / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match=r"could not load .*unet/config.json \(JSONDecodeError"):
+        load_model(folder, device="cpu")
+    (folder / "unet" / "config.json").write_text("[1, 2]")
+    with pytest.raises(ModelLoadError, match="a JSON object is expected"):
+        load_model(folder, device="cpu")
+    folder2 = _copy(tiny_pixel_dir, tmp_path / "badsched")
+    (folder2 / "scheduler" / "scheduler_config.json").write_text('{"num_train_timesteps": "many"}')
+    with pytest.raises(ModelLoadError, match="could not load the scheduler config"):
+        load_model(folder2, device="cpu")
+
+
+def test_source_strings_are_bounded_and_checked(tiny_pixel_dir, tmp_path, monkeypatch):
+    """Before: a 5,000-character source failed inside os.stat ("File name too long", an OSError)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match=rf"model source is 5000 characters long; at most "
+                                         rf"{model_mod.MAX_SOURCE_LENGTH}"):
+        load_model("x" * 5000, device="cpu")
+    with pytest.raises(InputError, match="model source must be a string or a path"):
+        load_model(123, device="cpu")
+    with pytest.raises(InputError, match="model source is empty"):
+        load_model("  ", device="cpu")
+    with pytest.raises(ModelLoadError, match="is not a usable path"):
+        load_model(str(tmp_path / ("y" * 300)), device="cpu")  # a name longer than the file system allows
+    with pytest.raises(ModelLoadError):
+        load_model("x\0y", device="cpu")
+    with pytest.raises(ModelLoadError, match="is a file, not a diffusers model folder"):
+        load_model(Path(tiny_pixel_dir) / "model_index.json", device="cpu")
