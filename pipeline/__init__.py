@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import Cancelled, InputError, ModelLoadError
+from .errors import Cancelled, InputError, ModelLoadError, NumericalError
 from .model import DiffusionModel, load_model
 
 #: public name -> submodule that defines it
@@ -30,7 +30,7 @@ _LAZY = {
     "make_scene": "scenes", "scene_path": "scenes", "Scene": "scenes",
 }
 
-__all__ = ["Cancelled", "DiffusionModel", "InputError", "ModelLoadError", "load_model", *_LAZY]
+__all__ = ["Cancelled", "DiffusionModel", "InputError", "ModelLoadError", "NumericalError", "load_model", *_LAZY]
 
 
 def __getattr__(name: str):

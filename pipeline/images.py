@@ -211,9 +211,11 @@ def mask_array(mask, *, name: str = "mask") -> np.ndarray:
     """A mask in any accepted form -> a numeric or bool (H, W) array, before thresholding.
 
     Paths and PIL images: EXIF orientation applied; modes with alpha (``RGBA``, ``LA``, ``PA``, a ``transparency``
-    entry) give their alpha (0-255); ``1``, ``L``, 16-bit and ``F`` their values; other modes (``P``, ``RGB``,
-    ``CMYK``, ...) the maximum over the RGB channels of ``convert("RGB")``. Arrays: (H, W) as is, (H, W, 2) and
-    (H, W, 4) their alpha, (H, W, 1) and (H, W, 3) the maximum over channels. Tensors: as arrays.
+    entry) give their alpha (0-255) when it has any transparency (a painted layer), and are read like the same
+    image without alpha when it is fully opaque (a black-and-white mask saved with an alpha channel); ``1``, ``L``,
+    16-bit and ``F`` their values; other modes (``P``, ``RGB``, ``CMYK``, ...) the maximum over the RGB channels of
+    ``convert("RGB")``. Arrays: (H, W) as is, (H, W, 2) and (H, W, 4) their alpha (or, fully opaque, the maximum over
+    the other channels), (H, W, 1) and (H, W, 3) the maximum over channels. Tensors: as arrays.
     """
     if isinstance(mask, (str, os.PathLike)):
         try:
@@ -228,7 +230,8 @@ def mask_array(mask, *, name: str = "mask") -> np.ndarray:
     if isinstance(mask, Image.Image):
         im = upright(mask)
         if _has_alpha(im):
-            return np.asarray(im.convert("RGBA"))[..., 3]
+            rgba = np.asarray(im.convert("RGBA"))
+            return rgba[..., 3] if rgba[..., 3].min() < 255 else rgba[..., :3].max(axis=2)
         if im.mode in ("1", "L", "F", *SIXTEEN_BIT_MODES):
             return np.asarray(im)
         try:
@@ -240,7 +243,14 @@ def mask_array(mask, *, name: str = "mask") -> np.ndarray:
     if not isinstance(mask, np.ndarray):
         raise InputError(f"{name} must be a (H, W) array or image, got {type(mask).__name__}")
     if mask.ndim == 3 and mask.shape[2] in (2, 4):
-        return mask[..., -1]
+        alpha = mask[..., -1]
+        if alpha.dtype == np.bool_:
+            opaque = bool(alpha.all())
+        elif np.issubdtype(alpha.dtype, np.integer):
+            opaque = bool(alpha.size) and int(alpha.min()) == np.iinfo(alpha.dtype).max
+        else:  # float alpha in [0, 1]
+            opaque = bool(alpha.size) and float(np.nanmin(alpha)) >= 1.0
+        return mask[..., :-1].max(axis=2) if opaque else alpha
     if mask.ndim == 3:
         return mask.max(axis=2)
     if mask.ndim != 2:

@@ -385,3 +385,19 @@ def test_property_too_small_images_are_refused(h, w):
     for value in (np.zeros((h, w, 3), np.uint8), Image.new("RGB", (w, h)), torch.zeros(3, h, w)):
         with pytest.raises(InputError, match="pixels; sides must lie in"):
             to_uint8_rgb(value)
+
+
+def test_an_opaque_mask_file_with_alpha_is_read_by_its_colour(tmp_path):
+    """A black-and-white mask saved as RGBA with full opacity is read by its colour, not its (constant) alpha."""
+    from pipeline.images import mask_array, to_mask
+
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[2:5, 3:6] = 255
+    path = tmp_path / "mask_rgba.png"
+    Image.fromarray(np.dstack([rgb, np.full((8, 8), 255, np.uint8)]), "RGBA").save(path)
+    expected = rgb.max(axis=2) > 0
+    np.testing.assert_array_equal(to_mask(str(path)), expected)
+    np.testing.assert_array_equal(mask_array(np.dstack([rgb, np.full((8, 8), 255, np.uint8)])) > 0, expected)
+    painted = np.zeros((8, 8, 4), np.uint8)  # a painted layer: transparent except the stroke
+    painted[2:5, 3:6] = (255, 0, 0, 255)
+    np.testing.assert_array_equal(mask_array(painted) > 0, expected)

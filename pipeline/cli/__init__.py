@@ -32,12 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..errors import InputError, ModelLoadError
+    from ..errors import InputError, ModelLoadError, NumericalError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
         return int(args.run(args) or 0)
-    except (InputError, ModelLoadError, FileNotFoundError) as err:
+    except (InputError, ModelLoadError, NumericalError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -122,17 +122,11 @@ def _report(result, path: str) -> None:
 
 
 def _load_mask(path: str, name: str):
-    """A mask file as an array (any image mode); a missing or unreadable file raises InputError."""
-    import numpy as np
-    from PIL import Image
+    """A mask file as an array (any image mode: :func:`pipeline.images.mask_array`); a missing or unreadable file
+    raises InputError."""
+    from ..images import mask_array
 
-    from ..errors import InputError
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("L") if im.mode in ("P", "RGB") else im).copy()
-    except (OSError, Image.DecompressionBombError) as err:
-        raise InputError(f"{name} {path!r} is not a readable image file ({err})") from err
+    return mask_array(path, name=name)
 
 
 def run(args: argparse.Namespace) -> int:
