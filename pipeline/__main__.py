@@ -2,6 +2,9 @@
 
 import sys
 
-from .cli import main
+from . import cli
 
-sys.exit(main())
+if "batch" not in cli.COMMAND_MODULES:  # the batch command (pipeline/cli/batch.py)
+    cli.COMMAND_MODULES = (*cli.COMMAND_MODULES, "batch")
+
+sys.exit(cli.main())
