@@ -15,7 +15,8 @@ What it does, in order:
 2. With ``--install`` and a CUDA device: pip-install what the GPU rows need and is missing (``onnxruntime-gpu`` when
    onnxruntime lacks the CUDA provider: downloaded first, then the CPU wheel is uninstalled and the GPU wheel
    installed, as requirements-gpu.txt asks; ``tensorrt``; ``polygraphy``), each attempt bounded by the time left,
-   recorded with its command, outcome and seconds; then probe again.
+   recorded with its command, outcome and seconds (none is attempted when pip's index host does not answer a TCP
+   connection within 5 s: the device machines may have no network); then probe again.
 3. Per architecture (``default``: the embedded model; ``cifar10-32``, ``ddpm-256``, ``sd15``: built with seeded random
    weights by :mod:`benchmarks.reference`, on the machine, at full size, or the small variants with ``--dry-run``)
    and dtype: float64 PyTorch references of h, eps, h_jvp, eps_jvp at batch 1 and 8 (x, v standard normal, t = 500),
@@ -330,12 +331,33 @@ def _pip(args: list[str], timeout: float) -> dict:
             "seconds": round(time.perf_counter() - start, 1), "output_tail": " ".join(tail.split())}
 
 
+def index_reachable(timeout: float = 5.0) -> tuple[bool, str]:
+    """(reachable, what was tried): a TCP connection to pip's index host (``$PIP_INDEX_URL`` or pypi.org), so that a
+    machine without network does not spend its time limit on pip's retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple"
+    u = urlparse(url)
+    host, port = u.hostname or "pypi.org", u.port or (80 if u.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True, f"{host}:{port}"
+    except OSError as err:
+        return False, f"{host}:{port} unreachable ({error_reason(err, 200)})"
+
+
 def install(packages, deadline: Deadline, per_attempt: float = 240.0) -> list[dict]:
     """pip-install ``packages``, each attempt bounded by ``per_attempt`` and the time left; returns the attempts.
 
     ``onnxruntime-gpu`` replaces the CPU wheel: it is downloaded first, and only when that works is ``onnxruntime``
     uninstalled and the downloaded wheel installed (so a machine without the index keeps its CPU onnxruntime)."""
-    attempts = []
+    attempts: list[dict] = []
+    if packages and not deadline.expired():
+        ok, where = index_reachable()
+        if not ok:
+            return [{"package": pkg, "command": "-", "ok": False, "seconds": 0,
+                     "output_tail": f"not attempted: the package index {where}"} for pkg in packages]
     pip_opts = ["--disable-pip-version-check", "--timeout", "20", "--retries", "1"]
     for pkg in packages:
         if deadline.expired():
@@ -925,7 +947,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     """Run the benchmark (see the module docstring); returns 0 when the report was written."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     command = "python -m benchmarks.gpu " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     deadline = Deadline(args.time_limit)
     results: dict = {"command": command, "dry_run": args.dry_run, "time_limit": args.time_limit, "runs": args.runs,

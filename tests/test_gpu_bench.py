@@ -99,6 +99,13 @@ def test_install_respects_the_time_limit():
                          "output_tail": gpu.TIME_LIMIT_REASON}]
 
 
+def test_install_skips_an_unreachable_index(monkeypatch):
+    monkeypatch.setattr(gpu, "index_reachable", lambda timeout=5.0: (False, "pypi.org:443 unreachable (OSError)"))
+    attempts = gpu.install(["onnxruntime-gpu", "tensorrt"], gpu.Deadline(60))
+    assert [a["package"] for a in attempts] == ["onnxruntime-gpu", "tensorrt"]
+    assert all(not a["ok"] and "not attempted" in a["output_tail"] for a in attempts)
+
+
 def test_error_reason_is_one_bounded_line():
     assert gpu.error_reason(ValueError("a\n  b")) == "ValueError: a b"
     assert len(gpu.error_reason(RuntimeError("x" * 1000), limit=50)) == 50
