@@ -8,12 +8,17 @@ Tabs: generation curves and saliency (``/rates``), curve-matching edits (``/remo
 Run::
 
     python app.py [--host H] [--port P] [--share] [--model SRC] [--hosted] [--warmup] [--device D]
-                  [--concurrency N] [--threads N]
+                  [--concurrency N] [--threads N] [--time-limit S]
 
 Serves on 127.0.0.1:7860 by default (``GRADIO_SERVER_PORT`` / ``GRADIO_SERVER_NAME`` are honoured). Models load
 lazily, on the first request that needs one, through a cache keyed by (source, device). Hosted mode (``--hosted`` or
 ``DIFFGEO_HOSTED=1``) offers only allow-listed models (``default``, the ``--model`` one, and the hub ids in
-``DIFFGEO_ALLOWED_MODELS``), shows no local paths, and keeps error messages free of server details.
+``DIFFGEO_ALLOWED_MODELS``), shows no local paths, keeps error messages free of server details, and limits what one
+request may ask for (``ui.config.HOSTED_LIMITS``: backends auto and torch, shorter sliders, a per-request time limit;
+the page shows them). See ``docs/security.md`` for what hosted mode guarantees and what it does not.
+
+A request whose client cancels or disconnects stops at the library's next cancel check (``ui.models``), and no more
+than ``--concurrency`` model jobs compute at once.
 """
 
 from __future__ import annotations
@@ -62,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "graphs / TensorRT engines into the artifact cache) in a background thread")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 avoids thrashing on a shared CPU)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="S",
+                   help="stop a model request after S seconds (default: 300 in hosted mode, none otherwise; 0: none; "
+                        "also DIFFGEO_TIME_LIMIT)")
     return p.parse_args(argv)
 
 
@@ -73,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    cfg = AppConfig.from_env(model=args.model, hosted=args.hosted, device=args.device, concurrency=args.concurrency)
+    cfg = AppConfig.from_env(model=args.model, hosted=args.hosted, device=args.device, concurrency=args.concurrency,
+                             time_limit_s=args.time_limit)
     models = ModelManager(cfg)
     demo = build_demo(cfg, models)
     if args.warmup:

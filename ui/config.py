@@ -1,4 +1,6 @@
-"""How the app serves: the ``AppConfig`` dataclass, read from ``DIFFGEO_*`` variables and overridden by the CLI."""
+"""How the app serves: the ``AppConfig`` dataclass, read from ``DIFFGEO_*`` variables and overridden by the CLI, and
+the ``Limits`` on what one request may ask for (the one place they are set: the sliders, the backend choices, the
+request checks and the hosted demo's info line all read them from here)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,49 @@ from typing import Any
 #: Backends the settings offer; ``accel.get_backend`` resolves them ("auto" picks the fastest available).
 BACKENDS = ("auto", "torch", "torch-compile", "onnxruntime", "tensorrt")
 
+#: Longest model source accepted (a folder path or a hub id ``owner/name``).
+MAX_SOURCE_CHARS = 256
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for: the accepted ranges of the settings that decide how long it holds a model slot,
+    and how long it may run. Ranges are ``(lo, hi)``, both included; the sliders show exactly these ranges.
+
+    Normal mode (:data:`LOCAL_LIMITS`) offers every backend and the full sliders; a hosted demo
+    (:data:`HOSTED_LIMITS`) offers only backends that are ready without minutes of compiling or exporting
+    (``auto`` is what ``--warmup`` prepares; ``torch`` needs nothing), shorter sliders, and stops every model request
+    after ``time_limit_s`` (its cancel flag is set by a timer; the user gets a message saying so).
+    """
+
+    backends: tuple[str, ...] = BACKENDS
+    steps: tuple[int, int] = (2, 100)  # DDIM steps / curve timesteps (every model-bound tab)
+    patch_sizes: tuple[int, ...] = (1, 2, 4, 8)  # rate-map patch sizes (model pixels): patch 1 is 16x patch 4's JVPs
+    edit_iterations: tuple[int, int] = (0, 10)  # gradient steps per timestep of the editing tabs
+    path_points: tuple[int, int] = (3, 17)  # geodesic path points
+    solver_iterations: tuple[int, int] = (1, 500)  # L-BFGS iterations of the geodesic boundary value problem
+    lab_points: tuple[int, int] = (5, 33)  # geometry lab path points (no model)
+    lab_iterations: tuple[int, int] = (10, 500)  # geometry lab solver iterations (no model)
+    time_limit_s: float | None = None  # a model request is stopped after this long (None: no limit)
+
+    def describe(self) -> str:
+        """One Markdown line for the page: what this demo accepts."""
+        limit = f"; a request stops after {self.time_limit_s:g} s" if self.time_limit_s else ""
+        return (f"**This demo's limits:** backends {', '.join(self.backends)}; at most {self.steps[1]} steps, "
+                f"patch sizes {', '.join(map(str, self.patch_sizes))}, {self.edit_iterations[1]} gradient steps per "
+                f"timestep, {self.path_points[1]} path points and {self.solver_iterations[1]} solver "
+                f"iterations{limit}.")
+
+
+#: Limits of a local (not hosted) app: every backend, the full sliders, no time limit.
+LOCAL_LIMITS = Limits()
+
+#: Limits of a hosted demo (``--hosted``). torch-compile compiles for minutes on first use, onnxruntime and tensorrt
+#: export graphs for minutes (``auto`` picks the one ``--warmup`` prepared), so only ``auto`` and ``torch`` are offered.
+HOSTED_LIMITS = Limits(backends=("auto", "torch"), steps=(2, 50), patch_sizes=(2, 4, 8), edit_iterations=(0, 5),
+                       path_points=(3, 11), solver_iterations=(1, 200), lab_points=(5, 33), lab_iterations=(10, 300),
+                       time_limit_s=300.0)
+
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
@@ -20,7 +65,7 @@ class AppConfig:
     """How the app serves. ``from_env`` reads the ``DIFFGEO_*`` variables; command-line flags override them."""
 
     model: str = "default"  # model source selected when the page opens ("default", a folder, or a hub id)
-    hosted: bool = False  # hosted demo: allow-listed models only, no local paths in the page or in messages
+    hosted: bool = False  # hosted demo: allow-listed models only, no local paths, the limits of HOSTED_LIMITS
     allowed_models: tuple[str, ...] = ()  # hosted mode: hub ids users may pick besides "default" and ``model``
     device: str | None = None  # torch device for models; None = CUDA when available, else CPU
     concurrency: int = 1  # model-bound jobs that run at once (the rest wait in the queue)
@@ -28,11 +73,13 @@ class AppConfig:
     max_file_size: str = "10mb"  # largest accepted upload
     steps: int = 20  # initial value of the steps setting (DDIM steps / curve timesteps)
     max_steps: int = 100  # upper end of the steps slider (hosted demos on a CPU may lower it)
+    time_limit_s: float | None = None  # per-request time limit; None: the mode's (hosted 300 s, local none); 0: none
 
     @classmethod
     def from_env(cls, **overrides: Any) -> AppConfig:
         """The configuration the environment describes; ``overrides`` that are not None replace its fields."""
         env = os.environ
+        limit = env.get("DIFFGEO_TIME_LIMIT", "").strip()
         cfg = cls(
             model=env.get("DIFFGEO_MODEL", "default"),
             hosted=_env_flag("DIFFGEO_HOSTED"),
@@ -42,8 +89,19 @@ class AppConfig:
             max_file_size=env.get("DIFFGEO_MAX_FILE_SIZE", "10mb"),
             steps=int(env.get("DIFFGEO_STEPS", "20")),
             max_steps=int(env.get("DIFFGEO_MAX_STEPS", "100")),
+            time_limit_s=float(limit) if limit else None,
         )
         return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def limits(self) -> Limits:
+        """What one request may ask for in this mode (:data:`HOSTED_LIMITS` or :data:`LOCAL_LIMITS`): the steps end at
+        ``max_steps`` (hosted: at most the hosted limit), and ``time_limit_s`` replaces the mode's when set."""
+        base = HOSTED_LIMITS if self.hosted else LOCAL_LIMITS
+        hi = min(self.max_steps, base.steps[1]) if self.hosted else self.max_steps
+        steps = (base.steps[0], max(base.steps[0], hi))
+        limit = base.time_limit_s if self.time_limit_s is None else (self.time_limit_s or None)
+        return replace(base, steps=steps, time_limit_s=limit)
 
     def model_choices(self) -> dict[str, str]:
         """Names shown in the model dropdown -> model sources. Hosted mode names local folders without their path."""

@@ -11,11 +11,17 @@ import gradio as gr
 import numpy as np
 
 from pipeline import edit, viz
+from ui.config import LOCAL_LIMITS, Limits
 from ui.errors import ui_errors
-from ui.inputs import Settings, number, read_editor, read_image, whole_number
+from ui.inputs import Settings, flag, number, read_editor, read_image, whole_number
 from ui.models import ModelManager, Run
 from ui.outputs import as_array, image_file, output_dir
 from ui.widgets import PROGRESS, Page, image_input, mask_editor, output_image, run_stop, stop_event
+
+#: Range of the edit depth sliders (the library also checks t_edit against the model's training timesteps).
+EDIT_DEPTH_RANGE = (50, 900)
+#: Range of the saliency factor slider.
+FACTOR_RANGE = (0.1, 4.0)
 
 
 @dataclass(frozen=True)
@@ -27,11 +33,12 @@ class EditOptions:
     measure: bool
 
     @classmethod
-    def from_gradio(cls, t_edit: Any, iterations: Any, measure: Any) -> EditOptions:
+    def from_gradio(cls, t_edit: Any, iterations: Any, measure: Any, limits: Limits = LOCAL_LIMITS) -> EditOptions:
         """The depth slider, gradient-step slider and measure checkbox, checked (the library checks ``t_edit``
         against the model's training timesteps)."""
-        return cls(whole_number(t_edit, "edit depth t_edit", 1, 999),
-                   whole_number(iterations, "gradient steps", 0, 50), bool(measure))
+        return cls(whole_number(t_edit, "edit depth t_edit", *EDIT_DEPTH_RANGE),
+                   whole_number(iterations, "gradient steps per timestep", *limits.edit_iterations),
+                   flag(measure, "measure curves"))
 
     def library_kwargs(self, run: Run) -> dict[str, Any]:
         """Keyword arguments of every edit call: config overrides, seed, progress and cancel flag."""
@@ -49,11 +56,13 @@ class RemoveRequest:
     settings: Settings
 
     @classmethod
-    def from_gradio(cls, editor, t_edit, iterations, measure, model, backend, steps, seed) -> RemoveRequest:
-        """The ``/remove`` event's values in the order Gradio passes them, checked."""
+    def from_gradio(cls, editor, t_edit, iterations, measure, model, backend, steps, seed,
+                    limits: Limits = LOCAL_LIMITS) -> RemoveRequest:
+        """The ``/remove`` event's values in the order Gradio passes them, checked (numbers first)."""
+        options, settings = EditOptions.from_gradio(t_edit, iterations, measure, limits), \
+            Settings.from_gradio(model, backend, steps, seed, limits)
         image, mask = read_editor(editor, "image")
-        return cls(image, mask, EditOptions.from_gradio(t_edit, iterations, measure),
-                   Settings.from_gradio(model, backend, steps, seed))
+        return cls(image, mask, options, settings)
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,14 +78,15 @@ class TransferRequest:
     settings: Settings
 
     @classmethod
-    def from_gradio(cls, target, source, t_edit, iterations, measure, model, backend, steps, seed) -> TransferRequest:
-        """The ``/transfer`` event's values in the order Gradio passes them, checked."""
+    def from_gradio(cls, target, source, t_edit, iterations, measure, model, backend, steps, seed,
+                    limits: Limits = LOCAL_LIMITS) -> TransferRequest:
+        """The ``/transfer`` event's values in the order Gradio passes them, checked (numbers first)."""
+        options, settings = EditOptions.from_gradio(t_edit, iterations, measure, limits), \
+            Settings.from_gradio(model, backend, steps, seed, limits)
         image, target_mask = read_editor(target, "image")
         ref, source_mask = read_editor(source, "source image")
         same = ref.shape == image.shape and np.array_equal(ref, image)
-        return cls(image, target_mask, None if same else ref, source_mask,
-                   EditOptions.from_gradio(t_edit, iterations, measure),
-                   Settings.from_gradio(model, backend, steps, seed))
+        return cls(image, target_mask, None if same else ref, source_mask, options, settings)
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,11 +100,14 @@ class SaliencyRequest:
     settings: Settings
 
     @classmethod
-    def from_gradio(cls, editor, factor, t_edit, iterations, measure, model, backend, steps, seed) -> SaliencyRequest:
-        """The ``/saliency`` event's values in the order Gradio passes them, checked."""
+    def from_gradio(cls, editor, factor, t_edit, iterations, measure, model, backend, steps, seed,
+                    limits: Limits = LOCAL_LIMITS) -> SaliencyRequest:
+        """The ``/saliency`` event's values in the order Gradio passes them, checked (numbers first)."""
+        factor = number(factor, "saliency factor", *FACTOR_RANGE)
+        options, settings = EditOptions.from_gradio(t_edit, iterations, measure, limits), \
+            Settings.from_gradio(model, backend, steps, seed, limits)
         image, mask = read_editor(editor, "image")
-        return cls(image, mask, number(factor, "factor"), EditOptions.from_gradio(t_edit, iterations, measure),
-                   Settings.from_gradio(model, backend, steps, seed))
+        return cls(image, mask, factor, options, settings)
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,16 +121,17 @@ class BlendRequest:
     settings: Settings
 
     @classmethod
-    def from_gradio(cls, background, foreground, t_edit, iterations, measure, model, backend, steps,
-                    seed) -> BlendRequest:
-        """The ``/blend`` event's values in the order Gradio passes them, checked."""
+    def from_gradio(cls, background, foreground, t_edit, iterations, measure, model, backend, steps, seed,
+                    limits: Limits = LOCAL_LIMITS) -> BlendRequest:
+        """The ``/blend`` event's values in the order Gradio passes them, checked (numbers first)."""
+        options, settings = EditOptions.from_gradio(t_edit, iterations, measure, limits), \
+            Settings.from_gradio(model, backend, steps, seed, limits)
         bg = read_image(background, "background image")
         fg, mask = read_editor(foreground, "object image")
-        return cls(bg, fg, mask, EditOptions.from_gradio(t_edit, iterations, measure),
-                   Settings.from_gradio(model, backend, steps, seed))
+        return cls(bg, fg, mask, options, settings)
 
 
-def edit_outputs(run: Run, before: list[np.ndarray], result, name: str, extra: str = ""):
+def edit_outputs(run: Run, before: list[np.ndarray], result, name: str, extra: str = "", session: Any = None):
     """(result file, before | after strip file, curves figure, loss figure, status, downloads) from an
     ``EditResult``."""
     edited = np.asarray(result.image)
@@ -129,7 +143,7 @@ def edit_outputs(run: Run, before: list[np.ndarray], result, name: str, extra: s
     losses = None
     if len(result.loss_history):
         losses = viz.history_figure({"curve loss": as_array(result.loss_history)}, title="", ylabel="loss")
-    out = output_dir()
+    out = output_dir(session)
     files = [image_file(edited, out, name), image_file(strip, out, f"{name}_before_after")]
     diag = result.diagnostics or {}
     before_err, after_err = diag.get("curve_error_before"), diag.get("curve_error_after")
@@ -139,34 +153,36 @@ def edit_outputs(run: Run, before: list[np.ndarray], result, name: str, extra: s
 
 def run_remove(req: RemoveRequest, models: ModelManager, progress: Any = None, session: Any = None):
     """Remove the painted object: its generation curves are matched to the surrounding background's."""
-    with models.run(req.settings, progress, session) as run:
+    with models.run(req.settings, progress, session, gradients=True) as run:
         res = edit.remove_object(run.model, req.image, req.mask, **req.options.library_kwargs(run))
-    return edit_outputs(run, [req.image], res, "removed", f"mask: {int(req.mask.sum())} px")
+    return edit_outputs(run, [req.image], res, "removed", f"mask: {int(req.mask.sum())} px", session)
 
 
 def run_transfer(req: TransferRequest, models: ModelManager, progress: Any = None, session: Any = None):
     """The target region takes on the content of the source region (same image, or a reference image)."""
-    with models.run(req.settings, progress, session) as run:
+    with models.run(req.settings, progress, session, gradients=True) as run:
         res = edit.transfer(run.model, req.image, req.target_mask, req.source_mask, reference=req.reference,
                             **req.options.library_kwargs(run))
     same = req.reference is None
     before = [req.image] if same else [req.reference, req.image]
     return edit_outputs(run, before, res, "transferred",
-                        f"source: {'same image' if same else 'reference image'}, {int(req.source_mask.sum())} px")
+                        f"source: {'same image' if same else 'reference image'}, {int(req.source_mask.sum())} px",
+                        session)
 
 
 def run_saliency(req: SaliencyRequest, models: ModelManager, progress: Any = None, session: Any = None):
     """Make the painted region more (factor > 1) or less (factor < 1) salient."""
-    with models.run(req.settings, progress, session) as run:
+    with models.run(req.settings, progress, session, gradients=True) as run:
         res = edit.adjust_saliency(run.model, req.image, req.mask, req.factor, **req.options.library_kwargs(run))
-    return edit_outputs(run, [req.image], res, "saliency", f"factor {req.factor:g}")
+    return edit_outputs(run, [req.image], res, "saliency", f"factor {req.factor:g}", session)
 
 
 def run_blend(req: BlendRequest, models: ModelManager, progress: Any = None, session: Any = None):
     """Paste the painted object of the object image into the background and harmonise it through its curves."""
-    with models.run(req.settings, progress, session) as run:
+    with models.run(req.settings, progress, session, gradients=True) as run:
         res = edit.blend(run.model, req.background, req.foreground, req.mask, **req.options.library_kwargs(run))
-    return edit_outputs(run, [req.background, req.foreground], res, "blended", f"object: {int(req.mask.sum())} px")
+    return edit_outputs(run, [req.background, req.foreground], res, "blended", f"object: {int(req.mask.sum())} px",
+                        session)
 
 
 def remove_event(models: ModelManager):
@@ -176,7 +192,8 @@ def remove_event(models: ModelManager):
     def remove(editor, t_edit, iterations, measure, model, backend, steps, seed, progress=PROGRESS,
                request: gr.Request = None):
         """Remove the painted object: its generation curves are matched to the surrounding background's."""
-        req = RemoveRequest.from_gradio(editor, t_edit, iterations, measure, model, backend, steps, seed)
+        req = RemoveRequest.from_gradio(editor, t_edit, iterations, measure, model, backend, steps, seed,
+                                        models.config.limits)
         return run_remove(req, models, progress, request)
 
     return remove
@@ -189,7 +206,8 @@ def transfer_event(models: ModelManager):
     def transfer(target, source, t_edit, iterations, measure, model, backend, steps, seed, progress=PROGRESS,
                  request: gr.Request = None):
         """The target region takes on the content of the source region (same image, or a reference image)."""
-        req = TransferRequest.from_gradio(target, source, t_edit, iterations, measure, model, backend, steps, seed)
+        req = TransferRequest.from_gradio(target, source, t_edit, iterations, measure, model, backend, steps, seed,
+                                          models.config.limits)
         return run_transfer(req, models, progress, request)
 
     return transfer
@@ -202,7 +220,8 @@ def saliency_event(models: ModelManager):
     def saliency(editor, factor, t_edit, iterations, measure, model, backend, steps, seed, progress=PROGRESS,
                  request: gr.Request = None):
         """Make the painted region more (factor > 1) or less (factor < 1) salient."""
-        req = SaliencyRequest.from_gradio(editor, factor, t_edit, iterations, measure, model, backend, steps, seed)
+        req = SaliencyRequest.from_gradio(editor, factor, t_edit, iterations, measure, model, backend, steps, seed,
+                                          models.config.limits)
         return run_saliency(req, models, progress, request)
 
     return saliency
@@ -216,17 +235,17 @@ def blend_event(models: ModelManager):
               request: gr.Request = None):
         """Paste the painted object of the object image into the background and harmonise it through its curves."""
         req = BlendRequest.from_gradio(background, foreground, t_edit, iterations, measure, model, backend, steps,
-                                       seed)
+                                       seed, models.config.limits)
         return run_blend(req, models, progress, request)
 
     return blend
 
 
-def copy_to_source(target):
-    """When an image is uploaded for transfer, offer it as the source canvas too (draw the source region on it)."""
-    if not isinstance(target, dict) or target.get("background") is None:
-        return gr.skip()
-    return {"background": target["background"], "layers": [], "composite": target["background"]}
+#: When an image is uploaded for transfer, it is offered as the source canvas too (draw the source region on it).
+#: Runs in the browser: no server endpoint (an API client could otherwise call it with any value).
+COPY_TO_SOURCE_JS = """(target, source) => (target && target.background)
+    ? {background: target.background, layers: [], composite: target.background}
+    : source"""
 
 
 # ====================================================================================================================
@@ -254,10 +273,11 @@ def edit_tab(page: Page, title: str, api: str, text: str, handler: Callable, run
         with gr.Row():
             with gr.Column():
                 inputs = build_inputs(page)
-                depth = gr.Slider(50, 900, value=defaults.t_edit, step=10, label=f"{title}: edit depth t_edit",
+                depth = gr.Slider(*EDIT_DEPTH_RANGE, value=defaults.t_edit, step=10,
+                                  label=f"{title}: edit depth t_edit",
                                   info="how far the image is inverted: deeper = freer edit, less faithful")
                 with gr.Accordion("Advanced", open=False, elem_id=f"{api}-advanced"):
-                    iters = gr.Slider(0, 10, value=defaults.iterations, step=1,
+                    iters = gr.Slider(*page.limits.edit_iterations, value=defaults.iterations, step=1,
                                       label=f"{title}: gradient steps per timestep",
                                       info="0 switches the curve matching off (the ablation)")
                     measure = gr.Checkbox(value=True, label=f"{title}: measure curves before/after",
@@ -286,13 +306,13 @@ def _transfer_inputs(page: Page) -> list:
     target = mask_editor("Transfer: image and target mask", "transfer-editor")
     source = mask_editor("Transfer: source image and source mask", "transfer-source")
     _editor_examples(page, target)
-    target.upload(copy_to_source, target, source, api_name="transfer_copy", api_visibility="private", queue=False)
+    target.upload(None, [target, source], source, js=COPY_TO_SOURCE_JS, queue=False)
     return [target, source]
 
 
 def _saliency_inputs(page: Page) -> list:
     editor = mask_editor("Saliency: image and mask", "saliency-editor")
-    factor = gr.Slider(0.1, 4.0, value=2.0, step=0.1, label="Saliency factor",
+    factor = gr.Slider(*FACTOR_RANGE, value=2.0, step=0.1, label="Saliency factor",
                        info="above 1: more salient; below 1: less")
     _editor_examples(page, editor)
     return [editor, factor]

@@ -10,16 +10,20 @@ import gradio as gr
 import numpy as np
 
 from pipeline import interpolate, viz
-from pipeline.errors import InputError
 from pipeline.geodesic import DEFAULT_LAM
+from ui.config import LOCAL_LIMITS, Limits
 from ui.errors import ui_errors
-from ui.inputs import Settings, read_image, whole_number
+from ui.inputs import Settings, number, read_image, whole_number
 from ui.models import ModelManager
 from ui.outputs import image_file, output_dir
 from ui.widgets import PROGRESS, Page, image_input, output_image, run_stop, stop_event
 
 #: Side, in pixels, of each picture in the geodesic strips (model outputs are small; inputs may be large).
 STRIP_CELL = 96
+#: Ranges of the noise level, lambda and extrapolation inputs (the cost-setting ones are in ``ui.config.Limits``).
+NOISE_LEVEL_RANGE = (50, 900)
+LAM_RANGE = (0.0, 1e5)
+BEYOND_RANGE = (0.0, 1.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,19 +41,18 @@ class GeodesicRequest:
     settings: Settings
 
     @classmethod
-    def from_gradio(cls, image_a, image_b, n_points, t_star, lam, beyond, max_iter, model, backend, steps,
-                    seed) -> GeodesicRequest:
-        """The ``/geodesic`` event's values in the order Gradio passes them, checked."""
+    def from_gradio(cls, image_a, image_b, n_points, t_star, lam, beyond, max_iter, model, backend, steps, seed,
+                    limits: Limits = LOCAL_LIMITS) -> GeodesicRequest:
+        """The ``/geodesic`` event's values in the order Gradio passes them, checked (numbers first, against
+        ``limits``)."""
+        n_points = whole_number(n_points, "path points", *limits.path_points)
+        t_star = whole_number(t_star, "noise level t*", *NOISE_LEVEL_RANGE)
+        lam = number(lam, "lambda", *LAM_RANGE)
+        beyond = number(beyond, "extrapolation beyond b", *BEYOND_RANGE)
+        max_iter = whole_number(max_iter, "solver iterations", *limits.solver_iterations)
+        settings = Settings.from_gradio(model, backend, steps, seed, limits)
         a, b = read_image(image_a, "first image"), read_image(image_b, "second image")
-        n_points = whole_number(n_points, "path points", 3, 64)
-        t_star = whole_number(t_star, "noise level t*", 1, 999)
-        max_iter = whole_number(max_iter, "solver iterations", 1, 5000)
-        try:
-            lam_, beyond_ = float(lam), float(beyond or 0.0)
-        except (TypeError, ValueError):
-            raise InputError(f"lambda and the extrapolation length must be numbers, got {lam!r}, {beyond!r}") \
-                from None
-        return cls(a, b, n_points, t_star, lam_, beyond_, max_iter, Settings.from_gradio(model, backend, steps, seed))
+        return cls(a, b, n_points, t_star, lam, beyond, max_iter, settings)
 
 
 def run_geodesic(req: GeodesicRequest, models: ModelManager, progress: Any = None, session: Any = None):
@@ -73,7 +76,7 @@ def run_geodesic(req: GeodesicRequest, models: ModelManager, progress: Any = Non
                                                                **common)
     geo = paths["geodesic"]
     rows = {m: [np.asarray(im) for im in p.images[: p.n_inner]] for m, p in paths.items()}
-    out = output_dir()
+    out = output_dir(session)
     strip = image_file(viz.image_strip(rows, cell=STRIP_CELL), out, "strip")
     gif = viz.save_gif(rows["geodesic"], out / "geodesic.gif")
     files = [gif, strip]
@@ -99,7 +102,7 @@ def geodesic_event(models: ModelManager):
                  progress=PROGRESS, request: gr.Request = None):
         """Two images -> the score-metric geodesic between them (above LERP and SLERP), its extrapolation, a GIF."""
         req = GeodesicRequest.from_gradio(image_a, image_b, n_points, t_star, lam, beyond, max_iter, model, backend,
-                                          steps, seed)
+                                          steps, seed, models.config.limits)
         return run_geodesic(req, models, progress, request)
 
     return geodesic
@@ -115,12 +118,15 @@ def build(page: Page) -> None:
             a = image_input("First image", "geodesic-a")
             b = image_input("Second image", "geodesic-b")
         with gr.Row():
-            n = gr.Slider(3, 17, value=7, step=1, label="Path points")
-            t = gr.Slider(50, 900, value=400, step=10, label="Noise level t*")
-            lam = gr.Number(value=DEFAULT_LAM, label="Lambda (metric weight)")
-            extra = gr.Slider(0, 1, value=0.5, step=0.05, label="Extrapolate beyond b",
+            limits = page.limits
+            n = gr.Slider(*limits.path_points, value=min(7, limits.path_points[1]), step=1, label="Path points")
+            t = gr.Slider(*NOISE_LEVEL_RANGE, value=400, step=10, label="Noise level t*")
+            lam = gr.Number(value=DEFAULT_LAM, label="Lambda (metric weight)", minimum=LAM_RANGE[0],
+                            maximum=LAM_RANGE[1], info=f"in [{LAM_RANGE[0]:g}, {LAM_RANGE[1]:g}]")
+            extra = gr.Slider(*BEYOND_RANGE, value=0.5, step=0.05, label="Extrapolate beyond b",
                               info="extra length past the second image, as a fraction of a → b (0: off)")
-            iters = gr.Slider(1, 500, value=100, step=1, label="Solver iterations",
+            iters = gr.Slider(*limits.solver_iterations, value=min(100, limits.solver_iterations[1]), step=1,
+                              label="Solver iterations",
                               info="L-BFGS iterations of the boundary value problem")
         run, stop = run_stop("Compute geodesic")
         ex = page.examples

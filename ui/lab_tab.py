@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 import numpy as np
@@ -12,12 +13,19 @@ import torch
 
 from pipeline import geodesic, synthetic, viz
 from pipeline.errors import InputError
+from ui.config import LOCAL_LIMITS, Limits
 from ui.errors import ui_errors
-from ui.inputs import whole_number
+from ui.inputs import choice, number, whole_number
+from ui.models import ModelManager
 from ui.outputs import as_array
 from ui.widgets import Page
 
 MANIFOLDS = ("sphere", "torus")
+#: Ranges of the lab's sliders (its points and iterations are in ``ui.config.Limits``).
+LAM_RANGE = (0.0, 2000.0)
+SIGMA_RANGE = (0.08, 0.5)
+ANGLE_1_RANGE = (-180.0, 180.0)
+ANGLE_2_RANGE = (-90.0, 90.0)
 
 
 @dataclass(frozen=True)
@@ -34,17 +42,16 @@ class LabRequest:
     iterations: int
 
     @classmethod
-    def from_gradio(cls, manifold, lam, sigma, angle_1, angle_2, n_points, iterations) -> LabRequest:
+    def from_gradio(cls, manifold, lam, sigma, angle_1, angle_2, n_points, iterations,
+                    limits: Limits = LOCAL_LIMITS) -> LabRequest:
         """The ``/lab`` event's values in the order Gradio passes them, checked."""
-        n_points = whole_number(n_points, "points", 3, 128)
-        iterations = whole_number(iterations, "iterations", 1, 2000)
-        try:
-            lam, sigma, angle_1, angle_2 = float(lam), float(sigma), float(angle_1), float(angle_2)
-        except (TypeError, ValueError):
-            raise InputError("lambda, sigma and the angles must be numbers") from None
-        if manifold not in MANIFOLDS:
-            raise InputError(f"manifold must be 'sphere' or 'torus', got {manifold!r}")
-        return cls(manifold, lam, sigma, angle_1, angle_2, n_points, iterations)
+        req = cls(choice(manifold, "manifold", MANIFOLDS), number(lam, "lambda", *LAM_RANGE),
+                  number(sigma, "noise level sigma", *SIGMA_RANGE), number(angle_1, "angle 1", *ANGLE_1_RANGE),
+                  number(angle_2, "angle 2", *ANGLE_2_RANGE), whole_number(n_points, "points", *limits.lab_points),
+                  whole_number(iterations, "iterations", *limits.lab_iterations))
+        if req.angle_1 == 0 and req.angle_2 == 0:  # the endpoint a: (0, 0) on both manifolds
+            raise InputError("angle 1 and angle 2 must not both be 0: endpoint b would be endpoint a")
+        return req
 
 
 def lab_manifold(manifold: str, sigma: float, angle_1: float, angle_2: float):
@@ -68,12 +75,12 @@ def true_geodesic(manifold: str, angle_1: float, angle_2: float) -> np.ndarray:
     return as_array(m.geodesic(a, b, 64))
 
 
-def run_lab(req: LabRequest):
+def run_lab(req: LabRequest, cancel: Any = None):
     """Score-metric geodesic on the smoothed manifold, with the chord and the true geodesic -> (3D figure, energy
-    figure, Markdown table of lengths)."""
+    figure, Markdown table of lengths). ``cancel``: the library's stop flag."""
     m, a, b = lab_manifold(req.manifold, req.sigma, req.angle_1, req.angle_2)
     res = geodesic.geodesic_bvp(m.score, a, b, lam=req.lam, n_points=req.n_points, score_jvp=m.score_jvp,
-                                max_iter=req.iterations)
+                                max_iter=req.iterations, cancel=cancel)
     path = as_array(res.path)
     true_path = true_geodesic(req.manifold, req.angle_1, req.angle_2)
     chord = np.stack([path[0], path[-1]])
@@ -90,11 +97,26 @@ def run_lab(req: LabRequest):
     return fig, energy, table
 
 
-@ui_errors
-def lab_event(manifold, lam, sigma, angle_1, angle_2, n_points, iterations):
-    """Score-metric geodesic on a noise-smoothed sphere or torus, with the chord and the true geodesic, in 3D."""
-    # Gradio shows this docstring as the /lab endpoint's description: positional values -> LabRequest -> run_lab.
-    return run_lab(LabRequest.from_gradio(manifold, lam, sigma, angle_1, angle_2, n_points, iterations))
+def lab_handler(models: ModelManager | None = None):
+    """The ``/lab`` handler Gradio calls: positional values -> :class:`LabRequest` (against ``models``' limits) ->
+    :func:`run_lab`, with a cancel flag that is set when the client cancels or leaves."""
+    limits = models.config.limits if models is not None else LOCAL_LIMITS
+
+    @ui_errors
+    def lab(manifold, lam, sigma, angle_1, angle_2, n_points, iterations, request: gr.Request = None):
+        """Score-metric geodesic on a noise-smoothed sphere or torus, with the chord and the true geodesic, in 3D."""
+        # Gradio shows this docstring as the /lab endpoint's description.
+        req = LabRequest.from_gradio(manifold, lam, sigma, angle_1, angle_2, n_points, iterations, limits)
+        if models is None:
+            return run_lab(req)
+        with models.job(request) as cancel:
+            return run_lab(req, cancel)
+
+    return lab
+
+
+#: The lab's handler without a model manager (local limits, no cancel flag): for scripts and tests.
+lab_event = lab_handler()
 
 
 def build(page: Page) -> None:
@@ -106,13 +128,13 @@ def build(page: Page) -> None:
         with gr.Row():
             with gr.Column(scale=1):
                 kind = gr.Radio(list(MANIFOLDS), value="sphere", label="Manifold")
-                lam = gr.Slider(0, 2000, value=200, step=10, label="Lambda")
-                sigma = gr.Slider(0.08, 0.5, value=0.15, step=0.01, label="Noise level sigma",
+                lam = gr.Slider(*LAM_RANGE, value=200, step=10, label="Lambda")
+                sigma = gr.Slider(*SIGMA_RANGE, value=0.15, step=0.01, label="Noise level sigma",
                                   info="smaller: sharper manifold, slower torus (finer quadrature)")
-                a1 = gr.Slider(-180, 180, value=120, step=5, label="Endpoint b: angle 1 (deg)")
-                a2 = gr.Slider(-90, 90, value=30, step=5, label="Endpoint b: angle 2 (deg)")
-                n = gr.Slider(5, 33, value=13, step=1, label="Path points (lab)")
-                iters = gr.Slider(10, 500, value=100, step=10, label="Iterations")
+                a1 = gr.Slider(*ANGLE_1_RANGE, value=120, step=5, label="Endpoint b: angle 1 (deg)")
+                a2 = gr.Slider(*ANGLE_2_RANGE, value=30, step=5, label="Endpoint b: angle 2 (deg)")
+                n = gr.Slider(*page.limits.lab_points, value=13, step=1, label="Path points (lab)")
+                iters = gr.Slider(*page.limits.lab_iterations, value=100, step=10, label="Iterations")
             with gr.Column(scale=2):
                 plot = gr.Plot(label="Manifold and paths", elem_id="lab-plot")
                 with gr.Row():
@@ -121,7 +143,8 @@ def build(page: Page) -> None:
         inputs, outputs = [kind, lam, sigma, a1, a2, n, iters], [plot, energy, table]
         # No model: its own small queue, so it stays live while model jobs run; only the latest slider value runs.
         lab_kw = dict(concurrency_id="lab", concurrency_limit=4, trigger_mode="always_last")
-        tab.select(lab_event, inputs, outputs, api_name="lab", **lab_kw)
+        handler = lab_handler(page.models)
+        tab.select(handler, inputs, outputs, api_name="lab", **lab_kw)
         for widget in (lam, sigma, a1, a2, n, iters):
-            widget.release(lab_event, inputs, outputs, api_visibility="private", **lab_kw)
-        kind.change(lab_event, inputs, outputs, api_visibility="private", **lab_kw)
+            widget.release(handler, inputs, outputs, api_visibility="private", **lab_kw)
+        kind.change(handler, inputs, outputs, api_visibility="private", **lab_kw)

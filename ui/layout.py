@@ -7,26 +7,29 @@ from PIL import Image
 
 from pipeline import images
 from ui import edit_tab, geodesic_tab, lab_tab, rates_tab
-from ui.config import BACKENDS, AppConfig
+from ui.config import AppConfig
 from ui.examples import example_inputs
+from ui.inputs import MAX_SEED
 from ui.models import ModelManager
-from ui.widgets import Page
+from ui.widgets import VALUE_COMPONENTS, Page, checked_by_handler
 
 #: Label of the settings' model dropdown (browser tests find widgets by their labels: keep them stable).
 MODEL_LABEL = "Model"
 
 
 def settings_row(cfg: AppConfig) -> list[gr.components.Component]:
-    """The shared settings, in the order every model-bound handler takes them: model, backend, steps, seed."""
+    """The shared settings, in the order every model-bound handler takes them: model, backend, steps, seed. Their
+    ranges and choices are the configuration's limits (``AppConfig.limits``)."""
+    limits = cfg.limits
     with gr.Row():
         model = gr.Dropdown(choices=list(cfg.model_choices()), value=cfg.default_choice, label=MODEL_LABEL,
                             allow_custom_value=not cfg.hosted,
                             info="default, or a local diffusers folder / hub id" if not cfg.hosted else None)
-        backend = gr.Radio(list(BACKENDS), value="auto", label="Backend",
+        backend = gr.Radio(list(limits.backends), value="auto", label="Backend",
                            info="the one that actually ran is shown under each result")
-        steps = gr.Slider(2, cfg.max_steps, value=min(cfg.steps, cfg.max_steps), step=1, label="Steps",
-                          info="timesteps of the curves / DDIM steps")
-        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+        steps = gr.Slider(*limits.steps, value=min(max(cfg.steps, limits.steps[0]), limits.steps[1]), step=1,
+                          label="Steps", info="timesteps of the curves / DDIM steps")
+        seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
     return [model, backend, steps, seed]
 
 
@@ -42,6 +45,8 @@ def build_demo(config: AppConfig | None = None, models: ModelManager | None = No
     with gr.Blocks(title="diffgeo: inside diffusion models", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# diffgeo: inside a diffusion model, through its geometry\n"
                     "Generation rates, curve-matching edits and score-metric geodesics. Paint masks with the brush.")
+        if cfg.hosted:
+            gr.Markdown(cfg.limits.describe(), elem_id="hosted-limits")
         with gr.Accordion("Settings", open=False):
             settings = settings_row(cfg)
         # Examples fill the inputs only (cache_examples=False): cached outputs would be keyed by the example image
@@ -53,5 +58,8 @@ def build_demo(config: AppConfig | None = None, models: ModelManager | None = No
                     dict(concurrency_id="model", concurrency_limit=cfg.concurrency))
         for tab in (rates_tab, edit_tab, geodesic_tab, lab_tab):
             tab.build(page)
+        for block in demo.blocks.values():
+            if isinstance(block, VALUE_COMPONENTS):
+                checked_by_handler(block)
     demo.queue(default_concurrency_limit=cfg.concurrency, max_size=cfg.queue_size)
     return demo

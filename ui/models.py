@@ -4,13 +4,22 @@ One manager serves one demo; it replaces module-level caches and locks, so a tes
 :meth:`ModelManager.compute_with` is the single place that decides what the handlers compute with: the object the
 library takes as its one ``model`` argument (``pipeline.protocols.DiffusionOps``: the accel backend the setting
 picked, or the ``DiffusionModel`` itself for the eager path), and the labels the status line shows.
-:meth:`ModelManager.run` wraps it with a job's cancel flag and progress bar for one handler call.
+:meth:`ModelManager.run` wraps it with a job's cancel flag, progress bar and model slot for one handler call.
+
+Abandoned work stops. Gradio runs a sync handler in a worker thread; when its client cancels (Stop, ``/cancel``,
+``gradio_client``'s ``Job.cancel()``) gradio cancels the asyncio task awaiting that thread, which frees gradio's
+concurrency slot at once, but the thread runs on; when its client disconnects gradio only marks the event dead
+(``Event.alive = False``) and keeps awaiting the thread. Neither reaches the handler. So every job carries a cancel
+flag (the library checks it in every loop) and a probe of its gradio event (:func:`gradio_event_probe`), and a
+watcher thread sets the flag when the event is gone or dead, or when the job's time limit passes; model work holds
+one of the manager's own ``concurrency`` slots until its computation has actually stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import threading
 import time
@@ -21,13 +30,87 @@ from typing import Any
 import accel
 from pipeline import load_model
 from pipeline.errors import Cancelled, InputError, ModelLoadError
-from ui.config import BACKENDS, AppConfig
-from ui.inputs import Settings
+from pipeline.progress import check_cancelled
+from ui.config import AppConfig
+from ui.errors import TimeLimitExceeded
+from ui.inputs import Settings, choice, shown
 from ui.outputs import status_line
 
 log = logging.getLogger("diffgeo.app")
 
 Progress = Callable[[int, int, str], None]
+
+#: How often the watcher looks at the running jobs (their clients and deadlines), seconds.
+WATCH_INTERVAL_S = 0.2
+
+#: Why a cancel flag was set (``CancelFlag.reason``).
+STOP_BUTTON = "the Stop button"
+TIME_LIMIT = "time limit"
+CLIENT_CANCELLED = "the client cancelled"
+CLIENT_GONE = "the client disconnected"
+
+#: PyTorch's forward-mode AD levels are global to the process: work that uses them runs one call at a time.
+_FORWARD_AD_LOCK = threading.Lock()
+
+
+class CancelFlag(threading.Event):
+    """A job's cancel flag (a ``threading.Event``, as the library takes it) that remembers why it was first set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason: str | None = None
+
+    def set(self, reason: str = "cancelled") -> None:
+        if self.reason is None:
+            self.reason = reason
+        super().set()
+
+
+@dataclass(eq=False)
+class Job:
+    """One running handler call: its cancel flag, session, gradio-event probe and (while it computes) deadline."""
+
+    id: int
+    name: str
+    flag: CancelFlag
+    session: str | None
+    probe: Callable[[], str | None] | None
+    deadline: float | None = None
+    model_work: bool = False
+    created: float = field(default_factory=time.monotonic)
+
+
+def gradio_event_probe() -> Callable[[], str | None] | None:
+    """For a handler running in a gradio worker thread: a probe ``() -> reason or None`` that says whether its event
+    was cancelled (gradio dropped it from its queue's events) or its client disconnected (gradio set
+    ``alive = False``). None outside a gradio call, or when the installed gradio keeps its events elsewhere.
+
+    Gradio has no public hook for this: the probe reads the event id gradio puts in ``gradio.context.LocalContext``
+    for the handler's thread, and the queue's ``event_ids_to_events`` (``tests/test_app_e2e.py`` checks that this
+    works with the installed gradio).
+    """
+    try:
+        from gradio.context import LocalContext
+
+        blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+        events = blocks._queue.event_ids_to_events
+    except Exception:
+        return None
+    if not event_id or not isinstance(events, dict):
+        return None
+    if event_id not in events:
+        log.warning("gradio event %s is not in the queue's events: its cancel and disconnect are not watched", event_id)
+        return None
+
+    def probe() -> str | None:
+        event = events.get(event_id)
+        if event is None:
+            return CLIENT_CANCELLED
+        if not getattr(event, "alive", True):
+            return CLIENT_GONE
+        return None
+
+    return probe
 
 
 @dataclass(frozen=True)
@@ -80,7 +163,8 @@ class Run:
 class ModelManager:
     """Models and backends for one app, and the cancel flags of its running jobs (all thread-safe).
 
-    Two models and eight backends stay cached (least recently used dropped first), keyed by (source, device).
+    Two models and eight backends stay cached (least recently used dropped first), keyed by (source, device). At most
+    ``config.concurrency`` calls do model work at once (:meth:`run`).
     """
 
     def __init__(self, config: AppConfig | None = None):
@@ -89,8 +173,12 @@ class ModelManager:
         self._models = functools.lru_cache(maxsize=2)(self._load_model)
         self._backends = functools.lru_cache(maxsize=8)(self._build_backend)
         self._prepare_locks: dict[int, threading.Lock] = {}
-        self._jobs: dict[str, set[threading.Event]] = {}
+        self._jobs: dict[int, Job] = {}
         self._jobs_lock = threading.Lock()
+        self._jobs_changed = threading.Condition(self._jobs_lock)
+        self._job_ids = itertools.count(1)
+        self._watcher: threading.Thread | None = None
+        self._slots = threading.BoundedSemaphore(max(1, int(self.config.concurrency)))  # model work at once
 
     # ---------------------------------------------------------------------------------------------------------------
     # Models and backends
@@ -109,12 +197,20 @@ class ModelManager:
         if choice in choices:
             return choices[choice], choice
         if self.config.hosted:
-            raise InputError(f"this demo offers the models {', '.join(choices)}; {choice[:80]!r} is not one of them")
+            raise InputError(f"model: this demo offers the models {', '.join(choices)}; {shown(choice)} is not one of "
+                             "them")
         return choice, choice
 
     def _load_model(self, source: str, device: str):
         log.info("loading model %s on %s", source, device)
-        return load_model(source, device=device)
+        try:
+            return load_model(source, device=device)
+        except (InputError, ModelLoadError, Cancelled, MemoryError):
+            raise
+        except Exception as err:  # unreadable weights (a junk safetensors file), a config the loader cannot use
+            log.exception("loading model %s failed", source)
+            raise ModelLoadError(f"the model {source!r} could not be loaded: its files are not readable diffusers "
+                                 f"weights and configs ({type(err).__name__})") from err
 
     def _build_backend(self, source: str, device: str, name: str):
         return accel.get_backend(self._models(source, device), name=name)
@@ -130,8 +226,7 @@ class ModelManager:
 
     def backend(self, source: str, name: str, device: str | None = None) -> tuple[Any, str]:
         """``(backend, label)`` for the backend setting (the backend implements the library's model interface)."""
-        if name not in BACKENDS:
-            raise InputError(f"backend must be one of {', '.join(BACKENDS)}; got {name!r}")
+        choice(name, "backend", self.config.limits.backends)
         with self._load_lock:
             try:
                 backend = self._backends(source, device or self.device, name)
@@ -175,48 +270,136 @@ class ModelManager:
         return Engine(backend, backend_label, model_label, self.device)
 
     # ---------------------------------------------------------------------------------------------------------------
-    # Jobs and cancellation
+    # Jobs, their cancel flags and the model slots
     # ---------------------------------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def job(self, session: Any) -> Iterator[threading.Event]:
+    def job(self, session: Any) -> Iterator[CancelFlag]:
         """A cancel flag for one handler call, registered under the browser session (a ``gr.Request``) so the Stop
-        button can set it. Calls without a session (scripts) still get a flag."""
-        flag = threading.Event()
-        key = getattr(session, "session_hash", None)
-        if key:
-            with self._jobs_lock:
-                self._jobs.setdefault(key, set()).add(flag)
-        try:
-            yield flag
-        finally:
-            if key:
-                with self._jobs_lock:
-                    flags = self._jobs.get(key, set())
-                    flags.discard(flag)
-                    if not flags:
-                        self._jobs.pop(key, None)
+        button can set it, and watched: it is set when gradio drops the call's event (the client pressed Stop,
+        called ``/cancel`` or ``Job.cancel()``, or disconnected). Calls without a session (scripts) still get a
+        flag."""
+        with self._registered(session, "job") as job:
+            yield job.flag
 
-    def running(self, session: Any) -> int:
-        """How many jobs of this session are running."""
+    @contextlib.contextmanager
+    def _registered(self, session: Any, name: str) -> Iterator[Job]:
+        job = Job(next(self._job_ids), name, CancelFlag(), getattr(session, "session_hash", None),
+                  gradio_event_probe())
+        with self._jobs_lock:
+            self._jobs[job.id] = job
+            self._jobs_changed.notify_all()
+        self._start_watcher()
+        try:
+            yield job
+        finally:
+            with self._jobs_lock:
+                self._jobs.pop(job.id, None)
+                left = sum(1 for j in self._jobs.values() if j.model_work)
+            stopped = f" (stopped: {job.flag.reason})" if job.flag.is_set() else ""
+            log.info("%s %d ended after %.1f s%s; %d model job(s) running", name, job.id,
+                     time.monotonic() - job.created, stopped, left)
+
+    def running(self, session: Any = None) -> int:
+        """How many jobs of this session are running (no session: of every session)."""
         key = getattr(session, "session_hash", None)
         with self._jobs_lock:
-            return len(self._jobs.get(key, ())) if key else 0
+            return sum(1 for j in self._jobs.values() if session is None or (key and j.session == key))
+
+    def model_jobs(self) -> int:
+        """How many jobs are doing model work now (holding a model slot)."""
+        with self._jobs_lock:
+            return sum(1 for j in self._jobs.values() if j.model_work)
 
     def cancel(self, session: Any) -> str:
         """Set the cancel flag of every running job of this session (the library stops at its next check)."""
         key = getattr(session, "session_hash", None)
         with self._jobs_lock:
-            flags = list(self._jobs.get(key, ())) if key else []
+            flags = [j.flag for j in self._jobs.values() if key and j.session == key]
         for flag in flags:
-            flag.set()
+            flag.set(STOP_BUTTON)
         return f"Stopping {len(flags)} running job(s)…" if flags else "Nothing is running."
 
+    def _start_watcher(self) -> None:
+        with self._jobs_lock:
+            if self._watcher is None or not self._watcher.is_alive():
+                self._watcher = threading.Thread(target=self._watch, name="diffgeo-job-watcher", daemon=True)
+                self._watcher.start()
+
+    def _watch(self) -> None:
+        """Sets the cancel flags of jobs whose client is gone or whose deadline passed (every ``WATCH_INTERVAL_S``;
+        sleeps while no job runs)."""
+        while True:
+            with self._jobs_lock:
+                while not self._jobs:
+                    self._jobs_changed.wait()
+                jobs = list(self._jobs.values())
+            now = time.monotonic()
+            for job in jobs:
+                if job.flag.is_set():
+                    continue
+                if job.deadline is not None and now > job.deadline:
+                    job.flag.set(TIME_LIMIT)
+                elif job.probe is not None:
+                    gone = job.probe()
+                    if gone:
+                        job.flag.set(gone)
+                if job.flag.is_set():
+                    log.info("%s %d: cancel flag set (%s)", job.name, job.id, job.flag.reason)
+            time.sleep(WATCH_INTERVAL_S)
+
     @contextlib.contextmanager
-    def run(self, settings: Settings, progress: Any = None, session: Any = None) -> Iterator[Run]:
-        """One model-bound handler call: a registered cancel flag, the progress bar, and the engine to compute with.
-        The clock of the status line starts once the model and backend are ready."""
-        with self.job(session) as cancel:
+    def _model_slot(self, flag: CancelFlag, report: Progress, *, exclusive: bool) -> Iterator[None]:
+        """One of the ``concurrency`` model slots (and, for ``exclusive`` work, the process's forward-AD lock), waited
+        for while watching ``flag``: a cancelled job never starts, and a job abandoned by its client holds its slot
+        until its computation has stopped (gradio frees its own slot at once on a cancel)."""
+        locks = [self._slots] + ([_FORWARD_AD_LOCK] if exclusive else [])
+        held: list[threading.Semaphore | threading.Lock] = []
+        try:
+            for lock in locks:
+                while not lock.acquire(timeout=WATCH_INTERVAL_S):
+                    if not held:
+                        report(0, 1, "waiting for a free model slot")
+                    check_cancelled(flag)
+                held.append(lock)
+            check_cancelled(flag)
+            yield
+        finally:
+            for lock in reversed(held):
+                lock.release()
+
+    @contextlib.contextmanager
+    def run(self, settings: Settings, progress: Any = None, session: Any = None, *,
+            gradients: bool = False) -> Iterator[Run]:
+        """One model-bound handler call: a registered, watched cancel flag, the progress bar, a model slot, and the
+        engine to compute with. The clock of the status line and of the time limit starts once the model and backend
+        are ready and the slot is held.
+
+        ``gradients``: the call differentiates through the model (the edits), which uses PyTorch's forward-mode AD;
+        so do the ``torch`` backends' JVPs. PyTorch's forward-AD levels are global to the process (two threads in
+        ``torch.func.jvp`` at once fail with "Trying to access a forward AD level with an invalid index"), so such
+        calls also take the process's forward-AD lock and run one at a time, whatever the concurrency.
+        """
+        with self._registered(session, "model job") as job:
+            flag = job.flag
             report = progress_callback(progress)
             report(0, 1, "loading model")
             engine = self.compute_with(settings)
-            yield Run(engine, report, cancel, settings.steps, settings.seed)
+            exclusive = gradients or str(getattr(engine.model, "name", "")).startswith("torch")
+            with self._model_slot(flag, report, exclusive=exclusive):
+                limit = self.config.limits.time_limit_s
+                with self._jobs_lock:
+                    job.model_work = True
+                    job.deadline = time.monotonic() + limit if limit else None
+                log.info("model job %d started (%s, %s); %d model job(s) running", job.id, engine.backend_label,
+                         engine.model_label, self.model_jobs())
+                try:
+                    yield Run(engine, report, flag, settings.steps, settings.seed)
+                except Cancelled:
+                    if flag.reason == TIME_LIMIT:
+                        raise TimeLimitExceeded(
+                            f"Time limit: this demo stops a request after {limit:g} s; try fewer steps, points or "
+                            "iterations.") from None
+                    raise
+                finally:
+                    with self._jobs_lock:
+                        job.model_work = False

@@ -1,4 +1,5 @@
-"""What handlers hand back: per-call output folders (old ones cleaned up), images saved as files, the status line.
+"""What handlers hand back: per-session, per-call output folders with unguessable names (old ones cleaned up), images
+saved as files, the status line.
 
 Output images are written here as PNG files and returned as paths, not arrays. Gradio then copies a returned path
 into its cache with ``processing_utils.save_file_to_cache``, which writes under a temporary name and renames into
@@ -10,18 +11,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
+import threading
 import time
-import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pipeline import viz
 
-#: Per-call output folders older than this are removed when a new one is made.
+#: Output folders older than this are removed when a new one is made (their files are then gone for good: gradio
+#: serves the copies it made in its own cache, which ``Blocks(delete_cache=...)`` ages out).
 OUTPUT_MAX_AGE_S = 3600.0
+
+#: Random bytes of each folder name: 16 bytes = 128 bits, so a folder's name cannot be guessed.
+TOKEN_BYTES = 16
+
+_sessions: dict[str, tuple[str, float]] = {}  # gradio session hash -> (its folder's random name, last use)
+_sessions_lock = threading.Lock()
 
 
 def output_root() -> Path:
@@ -29,17 +39,43 @@ def output_root() -> Path:
     return Path(os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()) / "diffgeo-outputs"
 
 
-def output_dir() -> Path:
-    """A fresh folder for one call's images and downloads; earlier calls' folders older than an hour are removed."""
-    calls = output_root() / "calls"
-    calls.mkdir(parents=True, exist_ok=True)
+def _session_token(session: Any, now: float) -> str:
+    """The random folder name of ``session`` (a ``gr.Request``; a fresh one for calls without a session)."""
+    key = getattr(session, "session_hash", None)
+    with _sessions_lock:
+        for k, (_, used) in list(_sessions.items()):
+            if now - used > OUTPUT_MAX_AGE_S:
+                del _sessions[k]
+        if not key:
+            return secrets.token_hex(TOKEN_BYTES)
+        token = _sessions[key][0] if key in _sessions else secrets.token_hex(TOKEN_BYTES)
+        _sessions[key] = (token, now)
+        return token
+
+
+def _remove_expired(folder: Path, now: float) -> None:
+    """Remove the subfolders of ``folder`` not modified for ``OUTPUT_MAX_AGE_S``."""
+    with contextlib.suppress(OSError):
+        for old in folder.iterdir():
+            with contextlib.suppress(OSError):
+                if now - old.stat().st_mtime > OUTPUT_MAX_AGE_S:
+                    shutil.rmtree(old, ignore_errors=True)
+
+
+def output_dir(session: Any = None) -> Path:
+    """A fresh folder for one call's images and downloads, ``sessions/<session>/<call>`` under :func:`output_root`:
+    one folder per browser session (``session``: the call's ``gr.Request``), one per call inside it, both named by
+    128 random bits. Folders unused for ``OUTPUT_MAX_AGE_S`` are removed when a new one is made."""
     now = time.time()
-    for old in calls.iterdir():
-        with contextlib.suppress(OSError):
-            if now - old.stat().st_mtime > OUTPUT_MAX_AGE_S:
-                shutil.rmtree(old, ignore_errors=True)
-    out = calls / uuid.uuid4().hex[:12]
+    sessions = output_root() / "sessions"
+    sessions.mkdir(parents=True, exist_ok=True)
+    _remove_expired(sessions, now)
+    session_dir = sessions / _session_token(session, now)
+    session_dir.mkdir(exist_ok=True)
+    _remove_expired(session_dir, now)
+    out = session_dir / secrets.token_hex(TOKEN_BYTES)
     out.mkdir()
+    os.utime(session_dir)  # in use: not expired while its calls are younger than the age limit
     return out
 
 

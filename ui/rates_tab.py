@@ -6,6 +6,7 @@ The result stays in the session (``gr.State``), so new points or a new timestep 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,14 +15,17 @@ import numpy as np
 
 from pipeline import rates, viz
 from pipeline.errors import InputError
+from ui.config import LOCAL_LIMITS, Limits
 from ui.errors import ui_errors
-from ui.inputs import Point, Settings, format_points, number, parse_points, read_image, whole_number
+from ui.inputs import Point, Settings, choice, format_points, number, parse_points, read_image, whole_number
 from ui.models import ModelManager
 from ui.outputs import as_array, image_file, output_dir
 from ui.widgets import PROGRESS, Page, image_input, output_image, run_stop, stop_event
 
 #: The statistic dropdown's choices, in the order shown (``pipeline.rates.STATISTICS`` is the accepted set).
 STATISTIC_CHOICES = ("tv", "std", "mean", "peak")
+#: Range of the rate-map timestep slider (the view picks the computed timestep nearest to it).
+TIMESTEP_RANGE = (0, 999)
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class RatesView:
     @classmethod
     def from_gradio(cls, timestep: Any, points: Any) -> RatesView:
         """The timestep slider's and the points box's values, checked."""
-        return cls(number(timestep, "rate-map timestep t"), tuple(parse_points(points)))
+        return cls(number(timestep, "rate-map timestep t", *TIMESTEP_RANGE), tuple(parse_points(points)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,15 +52,17 @@ class RatesRequest:
     settings: Settings
 
     @classmethod
-    def from_gradio(cls, image, patch_size, statistic, timestep, points, model, backend, steps, seed) -> RatesRequest:
-        """The ``/rates`` event's values in the order Gradio passes them, checked."""
-        img = read_image(image)
+    def from_gradio(cls, image, patch_size, statistic, timestep, points, model, backend, steps, seed,
+                    limits: Limits = LOCAL_LIMITS) -> RatesRequest:
+        """The ``/rates`` event's values in the order Gradio passes them, checked (against ``limits``) before any
+        image is decoded."""
+        settings = Settings.from_gradio(model, backend, steps, seed, limits)
         view = RatesView.from_gradio(timestep, points)
-        patch = whole_number(patch_size, "patch size", 1, 64)
-        statistic = statistic or rates.DEFAULT_STATISTIC
-        if statistic not in rates.STATISTICS:
-            raise InputError(f"statistic must be one of {', '.join(rates.STATISTICS)}, got {statistic!r}")
-        return cls(img, patch, statistic, view, Settings.from_gradio(model, backend, steps, seed))
+        patch = choice(whole_number(patch_size, "patch size", 1, max(limits.patch_sizes)), "patch size",
+                       limits.patch_sizes)
+        statistic = choice(rates.DEFAULT_STATISTIC if statistic is None else statistic, "statistic",
+                           tuple(s for s in STATISTIC_CHOICES if s in rates.STATISTICS))
+        return cls(read_image(image), patch, statistic, view, settings)
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,7 +103,7 @@ def run_rates(req: RatesRequest, models: ModelManager, progress: Any = None, ses
                                       cancel=run.cancel)
     state = RatesState(req.image, res)
     saliency, rate, fig, t_shown = rates_views(state, req.view)
-    out = output_dir()
+    out = output_dir(session)
     np.savez_compressed(out / "curves.npz", timesteps=as_array(res.timesteps), curves=as_array(res.curves),
                         accumulated=as_array(res.accumulated), saliency=as_array(res.saliency))
     saliency_file = image_file(saliency, out, "saliency")
@@ -109,23 +115,26 @@ def run_rates(req: RatesRequest, models: ModelManager, progress: Any = None, ses
     return saliency_file, image_file(rate, out, "rate_map"), fig, status, files, state
 
 
-def replot_rates(state: RatesState | None, view: RatesView):
+def replot_rates(state: RatesState | None, view: RatesView, session: Any = None):
     """Redraw the views from the session's last result (no model call) -> (saliency file, rate-map file, figure)."""
-    if not state:
+    if not isinstance(state, RatesState):
         raise InputError("compute the curves first (press Compute curves)")
     saliency, rate, fig, _ = rates_views(state, view)
-    out = output_dir()
+    out = output_dir(session)
     return image_file(saliency, out, "saliency"), image_file(rate, out, "rate_map"), fig
 
 
+@ui_errors
 def select_point(points: str, evt: gr.SelectData):
     """A click on the saliency map adds a point; the last two are kept."""
     pts = parse_points(points) if points else []
     try:
-        x, y = evt.index
+        x, y = (float(v) for v in evt.index)
     except (TypeError, ValueError):
         return points
-    return format_points((pts + [(float(x), float(y))])[-2:])
+    if not (math.isfinite(x) and math.isfinite(y)):
+        return points
+    return format_points((pts + [(x, y)])[-2:])
 
 
 def rates_event(models: ModelManager):
@@ -135,16 +144,17 @@ def rates_event(models: ModelManager):
     def rates(image, patch_size, statistic, timestep, points, model, backend, steps, seed, progress=PROGRESS,
               request: gr.Request = None):
         """Image -> saliency map, rate map at a timestep, and the curves of up to two points; plus downloads."""
-        req = RatesRequest.from_gradio(image, patch_size, statistic, timestep, points, model, backend, steps, seed)
+        req = RatesRequest.from_gradio(image, patch_size, statistic, timestep, points, model, backend, steps, seed,
+                                       models.config.limits)
         return run_rates(req, models, progress, request)
 
     return rates
 
 
 @ui_errors
-def replot_event(state, timestep, points):
+def replot_event(state, timestep, points, request: gr.Request = None):
     """Redraw the views from the last result for a new timestep or new points (no model call)."""
-    return replot_rates(state, RatesView.from_gradio(timestep, points))
+    return replot_rates(state, RatesView.from_gradio(timestep, points), request)
 
 
 def build(page: Page) -> None:
@@ -156,7 +166,7 @@ def build(page: Page) -> None:
             with gr.Column():
                 image = image_input("Image", "rates-image")
                 with gr.Row():
-                    patch = gr.Radio([1, 2, 4, 8], value=4, label="Patch size (model pixels)")
+                    patch = gr.Radio(list(page.limits.patch_sizes), value=4, label="Patch size (model pixels)")
                     stat = gr.Dropdown(list(STATISTIC_CHOICES), value="tv", label="Saliency statistic",
                                        info="fluctuation of the time-normalised curves: total variation (the "
                                             "paper's) or std; or their mean or peak")
@@ -167,7 +177,7 @@ def build(page: Page) -> None:
             with gr.Column():
                 saliency = output_image("Saliency (click to pick points)", "rates-saliency")
                 points = gr.Textbox(label="Points (x,y; x,y)", placeholder="e.g. 10,12; 40,30")
-                t = gr.Slider(0, 999, value=500, step=1, label="Rate-map timestep t")
+                t = gr.Slider(*TIMESTEP_RANGE, value=500, step=1, label="Rate-map timestep t")
                 rate = output_image("Rate map")
         curves = gr.Plot(label="Curves")
         status = gr.Markdown(elem_id="rates-status")

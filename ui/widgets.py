@@ -9,6 +9,7 @@ from typing import Any
 
 import gradio as gr
 
+from ui.config import Limits
 from ui.examples import Example
 from ui.models import ModelManager
 
@@ -25,6 +26,28 @@ class Page:
     settings: list[gr.components.Component]
     examples: list[Example] = field(default_factory=list)
     queue_kw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def limits(self) -> Limits:
+        """What one request may ask for (the sliders' ranges and choices come from here)."""
+        return self.models.config.limits
+
+
+#: Components whose values the handlers check themselves (:func:`checked_by_handler`).
+VALUE_COMPONENTS = (gr.Number, gr.Slider, gr.Radio, gr.Dropdown, gr.Checkbox)
+
+
+def checked_by_handler(component: gr.components.Component) -> gr.components.Component:
+    """Hand ``component``'s value to the handler as it arrived, for the request's checks to name the field.
+
+    Gradio's own preprocessing of numbers and choices fails on text or None with a generic error
+    ("upstream Gradio app has raised an exception"), lets NaN through (NaN is neither below nor above a range),
+    and refuses an out-of-range value without saying which field. The request dataclasses (``from_gradio``) check
+    every value with ``ui.inputs`` (NaN, infinity, range, type, choices) and name the field and its range.
+    Like :func:`guard_uploads`, this replaces ``preprocess`` on this instance only.
+    """
+    component.preprocess = lambda payload: payload
+    return component
 
 
 def guard_uploads(component: gr.components.Component) -> gr.components.Component:
