@@ -9,9 +9,12 @@ model folder from ``conftest`` is the model source, so nothing here needs the em
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -294,7 +297,7 @@ def test_bad_masks_give_clear_errors(ev, value, words):
 
 
 def test_bad_settings_give_clear_errors(ev, images, tiny_pixel_dir):
-    with pytest.raises(gr.Error, match="steps must lie in"):
+    with pytest.raises(gr.Error, match=r"steps must be a whole number in \[2, 100\], got 0"):
         ev.rates(images["rgb.png"], 4, "mean", 500, "", tiny_pixel_dir, "torch", 0, 0)
     with pytest.raises(gr.Error, match="points must look like"):
         ev.rates(images["rgb.png"], 4, "mean", 500, "a,b", tiny_pixel_dir, *FAST)
@@ -302,7 +305,7 @@ def test_bad_settings_give_clear_errors(ev, images, tiny_pixel_dir):
         ev.rates(images["rgb.png"], 4, "mean", 500, "", tiny_pixel_dir, "cuda-magic", 2, 0)
     with pytest.raises(gr.Error, match="statistic must be one of"):
         ev.rates(images["rgb.png"], 4, "median", 500, "", tiny_pixel_dir, *FAST)
-    with pytest.raises(gr.Error, match="edit depth t_edit must lie in"):
+    with pytest.raises(gr.Error, match=r"edit depth t_edit must be a whole number in \[50, 900\]"):
         ev.remove(editor(scene(), square_mask()), 0, 1, False, tiny_pixel_dir, *FAST)
 
 
@@ -322,7 +325,7 @@ def test_requests_are_built_and_checked_in_one_place(images):
     assert lab == lab_tab.LabRequest("torus", 10.0, 0.2, 30.0, 10.0, 5, 10)
     with pytest.raises(InputError, match="manifold must be"):
         lab_tab.LabRequest.from_gradio("klein bottle", 200, 0.15, 90, 0, 7, 30)
-    with pytest.raises(InputError, match="lambda and the extrapolation length must be numbers"):
+    with pytest.raises(InputError, match=r"lambda must be a finite number in \[0, 100000\], got 'x'"):
         geodesic_tab.GeodesicRequest.from_gradio(images["rgb.png"], images["other.png"], 3, 100, "x", 0, 3, "m",
                                                  *FAST)
 
@@ -510,7 +513,7 @@ def test_saliency_tab(ev, tiny_pixel_dir):
     result = check_edit(out, img, mask, "saliency")
     np.testing.assert_array_equal(result[~mask], img[~mask])  # only the painted region may change
     assert len(out[2].axes[0].lines) == 3  # before, after, reference
-    with pytest.raises(gr.Error, match="factor must be a number"):
+    with pytest.raises(gr.Error, match="saliency factor must be a finite number"):
         ev.saliency(editor(img, mask), "lots", *EDIT_FAST, tiny_pixel_dir, *FAST)
 
 
@@ -542,6 +545,8 @@ def test_geometry_lab_sphere():
     assert "true geodesic" in table and energy is not None
     with pytest.raises(gr.Error, match="manifold must be"):
         lab_tab.lab_event("klein bottle", 200, 0.15, 90, 0, 7, 30)
+    with pytest.raises(gr.Error, match="angle 1 and angle 2 must not both be 0"):  # b would be a
+        lab_tab.lab_event("torus", 200, 0.15, 0, 0, 7, 30)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -636,3 +641,325 @@ def test_identical_image_outputs_never_expose_a_partial_cached_file(tmp_path, un
     cache = tmp_path / "cache"
     assert _hammer_file_cache(source, cache, uncached=uncached) == []
     assert not list(cache.glob("*/.*"))  # no staging file left behind
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Every number is checked where it enters (issue 16): NaN, infinity, out of range, wrong type -> a named error
+# --------------------------------------------------------------------------------------------------------------------
+BAD_NUMBERS = [float("nan"), float("inf"), float("-inf"), 1e30, -1e30, "abc", None, True, [1]]
+
+
+def _valid_args(images) -> dict[str, tuple]:
+    """Valid values of each event, model "unused-model" (never loaded: a check that lets a bad value through fails
+    later with a model error, which the tests below do not accept)."""
+    model = ("unused-model", *FAST)
+    return {
+        "rates": (images["rgb.png"], 4, "mean", 500, "", *model),
+        "remove": (editor(scene(), square_mask()), *EDIT_FAST, *model),
+        "saliency": (editor(scene(), square_mask()), 2.0, *EDIT_FAST, *model),
+        "geodesic": (images["rgb.png"], images["other.png"], 3, 100, 100.0, 0.5, 3, *model),
+        "lab": ("sphere", 200, 0.15, 90, 0, 7, 30),
+    }
+
+
+#: (event, argument index, the name the message must contain); None values are allowed where they mean a default.
+NUMBER_FIELDS = [
+    ("rates", 1, "patch size"), ("rates", 3, "rate-map timestep t"), ("rates", 7, "steps"), ("rates", 8, "seed"),
+    ("remove", 1, "edit depth t_edit"), ("remove", 2, "gradient steps per timestep"),
+    ("saliency", 1, "saliency factor"),
+    ("geodesic", 2, "path points"), ("geodesic", 3, "noise level t*"), ("geodesic", 4, "lambda"),
+    ("geodesic", 5, "extrapolation beyond b"), ("geodesic", 6, "solver iterations"),
+    ("lab", 1, "lambda"), ("lab", 2, "noise level sigma"), ("lab", 3, "angle 1"), ("lab", 4, "angle 2"),
+    ("lab", 5, "points"), ("lab", 6, "iterations"),
+]
+
+
+def _event(ev, name: str):
+    return lab_tab.lab_event if name == "lab" else getattr(ev, name)
+
+
+@pytest.mark.parametrize("api, index, field", NUMBER_FIELDS, ids=[f"{a}-{f}" for a, _, f in NUMBER_FIELDS])
+def test_bad_numbers_are_refused_with_the_field_and_its_range(ev, images, api, index, field):
+    """NaN, infinity, huge, text, None, a bool or a list in any numeric field: a gr.Error naming the field and its
+    range, before any work (today NaN timesteps were taken as t = 999, a NaN lambda failed late, text failed in
+    gradio's preprocessing)."""
+    for bad in BAD_NUMBERS:
+        if bad is None and field == "seed":
+            continue  # an empty seed box means seed 0
+        args = list(_valid_args(images)[api])
+        args[index] = bad
+        with pytest.raises(gr.Error) as excinfo:
+            _event(ev, api)(*args)
+        msg = error_message(excinfo)
+        assert msg.startswith(field) or f" {field} " in msg, (bad, msg)
+        assert re.search(r"in \[|one of", msg), (bad, msg)
+        assert "Internal error" not in msg and "Model" not in msg, (bad, msg)
+
+
+@pytest.mark.parametrize("value, words", [
+    ("nan,nan", "finite"), ("1,inf", "finite"), ("1e999, 2", "finite"), ("a,b", "could not read"),
+    ("1,2,3", "could not read"), ("9" * 5000, "at most 200 characters"), (5, "must be text"),
+])
+def test_bad_points_are_refused_before_the_job(ev, images, value, words):
+    """Points "nan,nan" ran the whole job, then failed as "Internal error (ValueError)"."""
+    args = list(_valid_args(images)["rates"])
+    args[4] = value
+    with pytest.raises(gr.Error) as excinfo:
+        ev.rates(*args)
+    msg = error_message(excinfo)
+    assert "points" in msg and words in msg and len(msg) < 300
+
+
+@pytest.mark.parametrize("index, value, words", [
+    (2, "median", "statistic must be one of"), (6, "cuda-magic", "backend must be one of"),
+    (5, "x" * 5000, "model source must be at most 256 characters"), (5, "a\x00b", "printable"),
+    (5, 42, "model must be a model name"),
+])
+def test_bad_choices_and_sources_are_named(ev, images, index, value, words):
+    args = list(_valid_args(images)["rates"])
+    args[index] = value
+    with pytest.raises(gr.Error) as excinfo:
+        ev.rates(*args)
+    assert words in error_message(excinfo) and len(error_message(excinfo)) < 300
+
+
+def test_edit_checkbox_and_numeric_text():
+    """Numeric text is read as its number; a checkbox takes only true or false."""
+    assert edit_tab.EditOptions.from_gradio("100", 2.0, False) == edit_tab.EditOptions(100, 2, False)
+    with pytest.raises(InputError, match="measure curves must be true or false"):
+        edit_tab.EditOptions.from_gradio(100, 1, "yes")
+    with pytest.raises(InputError, match=r"gradient steps per timestep must be a whole number in \[0, 10\], got 1.5"):
+        edit_tab.EditOptions.from_gradio(100, 1.5, True)
+
+
+def test_gradio_preprocessing_hands_raw_values_to_the_checks():
+    """Numbers and choices reach the handler as they arrived: gradio's preprocess of a Slider fails on text with a
+    generic error and lets NaN through; the page's components pass them on for the named checks."""
+    demo = app.build_demo(app.AppConfig())
+    values = [b for b in demo.blocks.values() if isinstance(b, widgets.VALUE_COMPONENTS)]
+    assert len(values) >= 20
+    for block in values:
+        for raw in ("abc", None, float("nan"), 1e30):
+            assert block.preprocess(raw) is raw or (raw != raw and block.preprocess(raw) != block.preprocess(raw))
+    with pytest.raises(TypeError):
+        gr.Slider(0, 10).preprocess("abc")  # what gradio itself does
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Hosted mode policy: limits in one place, shown on the page; a per-request time limit
+# --------------------------------------------------------------------------------------------------------------------
+def test_hosted_limits_are_enforced_and_shown(tiny_pixel_dir, images):
+    from ui.config import HOSTED_LIMITS, LOCAL_LIMITS
+
+    cfg = AppConfig(model=tiny_pixel_dir, hosted=True)
+    limits = cfg.limits
+    assert limits.backends == ("auto", "torch") and "torch-compile" in LOCAL_LIMITS.backends
+    assert limits.time_limit_s == HOSTED_LIMITS.time_limit_s and AppConfig().limits.time_limit_s is None
+    assert AppConfig(hosted=True, time_limit_s=0).limits.time_limit_s is None
+    assert AppConfig(hosted=True, max_steps=30).limits.steps == (2, 30)
+    assert AppConfig(max_steps=300).limits.steps == (2, 300)
+    hosted = ModelManager(cfg)
+    rates = rates_tab.rates_event(hosted)
+    good = (images["rgb.png"], 4, "mean", 500, "", "local model 1", "torch", 2, 0)
+    for index, value, words in [(6, "torch-compile", "backend must be one of auto, torch"),
+                                (6, "onnxruntime", "backend must be one of auto, torch"),
+                                (7, limits.steps[1] + 1, f"steps must be a whole number in [2, {limits.steps[1]}]"),
+                                (1, 1, "patch size must be one of 2, 4, 8")]:
+        args = list(good)
+        args[index] = value
+        with pytest.raises(gr.Error) as excinfo:
+            rates(*args)
+        assert words in error_message(excinfo)
+    geodesic = geodesic_tab.geodesic_event(hosted)
+    with pytest.raises(gr.Error, match=r"solver iterations must be a whole number in \[1, 200\]"):
+        geodesic(images["rgb.png"], images["other.png"], 3, 100, 100.0, 0.5, 500, "local model 1", *FAST)
+    with pytest.raises(gr.Error, match=r"path points must be a whole number in \[3, 11\]"):
+        geodesic(images["rgb.png"], images["other.png"], 17, 100, 100.0, 0.5, 3, "local model 1", *FAST)
+    with pytest.raises(gr.Error, match=r"gradient steps per timestep must be a whole number in \[0, 5\]"):
+        edit_tab.remove_event(hosted)(editor(scene(), square_mask()), 100, 10, False, "local model 1", *FAST)
+    # the page shows the limits: the sliders' ranges, the backend choices and an info line
+    demo = app.build_demo(cfg)
+    by_label = {b.label: b for b in demo.blocks.values() if getattr(b, "label", None)}
+    assert [c[1] for c in by_label["Backend"].choices] == ["auto", "torch"]
+    assert by_label["Steps"].maximum == limits.steps[1]
+    assert by_label["Solver iterations"].maximum == 200 and by_label["Path points"].maximum == 11
+    assert [c[1] for c in by_label["Patch size (model pixels)"].choices] == [2, 4, 8]
+    assert "limits" in str(demo.get_config_file()) and f"{limits.time_limit_s:g} s" in limits.describe()
+    local = {b.label: b for b in app.build_demo(AppConfig()).blocks.values() if getattr(b, "label", None)}
+    assert len(local["Backend"].choices) == 5 and local["Solver iterations"].maximum == 500
+
+
+def test_time_limit_stops_a_request_with_a_clear_message(tiny_pixel_dir, images):
+    """A per-request time limit: the watcher sets the cancel flag, the user reads why."""
+    models = ModelManager(AppConfig(model=tiny_pixel_dir, hosted=True, time_limit_s=0.5))
+    models.model(tiny_pixel_dir)
+    start = time.monotonic()
+    with pytest.raises(gr.Error) as excinfo:
+        rates_tab.rates_event(models)(images["rgb.png"], 2, "mean", 500, "", "local model 1", "torch", 50, 0)
+    assert "Time limit" in error_message(excinfo) and "0.5 s" in error_message(excinfo)
+    assert time.monotonic() - start < 30
+    assert models.running() == 0 and models.model_jobs() == 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Model work at once: the manager's slots, and PyTorch's process-wide forward-AD levels
+# --------------------------------------------------------------------------------------------------------------------
+def test_concurrent_torch_jobs_do_not_break_each_other(tiny_pixel_dir, images):
+    """With concurrency 2, two torch-backend jobs at once: torch.func.jvp's forward-AD levels are global to the
+    process, so two threads in it fail ("Trying to access a forward AD level with an invalid index"); the manager
+    runs such work one at a time (and never more model jobs than its concurrency)."""
+    models = ModelManager(AppConfig(concurrency=2))
+    models.model(tiny_pixel_dir)
+    rates = rates_tab.rates_event(models)
+    results, errors, peak = [], [], [0]
+    stop = threading.Event()
+
+    def call():
+        try:
+            results.append(rates(images["rgb.png"], 2, "mean", 500, "", tiny_pixel_dir, "torch", 8, 0))
+        except gr.Error as err:
+            errors.append(error_message(err))
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], models.model_jobs())
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    stop.set()
+    sampler.join()
+    assert not errors, errors
+    assert len(results) == 3 and peak[0] <= 2
+
+
+def test_a_cancelled_job_waiting_for_a_slot_never_starts(tiny_pixel_dir, images):
+    """While the only slot is held, a second job waits; its Stop ends the wait before it computes."""
+    models = ModelManager(AppConfig(concurrency=1))
+    models.model(tiny_pixel_dir)
+
+    class Req:
+        session_hash = "waiting"
+
+    errors = []
+
+    def call():
+        try:
+            rates_tab.rates_event(models)(images["rgb.png"], 4, "mean", 500, "", tiny_pixel_dir, *FAST, request=Req())
+        except gr.Error as err:
+            errors.append(error_message(err))
+
+    with models._model_slot(threading.Event(), lambda *a: None, exclusive=False):  # the only slot is taken
+        th = threading.Thread(target=call)
+        th.start()
+        for _ in range(200):
+            if models.running(Req()):
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert models.running(Req()) == 1 and models.model_jobs() == 0  # waiting, not computing
+        models.cancel(Req())
+        th.join(30)
+    assert not th.is_alive() and errors and "Cancelled" in errors[0]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Information: paths, model sources, loader failures
+# --------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, expected", [
+    ("/root is not a diffusers model folder", "<path> is not a diffusers model folder"),
+    ("C:\\Users is not a folder", "<path> is not a folder"),
+    ("model '/home/me/My Models/x' has no unet", "model 'x' has no unet"),
+    ("x=/etc/shadow, y", "x=shadow, y"),
+    ("hub id owner/name, sizes 3/4, https://huggingface.co/a/b", "hub id owner/name, sizes 3/4, https://huggingface.co/a/b"),
+])
+def test_clean_message_redacts_every_absolute_path(text, expected):
+    assert clean_message(text) == expected
+
+
+def test_model_source_errors(ev, images, tmp_path, tiny_pixel_dir):
+    """Normal mode: a home directory is not shown, a folder with junk weights is a model error (not "Internal
+    error (OSError)"). Hosted mode: every source that is not offered gets the same message, and no path."""
+    junk = tmp_path / "junk"
+    shutil.copytree(tiny_pixel_dir, junk)
+    for f in junk.rglob("*.safetensors"):
+        f.write_bytes(b"not safetensors at all" * 10)
+    for source, words in [(str(junk), r"Model: .*could not (be )?load"), (os.path.expanduser("~"), "Model:"),
+                          ("~", "Model:"), ("/", "Model:")]:  # the library's ModelLoadError, or the app's mapping
+        with pytest.raises(gr.Error) as excinfo:
+            ev.rates(images["rgb.png"], 4, "mean", 500, "", source, *FAST)
+        msg = error_message(excinfo)
+        assert re.search(words, msg) and "Internal error" not in msg, (source, msg)
+        assert os.path.expanduser("~") not in msg and str(tmp_path) not in msg, (source, msg)
+    hosted = rates_tab.rates_event(ModelManager(AppConfig(model=tiny_pixel_dir, hosted=True)))
+    messages = set()
+    for source in ["/etc/shadow", "/nonexistent/x", "~", str(junk), "owner/name", "../.."]:
+        with pytest.raises(gr.Error) as excinfo:
+            hosted(images["rgb.png"], 4, "mean", 500, "", source, *FAST)
+        msg = error_message(excinfo)
+        assert "this demo offers the models default, local model 1" in msg, msg
+        messages.add(msg.split(";")[0])
+        assert tiny_pixel_dir not in msg
+    assert len(messages) == 1
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Output folders; private helpers
+# --------------------------------------------------------------------------------------------------------------------
+def test_output_folders_are_per_session_unguessable_and_expire(tmp_path, monkeypatch):
+    from ui import outputs
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+
+    class Req:
+        def __init__(self, key):
+            self.session_hash = key
+
+    a1, a2, b = outputs.output_dir(Req("a")), outputs.output_dir(Req("a")), outputs.output_dir(Req("b"))
+    assert a1.parent == a2.parent != b.parent and a1 != a2
+    for folder in (a1, b, outputs.output_dir()):
+        for name in (folder.name, folder.parent.name):
+            assert re.fullmatch(r"[0-9a-f]{32}", name)  # 128 random bits each
+        assert folder.parent.parent == outputs.output_root() / "sessions"
+    old = time.time() - outputs.OUTPUT_MAX_AGE_S - 10
+    os.utime(a1, (old, old))
+    outputs.output_dir(Req("a"))
+    assert not a1.exists() and a2.exists()
+    os.utime(b, (old, old))
+    os.utime(b.parent, (old, old))
+    outputs.output_dir(Req("c"))
+    assert not b.parent.exists()  # a session unused for the age limit is removed whole
+
+
+def test_no_private_helper_is_a_server_endpoint():
+    """The transfer tab's copy of the uploaded image to the source canvas runs in the browser: no endpoint an API
+    client could call (before: ``transfer_copy``, callable by its fn_index with any value)."""
+    demo = app.build_demo(app.AppConfig())
+    assert "transfer_copy" not in {fn.api_name for fn in demo.fns.values()}
+    for fn in demo.fns.values():
+        if fn.fn is not None and fn.api_visibility == "private":
+            assert getattr(fn.fn, "__name__", "") == "lab", fn.api_name  # the lab's slider events, checked as /lab
+    copy = [fn for fn in demo.fns.values() if fn.js and "background" in fn.js]
+    assert len(copy) == 1 and copy[0].fn is None
+
+
+def test_loader_failures_are_model_errors(monkeypatch, images):
+    """Whatever the loader raises for unreadable files (OSError, a safetensors error...) is a model error naming no
+    path, in both modes (the library raises ModelLoadError itself for junk weights; both are handled)."""
+    from ui import models as models_module
+
+    def broken(source, device=None):
+        raise OSError(f"/secret/place/{source}/unet/diffusion_pytorch_model.safetensors: header too large")
+
+    monkeypatch.setattr(models_module, "load_model", broken)
+    for hosted, words in [(False, "could not be loaded: its files are not readable"), (True, "could not be loaded")]:
+        event = rates_tab.rates_event(ModelManager(AppConfig(hosted=hosted)))
+        with pytest.raises(gr.Error) as excinfo:
+            event(images["rgb.png"], 4, "mean", 500, "", "default", *FAST)
+        msg = error_message(excinfo)
+        assert msg.startswith("Model:") and words in msg and "secret" not in msg and "Internal" not in msg, msg

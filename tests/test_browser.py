@@ -131,3 +131,40 @@ def test_paint_mask_and_remove_object(browser, page_url, tmp_path):
     assert "mask:" in status.inner_text()
     assert not errors, errors
     page.close()
+
+
+def test_transfer_upload_fills_the_source_canvas(browser, page_url, tmp_path):
+    """Uploading the transfer image offers it as the source canvas too: done in the browser (a ``js`` event), since
+    the server-side helper ``transfer_copy`` was an endpoint any API client could call."""
+    example = ROOT / "weights" / "examples" / "scene_20000003_256.png"
+    if not example.is_file():
+        from pipeline import scenes
+
+        example = tmp_path / "scene.png"
+        Image.fromarray(scenes.make_scene(10_000_001, size=32).image).resize((256, 256), Image.NEAREST).save(example)
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(page_url, timeout=60_000)
+    page.get_by_role("tab", name="Transfer").click()
+    target, source = page.locator("#transfer-editor"), page.locator("#transfer-source")
+    source.locator("canvas").first.wait_for(timeout=60_000)
+
+    def canvas() -> np.ndarray:
+        shot = source.locator("canvas").first.screenshot()
+        return np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), dtype=float)
+
+    empty = canvas()
+    with page.expect_file_chooser() as chooser:
+        target.get_by_role("button", name="Upload", exact=True).click()
+    chooser.value.set_files(str(example))
+    change = 0.0
+    for _ in range(50):
+        now = canvas()
+        change = float(np.abs(now - empty).mean()) if now.shape == empty.shape else 255.0
+        if change > 10:
+            break
+        page.wait_for_timeout(200)
+    assert change > 10, f"the source canvas did not receive the uploaded image (mean change {change:.1f})"
+    assert not errors, errors
+    page.close()
