@@ -372,6 +372,19 @@ def test_hosted_mode_hides_model_load_details():
     assert "secret" not in error_message(excinfo) and "could not be loaded" in error_message(excinfo)
 
 
+def test_numerical_errors_say_what_to_change():
+    from pipeline.errors import NumericalError
+
+    @ui_errors(hosted=True)
+    def blows_up():
+        raise NumericalError("shooting blew up at step 3 in /secret/place/x.py; use more points")
+
+    with pytest.raises(gr.Error) as excinfo:
+        blows_up()
+    msg = error_message(excinfo)
+    assert msg.startswith("Numerical problem: shooting blew up") and "secret" not in msg and "Internal" not in msg
+
+
 def test_unexpected_errors_are_not_shown_raw():
     @ui_errors
     def boom():

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from pipeline.errors import Cancelled, InputError, ModelLoadError
+from pipeline.errors import Cancelled, InputError, ModelLoadError, NumericalError
 
 log = logging.getLogger("diffgeo.app")
 
@@ -58,6 +58,9 @@ def ui_errors(fn: Callable | None = None, *, hosted: bool = False) -> Callable:
             raise gr.Error("Cancelled: the computation was stopped.", title="Cancelled") from None
         except InputError as err:
             raise gr.Error(clean_message(str(err)), title="Invalid input") from None
+        except NumericalError as err:  # valid input, a computation blew up: the message says where and what to change
+            log.warning("handler %s: numerical problem: %s", fn.__name__, err)
+            raise gr.Error(f"Numerical problem: {clean_message(str(err))}", title="Numerical problem") from None
         except ModelLoadError as err:
             log.warning("model load failed: %s", err)
             msg = "the selected model could not be loaded" if hosted else clean_message(str(err))
