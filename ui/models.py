@@ -340,7 +340,11 @@ class ModelManager:
                 if job.deadline is not None and now > job.deadline:
                     job.flag.set(TIME_LIMIT)
                 elif job.probe is not None:
-                    gone = job.probe()
+                    try:
+                        gone = job.probe()
+                    except Exception:  # a gradio that keeps its events otherwise: stop probing this job
+                        log.exception("%s %d: its gradio event cannot be watched", job.name, job.id)
+                        job.probe = gone = None
                     if gone:
                         job.flag.set(gone)
                 if job.flag.is_set():
