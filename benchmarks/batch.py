@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,11 +58,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timesteps", type=int, default=4, help="generation_curves num_timesteps")
     ap.add_argument("--patch-size", type=int, default=8, help="generation_curves patch_size")
     ap.add_argument("--batch-size", type=int, default=8, help="generation_curves batch_size")
-    ap.add_argument("--rows", default="loop1,loop2,inproc,ray1,ray2", help="comma-separated rows to run")
+    ap.add_argument("--rows", default="loop1,loop2,inproc,ray1,ray2",
+                    help="comma-separated rows, run in this order (repeats allowed, pooled in the checks): loop1, "
+                    "loop2, inproc, ray1, ray2")
     ap.add_argument("--out", default=str(RESULTS), help="folder of batch.json / batch.md")
     ap.add_argument("--max-loop-s", type=float, default=180.0,
                     help="stop a plain-loop row after this many seconds (its rate is then from the items done)")
+    ap.add_argument("--render", action="store_true", help="only rewrite batch.md from batch.json")
     args = ap.parse_args(argv)
+    if args.render:
+        data = json.loads((Path(args.out) / "batch.json").read_text())
+        rows = data.pop("rows")
+        (Path(args.out) / "batch.md").write_text(_markdown(data, rows))
+        return 0
     opts = {"num_timesteps": args.timesteps, "patch_size": args.patch_size, "batch_size": args.batch_size}
     work = Path(tempfile.mkdtemp(prefix="bench_batch_"))
     scenes = work / "scenes"
@@ -91,11 +100,15 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         save()
 
-    wanted = set(args.rows.split(","))
+    order = [r.strip() for r in args.rows.split(",") if r.strip()]
+    names = {"loop1": "loop, 1 thread", "loop2": "loop, 2 threads", "inproc": "batch in-process",
+             "ray1": "ray, 1 worker", "ray2": "ray, 2 workers"}
     model = load_model(args.model, device="cpu")
     generation_curves(model, load_image(items[0].image), **opts)  # warm-up
-    for name, threads in (("loop1", 1), ("loop2", 2)):
-        if name in wanted:
+    ray = None
+    for name in order:
+        if name in ("loop1", "loop2"):
+            threads = int(name[-1])
             torch.set_num_threads(threads)
             t0, c0 = time.perf_counter(), _cpu()
             done = 0
@@ -104,38 +117,41 @@ def main(argv: list[str] | None = None) -> int:
                 done += 1
                 if time.perf_counter() - t0 > args.max_loop_s:
                     break
-            record(f"loop, {threads} thread{'s' if threads > 1 else ''}", time.perf_counter() - t0, _cpu() - c0,
-                   n=done)
-    if "inproc" in wanted:
-        t0, c0 = time.perf_counter(), _cpu()
-        s = run_batch("rates", items, out=work / "inproc", model=args.model, options=opts, workers=0, threads=1,
-                      progress=False, model_instance=model)
-        assert s.done == args.n, s.rows[0].get("error")
-        record("batch in-process", time.perf_counter() - t0, _cpu() - c0)
-    torch.set_num_threads(1)
-    ray_rows = [r for r in ("ray1", "ray2") if r in wanted]
-    if ray_rows:
-        import ray
-
-        t0 = time.perf_counter()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 _temp_dir=os.path.join(tempfile.gettempdir(), "ray"),
-                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
-        info["ray_init_s"] = time.perf_counter() - t0
-        for name in ray_rows:
-            workers = int(name[-1])
-            out = work / name
+            record(names[name], time.perf_counter() - t0, _cpu() - c0, n=done)
+        elif name == "inproc":
+            torch.set_num_threads(1)
             t0, c0 = time.perf_counter(), _cpu()
-            s = run_batch("rates", items, out=out, model=args.model, options=opts, workers=workers, threads=1,
-                          progress=False)
+            s = run_batch("rates", items, out=work / f"inproc{len(rows)}", model=args.model, options=opts, workers=0,
+                          threads=1, progress=False, model_instance=model)
+            assert s.done == args.n, s.rows[0].get("error")
+            record(names[name], time.perf_counter() - t0, _cpu() - c0,
+                   {"item_cpu_s": sum(r["cpu_seconds"] for r in s.rows) / args.n})
+        elif name in ("ray1", "ray2"):
+            torch.set_num_threads(1)
+            if ray is None:
+                import ray
+
+                t0 = time.perf_counter()
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                         _temp_dir=os.path.join(tempfile.gettempdir(), "ray"),
+                         runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+                info["ray_init_s"] = time.perf_counter() - t0
+            workers = int(name[-1])
+            t0, c0 = time.perf_counter(), _cpu()
+            s = run_batch("rates", items, out=work / f"{name}-{len(rows)}", model=args.model, options=opts,
+                          workers=workers, threads=1, progress=False)
             wall = time.perf_counter() - t0
             assert s.done == args.n, s.rows[0].get("error")
             ends = sorted(r["finished"] for r in s.rows)
             start = time.time() - wall
             steady = (len(ends) - workers) / (ends[-1] - ends[workers - 1])  # items/s after each worker's first
-            record(f"ray, {workers} worker{'s' if workers > 1 else ''}", wall, _cpu() - c0,
+            record(names[name], wall, _cpu() - c0,
                    {"first_item_s": ends[0] - start, "item_compute_s": sum(r["seconds"] for r in s.rows) / args.n,
+                    "item_cpu_s": sum(r["cpu_seconds"] for r in s.rows) / args.n,
                     "steady_items_per_min": 60 * steady, "steady_per_item_s": 1 / steady})
+        else:
+            raise SystemExit(f"unknown row {name!r}; rows: {', '.join(names)}")
+    if ray is not None:
         ray.shutdown()
     info["load_end"] = os.getloadavg()
     save()
@@ -144,7 +160,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _markdown(info: dict, rows: list[dict]) -> str:
-    by = {r["row"]: r for r in rows}
+    by = {}
+    for r in rows:  # repeated rows (interleaved runs) are pooled: total items / total wall time
+        a = by.setdefault(r["row"], {"row": r["row"], "items": 0, "wall_s": 0.0, "steady_wall": 0.0, "steady_n": 0})
+        a["items"] += r["items"]
+        a["wall_s"] += r["wall_s"]
+        if "steady_per_item_s" in r:
+            a["steady_n"] += r["items"]
+            a["steady_wall"] += r["items"] * r["steady_per_item_s"]
+    for a in by.values():
+        a["items_per_min"] = 60 * a["items"] / a["wall_s"]
+        a["per_item_s"] = a["wall_s"] / a["items"]
+        if a["steady_n"]:
+            a["steady_per_item_s"] = a["steady_wall"] / a["steady_n"]
+            a["steady_items_per_min"] = 60 / a["steady_per_item_s"]
     loop1 = by.get("loop, 1 thread")
     lines = [
         "# Batch benchmark: `batch rates` throughput (CPU)", "",
@@ -155,24 +184,27 @@ def _markdown(info: dict, rows: list[dict]) -> str:
                                                             if "load_end" in info else "")
         + " (the 2 cores are shared with other jobs: figures are noisy).", "",
         "| row | items | wall | items / min | s / item | vs loop 1 thread | overhead / item vs loop 1 thread | "
-        "steady items / min (Ray: after each worker's first item) | CPU s (driver) | load |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "steady items / min (Ray: after each worker's first item) | CPU s (driver) | CPU s / item (in the worker) "
+        "| load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         speed = f"{r['items_per_min'] / loop1['items_per_min']:.2f}x" if loop1 else ""
         over = ""
-        if loop1 and r is not loop1:
+        if loop1 and r["row"] != loop1["row"]:
             over = f"{100 * (r['per_item_s'] - loop1['per_item_s']) / loop1['per_item_s']:+.1f} %"
         steady = f"{r['steady_items_per_min']:.1f}" if "steady_items_per_min" in r else ""
         lines.append(f"| {r['row']} | {r['items']} | {r['wall_s']:.1f} s | {r['items_per_min']:.1f} | "
-                     f"{r['per_item_s']:.2f} | {speed} | {over} | {steady} | {r['cpu_s']:.1f} | {r['load']:.1f} |")
+                     f"{r['per_item_s']:.2f} | {speed} | {over} | {steady} | {r['cpu_s']:.1f} | "
+                     f"{r.get('item_cpu_s', r['cpu_s'] / r['items']):.2f} | {r['load']:.1f} |")
     if "ray_init_s" in info:
         lines += ["", f"`ray.init` (local instance, 2 CPUs) took {info['ray_init_s']:.1f} s once, not counted in the "
                   "rows; the Ray rows include starting the actors and loading the model in each."]
     ray1, ray2, loop2 = by.get("ray, 1 worker"), by.get("ray, 2 workers"), by.get("loop, 2 threads")
     lines += ["", "## Done-when checks", ""]
-    lines.append("Each check is given on the whole wall time (Ray start-up of the actors and model loads included) "
-                 "and in steady state (after each worker's first item).")
+    lines.append("Repeated rows are pooled (total items / total wall time). Each check is given on the whole wall "
+                 "time (Ray start-up of the actors and model loads included) and in steady state (after each "
+                 "worker's first item).\n")
     for a, b, target, label in ((ray2, loop1, 1.5, "2 one-thread workers vs a plain one-thread loop"),
                                 (ray2, loop2, 1.0, "2 one-thread workers vs a plain two-thread loop")):
         if a and b:
@@ -185,9 +217,19 @@ def _markdown(info: dict, rows: list[dict]) -> str:
         lines.append(f"- 1 worker, overhead per item vs the loop's item cost: {100 * whole:+.1f} % whole run, "
                      f"{100 * steady:+.1f} % steady (target < 10 %): {'met' if whole < 0.10 else 'NOT met'} / "
                      f"{'met' if steady < 0.10 else 'NOT met'}.")
+    cpu = {}
+    for r in rows:
+        cpu.setdefault(r["row"], []).append(r.get("item_cpu_s", r["cpu_s"] / r["items"]))
+    if "loop, 1 thread" in cpu and "ray, 1 worker" in cpu:
+        base, work = np.mean(cpu["loop, 1 thread"]), np.mean(cpu["ray, 1 worker"])
+        lines.append(f"- Load-independent view: CPU time per item in a Ray worker {work:.3f} s vs {base:.3f} s in the "
+                     f"plain loop ({100 * (work / base - 1):+.1f} %); the driver's CPU per item on Ray is "
+                     f"{1000 * np.mean([r['cpu_s'] / r['items'] for r in rows if r['row'].startswith('ray')]):.0f} "
+                     "ms. Wall-clock ratios depend on the other jobs sharing the 2 cores (the load column): two "
+                     "workers only help when a second core is free.")
     if loop1:
         c = loop1["per_item_s"]
-        startup = (ray1 or ray2 or {}).get("first_item_s")
+        startup = next((r["first_item_s"] for r in rows if "first_item_s" in r), None)
         lines += [
             "", "## Scaling plan (from the measured per-item cost)", "",
             f"One item costs c = {c:.2f} s on one CPU thread here (the 1-thread loop). Items are independent, the "

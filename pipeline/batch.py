@@ -28,7 +28,8 @@ Nothing is lost:
 
 The results table ``OUT/results.jsonl`` has one JSON row per item: ``id``, ``task``, ``status`` (``ok``,
 ``failed``, ``skipped`` = complete from an earlier run), ``inputs``, ``options``, ``outputs`` (name -> sha256),
-``figures`` (the task's numbers), ``seconds`` (the item's compute time), ``error``, ``worker`` (pid), ``attempt``.
+``figures`` (the task's numbers), ``seconds`` (the item's wall time in its worker), ``cpu_seconds`` (the worker
+process's CPU time on it), ``error``, ``worker`` (pid).
 Rows are appended while the run goes on and the file is rewritten at the end with one row per item (the last).
 """
 
@@ -282,7 +283,7 @@ def process_item(model, task: str, item: dict[str, Any], options: dict[str, Any]
 
     ``item``: ``id``, ``inputs`` (role -> path), ``data`` (role -> bytes, read by the driver), ``options``.
     """
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     row = {"id": item["id"], "task": task, "worker": worker or str(os.getpid())}
     try:
         names = item["inputs"]
@@ -293,7 +294,7 @@ def process_item(model, task: str, item: dict[str, Any], options: dict[str, Any]
         row.update(status="ok", outputs=outputs, figures=figures, error=None)
     except Exception as err:  # noqa: BLE001 -- an item's failure is recorded, never fatal to the batch
         row.update(status="failed", outputs={}, figures={}, error=f"{type(err).__name__}: {err}")
-    row["seconds"] = time.perf_counter() - start
+    row["seconds"], row["cpu_seconds"] = time.perf_counter() - start, time.process_time() - cpu
     return row
 
 
@@ -433,9 +434,12 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, temp_di
     if address in (None, "", "local"):
         import tempfile
 
+        # Workers import this package from where the driver found it, whatever their working directory.
+        root = str(Path(__file__).resolve().parent.parent)
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 _temp_dir=temp_dir or os.path.join(tempfile.gettempdir(), "ray"),
-                 configure_logging=False)
+                 _temp_dir=temp_dir or os.path.join(tempfile.gettempdir(), "ray"), configure_logging=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}})
     else:
         ray.init(address=address, log_to_driver=False)
     return ray
