@@ -50,7 +50,7 @@ RUN python3.11 -m venv /home/user/.venv
 # requirements.txt is then already satisfied (2.13.0+cu130 matches ==2.13.0). Then the GPU extras: onnxruntime-gpu
 # replaces the CPU onnxruntime wheel (uninstalled first: both own the same module), tensorrt and polygraphy.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu130
-COPY requirements.txt requirements-gpu.txt ./
+COPY requirements.txt requirements-batch.txt requirements-gpu.txt ./
 RUN pip install pip==26.3 \
  && pip install --index-url "${TORCH_INDEX}" torch==2.13.0 \
  && pip install -r requirements.txt \

@@ -1,8 +1,8 @@
 """Command line: ``python -m pipeline <command> ...``.
 
 Each command lives in its own module of this package, which defines ``add_parser(subparsers)`` (registering the
-command, its help and its flags) and ``run(args) -> int``. Modules are imported only when present, so a command's
-heavy dependencies load only when it runs.
+command, its help and its flags) and ``run(args) -> int``; a command's heavy dependencies are imported inside its
+``run``, so building the parser stays cheap.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import sys
 
 #: Command modules, in the order ``--help`` lists them.
-COMMAND_MODULES = ("rates", "train", "sample", "edit", "geodesic")
+COMMAND_MODULES = ("rates", "train", "sample", "edit", "geodesic", "batch")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,13 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"{__name__}.{name}":
-                continue
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"{__name__}.{name}").add_parser(sub)
     return parser
 
 
