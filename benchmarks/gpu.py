@@ -171,7 +171,7 @@ def error_reason(err: BaseException, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def plan_rows(archs, dtypes, backends, task_backends) -> list[Row]:
+def plan_rows(archs, dtypes, backends, task_backends, calls=CALLS) -> list[Row]:
     """Every row the run means to fill, in run order: per arch, per dtype, per backend its setup then each call at
     each batch; then per arch the tasks on each task backend (in the first dtype)."""
     rows = []
@@ -179,7 +179,7 @@ def plan_rows(archs, dtypes, backends, task_backends) -> list[Row]:
         for dt in dtypes:
             for b in backends:
                 rows.append(Row(arch, dt, b, "setup", "setup"))
-                rows += [Row(arch, dt, b, "call", f"{c}_b{B}") for B in BATCHES for c in CALLS]
+                rows += [Row(arch, dt, b, "call", f"{c}_b{B}") for B in BATCHES for c in calls]
         for b in task_backends:
             rows += [Row(arch, dtypes[0], b, "task", t) for t in TASKS]
     return rows
@@ -461,7 +461,7 @@ def time_call(fn, device, runs: int, warmup: int = 2) -> dict:
             "min_ms": min(ts), "runs": runs}
 
 
-def references(source: str, device, batches=BATCHES) -> dict:
+def references(source: str, device, batches=BATCHES, calls=CALLS) -> dict:
     """float64 PyTorch outputs ``{(call, batch): outputs}`` on the benchmark inputs (the model is freed after)."""
     from pipeline import load_model
 
@@ -469,7 +469,7 @@ def references(source: str, device, batches=BATCHES) -> dict:
     out = {}
     for B in batches:
         x, v = make_inputs(m, B)
-        for c in CALLS:
+        for c in calls:
             out[(c, B)] = tuple(o.cpu() for o in call(m, c, x.to(device), v.to(device)))
     del m
     free(device)
@@ -514,7 +514,7 @@ def backend_unavailable(name: str, dtype: str, info: dict, device) -> str | None
     return None
 
 
-def make_backend(name: str, model, dtype: str, *, artifacts, dry_run: bool):
+def make_backend(name: str, model, dtype: str, *, artifacts, dry_run: bool, calls=CALLS):
     """The accel backend for ``name`` (``model`` is float32 for the graph backends, ``dtype`` otherwise) and its
     set-up figures; graph backends export/build their h, eps, h_jvp, eps_jvp artifacts now."""
     from accel import get_backend
@@ -533,7 +533,7 @@ def make_backend(name: str, model, dtype: str, *, artifacts, dry_run: bool):
                 "ort-trt": {"providers": ["tensorrt", "cuda"]}}.get(name, {})
         kind = "tensorrt" if name == "tensorrt" else "onnxruntime"
         b = get_backend(model, kind, artifacts=artifacts, batch_sizes=BATCHES, precision=precision, **opts)
-        b.prepare(CALLS)
+        b.prepare(tuple(calls))
         figures.update(artifact_figures(b, precision))
         if kind == "onnxruntime":
             running = b.running_on
@@ -683,7 +683,7 @@ def run_bench(args, rows, results, deadline, save) -> None:
                 src, minfo = model_folder(arch, work, small=args.dry_run)
                 results["models"][arch] = minfo
                 t0 = time.perf_counter()
-                refs = references(src, device)
+                refs = references(src, device, calls=args.calls)
                 results["models"][arch]["float64_reference_s"] = round(time.perf_counter() - t0, 2)
             except Exception as err:
                 skip_pending(rows, f"failed: model {arch}: {error_reason(err)}", arch=arch)
@@ -715,8 +715,8 @@ def run_bench(args, rows, results, deadline, save) -> None:
                             m = model
                         figs: dict = {}
                         with gpu_peak(device, figs):
-                            backend, sfigs = make_backend(bname, m, dt, artifacts=args.artifacts,
-                                                          dry_run=args.dry_run)
+                            backend, sfigs = make_backend(bname, m, dt, artifacts=artifacts_dir(args.artifacts, arch),
+                                                          dry_run=args.dry_run, calls=args.calls)
                         setup.ok(**sfigs, **figs)
                     except Exception as err:
                         reason = f"failed: {error_reason(err)}"
@@ -749,6 +749,12 @@ def run_bench(args, rows, results, deadline, save) -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     skip_pending(rows, "not run: no step of the run reached it")
+
+
+def artifacts_dir(root: str | None, arch: str) -> Path | None:
+    """The artifact directory of ``arch``: ``<root>/<arch>`` (one manifest per model: models sharing a directory
+    would overwrite each other's graphs), or None for the cache (which is per model already)."""
+    return None if root is None else Path(root) / arch
 
 
 def close(backend) -> None:
@@ -921,13 +927,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                         f"--dry-run: {','.join(DRY_BACKENDS)})")
     p.add_argument("--task-backends", type=_list(BACKENDS), default=None,
                    help="backends that run the library tasks (default torch,tensorrt; --dry-run: torch,ort-cpu)")
+    p.add_argument("--calls", type=_list(CALLS), default=None,
+                   help="calls to time, from h,eps,h_jvp,eps_jvp (default: all; fewer graphs to export)")
     p.add_argument("--time-limit", type=float, default=None,
                    help="seconds: no new row (or install) starts after this; the rest read 'not run: time limit'")
     p.add_argument("--install", action="store_true",
                    help="pip-install onnxruntime-gpu / tensorrt / polygraphy where a CUDA device needs them and "
                         "they are missing (each attempt and its outcome recorded)")
     p.add_argument("--runs", type=int, default=None, help="timed runs per call after warm-up (default 20; dry run 5)")
-    p.add_argument("--artifacts", default=None, help="artifact directory of the graph backends (default: the cache)")
+    p.add_argument("--artifacts", default=None,
+                   help="artifact root of the graph backends, one subfolder per arch (default: the cache)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="results folder")
     p.add_argument("--name", default=None, help="results file stem (default gpu; --dry-run: gpu_dryrun)")
     p.add_argument("--dry-run", action="store_true",
@@ -936,6 +945,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     a = p.parse_args(argv)
     a.archs = a.archs or list(ARCHS)
     a.dtypes = a.dtypes or ["float32", "float16"]
+    a.calls = a.calls or list(CALLS)
     a.backends = a.backends or list(DRY_BACKENDS if a.dry_run else GPU_BACKENDS)
     a.task_backends = a.task_backends or (["torch", "ort-cpu"] if a.dry_run else ["torch", "tensorrt"])
     a.task_backends = [b for b in a.task_backends if b in a.backends]
@@ -971,7 +981,7 @@ def main(argv=None) -> int:
         results["notes"].append("Dry run: small reference variants (benchmarks/reference.py --small), CPU only, "
                                 "torch-compile with the aot_eager compiler (exercises the code path, not inductor's "
                                 "speed). Figures are CPU figures and say nothing of a GPU.")
-    rows = plan_rows(args.archs, args.dtypes, args.backends, args.task_backends)
+    rows = plan_rows(args.archs, args.dtypes, args.backends, args.task_backends, args.calls)
     out = Path(args.out)
 
     def save():
