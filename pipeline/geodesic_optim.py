@@ -39,8 +39,8 @@ def rel_change(old: float, new: float) -> float:
 
 
 def lbfgs(f: Objective, z0: torch.Tensor, *, max_iter: int, tol: float, history_size: int,
-           step_hook: Callable[[int, float], None],
-           precond: Callable[[torch.Tensor], torch.Tensor] | None = None) -> OptimRun:
+          step_hook: Callable[[int, float], None],
+          precond: Callable[[torch.Tensor], torch.Tensor] | None = None) -> OptimRun:
     """L-BFGS (two-loop recursion) with a backtracking Armijo line search (safeguarded quadratic steps).
 
     ``precond`` applies the initial inverse Hessian H0 (scaled each iteration by ``s.y / y.H0 y``); the BVP passes the
@@ -123,7 +123,7 @@ def lbfgs(f: Objective, z0: torch.Tensor, *, max_iter: int, tol: float, history_
 
 
 def torch_lbfgs(f: Objective, z0: torch.Tensor, *, max_iter: int, tol: float, history_size: int,
-                 step_hook: Callable[[int, float], None]) -> OptimRun:
+                step_hook: Callable[[int, float], None]) -> OptimRun:
     """torch.optim.LBFGS (strong Wolfe line search), one iteration per ``step`` so the same stopping rule applies.
 
     The energy at the accepted point is looked up among the line search's own evaluations (torch moves the
@@ -160,7 +160,7 @@ def torch_lbfgs(f: Objective, z0: torch.Tensor, *, max_iter: int, tol: float, hi
 
 
 def adam(f: Objective, z0: torch.Tensor, *, max_iter: int, tol: float, lr: float,
-          step_hook: Callable[[int, float], None]) -> OptimRun:
+         step_hook: Callable[[int, float], None]) -> OptimRun:
     """Adam with step ``lr`` (absolute, per coordinate); stops when the relative change of a 10-iteration moving
     average of E falls below ``tol``."""
     z = z0.clone().requires_grad_(True)
