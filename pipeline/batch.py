@@ -406,8 +406,14 @@ class BatchWorker:
         row = process_item(self.model, self.task, item, self.options, worker=str(self.pid))
         f = self.fault
         if f and f.get("item") == item["id"] and not os.path.exists(f["marker"]):
-            Path(f["marker"]).write_text(str(self.pid))  # test hook: die once, mid-item, like a killed worker
-            os.kill(self.pid, signal.SIGKILL)
+            # Test hook, once per run: die mid-item like a killed worker ("self"), or publish the pid and wait to be
+            # killed by another process ("external"; gives up after ``wait_s`` so that a broken test cannot hang).
+            Path(f["marker"]).write_text(str(self.pid))
+            if f.get("mode", "self") == "self":
+                os.kill(self.pid, signal.SIGKILL)
+            deadline = time.monotonic() + float(f.get("wait_s", 60.0))
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
         return row
 
 

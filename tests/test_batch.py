@@ -1,13 +1,16 @@
 """Batch jobs (pipeline.batch, ``python -m pipeline batch``): manifests, the in-process path, and on a local Ray
 instance (one for the module, 2 CPUs): bit-for-bit equality with the library call, resume after an interrupted run,
-a corrupt input as a failed row, a killed worker survived."""
+a corrupt input as a failed row, a worker killed by itself or from outside survived."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +221,32 @@ def test_ray_killed_worker_is_survived(ray_local, scenes, tiny_pixel_dir, tmp_pa
     assert (s.done, s.failed) == (5, 0)
     row = next(r for r in s.rows if r["id"] == "s2")
     assert row["worker"] != marker.read_text(), "s2 was retried on the restarted worker"
+
+
+def test_ray_worker_killed_from_outside_is_survived(ray_local, scenes, tiny_pixel_dir, tmp_path):
+    """Another process SIGKILLs the worker while it holds an item: only that attempt is lost, Ray restarts the
+    actor, the item is retried and every item ends once in the table."""
+    marker = tmp_path / "hold.pid"
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not marker.exists():
+            time.sleep(0.02)
+        time.sleep(0.1)  # the pid is written before the wait starts
+        pid = int(marker.read_text())
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    t0 = time.monotonic()
+    s = run_batch("rates", scenes / "img", out=tmp_path / "ext", model=tiny_pixel_dir, options=OPTS, workers=2,
+                  progress=False, _fault={"item": "s1", "marker": str(marker), "mode": "external", "wait_s": 90})
+    thread.join(timeout=5)
+    assert killed, "the worker published its pid and was killed from outside"
+    assert time.monotonic() - t0 < 80, "the run did not sit out the worker's wait: the kill ended the attempt"
+    assert (s.done, s.failed) == (5, 0)
+    row = next(r for r in s.rows if r["id"] == "s1")
+    assert row["worker"] != str(killed[0]), "s1 was retried on a restarted worker"
+    assert sorted(r["id"] for r in s.rows) == [f"s{i}" for i in range(5)]
