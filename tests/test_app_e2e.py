@@ -435,10 +435,11 @@ ABS_PATH = re.compile(r"""(?<![\w.:/+=,])(?:/[\w.@~-]+){2,}""")
 
 
 def test_hosted_responses_show_no_server_path(hosted_server, files, tiny_pixel_dir):
-    """Everything a hosted client sees: the page config, the API info, an upload's response, a result. The only
-    absolute paths in them are gradio's file cache (``GRADIO_TEMP_DIR``), which gradio's file protocol puts in every
-    file value and URL (see docs/security.md); never the model folder, the code's folder or the home directory. The
-    app's own output folders have 128-bit random names; ``transfer_copy`` is no endpoint."""
+    """Everything a hosted client sees: the page config, the API info, an upload's response, a result, an error.
+    No absolute path at all: gradio's file cache (``GRADIO_TEMP_DIR``), which gradio's file protocol puts in every
+    file value and URL, reaches the client as the relative alias ``gradio-cache`` (``ui/cache_paths.py``), and the
+    upload's aliased path works as the next request's input. Never the model folder, the code's folder or the home
+    directory. The app's own output folders have 128-bit random names; ``transfer_copy`` is no endpoint."""
     url, proc, folder = hosted_server
     cache = str(folder / "gradio")
     texts = {}
@@ -453,11 +454,12 @@ def test_hosted_responses_show_no_server_path(hosted_server, files, tiny_pixel_d
     event, err = call_raw(url, "rates", [image, 4, "mean", 500, "", tiny_pixel_dir, *FAST])
     assert event == "error" and "this demo offers the models" in error_text(err)
     texts["error"] = json.dumps(err)
+    assert image["path"].startswith("gradio-cache/") and "gradio-cache/" in texts["result"]
     for name, text in texts.items():
-        for secret in (tiny_pixel_dir, str(ROOT), os.path.expanduser("~")):
-            assert secret not in text.replace(cache, ""), (name, secret)
+        for secret in (cache, tiny_pixel_dir, str(ROOT), os.path.expanduser("~")):
+            assert secret not in text, (name, secret)
         outside = {p for p in ABS_PATH.findall(text)
-                   if not p.startswith((cache, "/gradio_api")) and p != "/path/to/your/file"}  # gradio's API docs
+                   if not p.startswith("/gradio_api") and p != "/path/to/your/file"}  # gradio's API docs
         assert not outside, (name, sorted(outside)[:5])
     config = json.loads(texts["config"])
     assert "transfer_copy" not in {d.get("api_name") for d in config["dependencies"]}
