@@ -12,6 +12,12 @@ from typing import Any
 #: Backends the settings offer; ``accel.get_backend`` resolves them ("auto" picks the fastest available).
 BACKENDS = ("auto", "torch", "torch-compile", "onnxruntime", "tensorrt")
 
+#: Largest accepted upload. The mask editors send their canvas as PNG files (background, composite, each layer): a
+#: PNG of the largest accepted image (``pipeline.images.MAX_SIDE`` = 4096 a side, RGBA) holds at most 64 MiB of pixels,
+#: so every image the app accepts fits (a 12 MP phone photo is 5-35 MB). Images beyond the side limit are refused
+#: with a message by the handlers, after the upload.
+MAX_FILE_SIZE = "80mb"
+
 #: Longest model source accepted (a folder path or a hub id ``owner/name``).
 MAX_SOURCE_CHARS = 256
 
@@ -70,7 +76,7 @@ class AppConfig:
     device: str | None = None  # torch device for models; None = CUDA when available, else CPU
     concurrency: int = 1  # model-bound jobs that run at once (the rest wait in the queue)
     queue_size: int = 64  # jobs that may wait in the queue before new ones are refused
-    max_file_size: str = "10mb"  # largest accepted upload
+    max_file_size: str = MAX_FILE_SIZE  # largest accepted upload (a file, or one PNG the mask editor sends)
     steps: int = 20  # initial value of the steps setting (DDIM steps / curve timesteps)
     max_steps: int = 100  # upper end of the steps slider (hosted demos on a CPU may lower it)
     time_limit_s: float | None = None  # per-request time limit; None: the mode's (hosted 300 s, local none); 0: none
@@ -86,7 +92,7 @@ class AppConfig:
             allowed_models=tuple(s.strip() for s in env.get("DIFFGEO_ALLOWED_MODELS", "").split(",") if s.strip()),
             device=env.get("DIFFGEO_DEVICE") or None,
             concurrency=int(env.get("DIFFGEO_CONCURRENCY", "1")),
-            max_file_size=env.get("DIFFGEO_MAX_FILE_SIZE", "10mb"),
+            max_file_size=env.get("DIFFGEO_MAX_FILE_SIZE", MAX_FILE_SIZE),
             steps=int(env.get("DIFFGEO_STEPS", "20")),
             max_steps=int(env.get("DIFFGEO_MAX_STEPS", "100")),
             time_limit_s=float(limit) if limit else None,

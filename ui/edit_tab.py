@@ -5,17 +5,33 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
 
 from pipeline import edit, viz
+from pipeline.errors import InputError
+from pipeline.images import resize_uint8
 from ui.config import LOCAL_LIMITS, Limits
+from ui.describe import edit_details, edit_summary
 from ui.errors import ui_errors
 from ui.inputs import Settings, flag, number, read_editor, read_image, whole_number
 from ui.models import ModelManager, Run
 from ui.outputs import as_array, image_file, output_dir
+from ui.photos import (
+    WORKING_SIDE,
+    Original,
+    Photo,
+    editor_photo,
+    full_size,
+    prepare_upload,
+    shrink_mask,
+    size_note,
+    working_copy,
+    working_size,
+)
 from ui.widgets import PROGRESS, Page, image_input, mask_editor, output_image, run_stop, stop_event
 
 #: Range of the edit depth sliders (the library also checks t_edit against the model's training timesteps).
@@ -48,114 +64,155 @@ class EditOptions:
 
 @dataclass(frozen=True, eq=False)
 class RemoveRequest:
-    """Remove object: the image and the mask over the object."""
+    """Remove object: the photo (full size and working copy) with the mask over the object."""
 
-    image: np.ndarray
-    mask: np.ndarray
+    photo: Photo
     options: EditOptions
     settings: Settings
 
+    @property
+    def image(self) -> np.ndarray:
+        """The working copy the edit computes on (uint8 (h, w, 3))."""
+        return self.photo.work
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The mask on the working copy ((h, w) bool)."""
+        return self.photo.work_mask
+
     @classmethod
     def from_gradio(cls, editor, t_edit, iterations, measure, model, backend, steps, seed,
-                    limits: Limits = LOCAL_LIMITS) -> RemoveRequest:
-        """The ``/remove`` event's values in the order Gradio passes them, checked (numbers first)."""
+                    limits: Limits = LOCAL_LIMITS, original: Original | None = None) -> RemoveRequest:
+        """The ``/remove`` event's values in the order Gradio passes them, checked (numbers first); ``original``:
+        the kept full-size photo of the canvas's working copy (``ui.photos``)."""
         options, settings = EditOptions.from_gradio(t_edit, iterations, measure, limits), \
             Settings.from_gradio(model, backend, steps, seed, limits)
-        image, mask = read_editor(editor, "image")
-        return cls(image, mask, options, settings)
+        return cls(editor_photo(editor, original, "image"), options, settings)
 
 
 @dataclass(frozen=True, eq=False)
 class TransferRequest:
-    """Transfer: the image with its target mask, and the source mask on the same image (``reference`` None) or on
-    a reference image."""
+    """Transfer: the photo with its target mask, and the source mask on the same image (``reference`` None) or on
+    a reference image (both at the working size)."""
 
-    image: np.ndarray
-    target_mask: np.ndarray
+    photo: Photo
     reference: np.ndarray | None
     source_mask: np.ndarray
     options: EditOptions
     settings: Settings
 
+    @property
+    def image(self) -> np.ndarray:
+        return self.photo.work
+
+    @property
+    def target_mask(self) -> np.ndarray:
+        return self.photo.work_mask
+
     @classmethod
     def from_gradio(cls, target, source, t_edit, iterations, measure, model, backend, steps, seed,
-                    limits: Limits = LOCAL_LIMITS) -> TransferRequest:
+                    limits: Limits = LOCAL_LIMITS, original: Original | None = None) -> TransferRequest:
         """The ``/transfer`` event's values in the order Gradio passes them, checked (numbers first)."""
         options, settings = EditOptions.from_gradio(t_edit, iterations, measure, limits), \
             Settings.from_gradio(model, backend, steps, seed, limits)
-        image, target_mask = read_editor(target, "image")
+        photo = editor_photo(target, original, "image")
         ref, source_mask = read_editor(source, "source image")
-        same = ref.shape == image.shape and np.array_equal(ref, image)
-        return cls(image, target_mask, None if same else ref, source_mask, options, settings)
+        if ref.shape != photo.work.shape and ref.shape == photo.full.shape:  # a full-size source canvas
+            source_mask = shrink_mask(source_mask, photo.work.shape[:2])
+            ref = photo.work if np.array_equal(ref, photo.full) else working_copy(ref)
+        elif max(ref.shape[:2]) > WORKING_SIDE:  # a large reference image: its working copy
+            source_mask = shrink_mask(source_mask, working_size(ref.shape))
+            ref = working_copy(ref)
+        same = ref.shape == photo.work.shape and np.array_equal(ref, photo.work)
+        return cls(photo, None if same else ref, source_mask, options, settings)
 
 
 @dataclass(frozen=True, eq=False)
 class SaliencyRequest:
-    """Saliency: the image, the mask over the region, and the factor (above 1: more salient; below 1: less)."""
+    """Saliency: the photo, the mask over the region, and the factor (above 1: more salient; below 1: less)."""
 
-    image: np.ndarray
-    mask: np.ndarray
+    photo: Photo
     factor: float
     options: EditOptions
     settings: Settings
 
+    @property
+    def image(self) -> np.ndarray:
+        return self.photo.work
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.photo.work_mask
+
     @classmethod
     def from_gradio(cls, editor, factor, t_edit, iterations, measure, model, backend, steps, seed,
-                    limits: Limits = LOCAL_LIMITS) -> SaliencyRequest:
+                    limits: Limits = LOCAL_LIMITS, original: Original | None = None) -> SaliencyRequest:
         """The ``/saliency`` event's values in the order Gradio passes them, checked (numbers first)."""
         factor = number(factor, "saliency factor", *FACTOR_RANGE)
         options, settings = EditOptions.from_gradio(t_edit, iterations, measure, limits), \
             Settings.from_gradio(model, backend, steps, seed, limits)
-        image, mask = read_editor(editor, "image")
-        return cls(image, mask, factor, options, settings)
+        return cls(editor_photo(editor, original, "image"), factor, options, settings)
 
 
 @dataclass(frozen=True, eq=False)
 class BlendRequest:
-    """Blend: the background image, and the object image with the mask over the object."""
+    """Blend: the background photo (full size and working copy), and the object image with the mask over the object
+    (at its working size)."""
 
-    background: np.ndarray
+    photo: Photo
     foreground: np.ndarray
     mask: np.ndarray
     options: EditOptions
     settings: Settings
 
+    @property
+    def background(self) -> np.ndarray:
+        return self.photo.work
+
     @classmethod
     def from_gradio(cls, background, foreground, t_edit, iterations, measure, model, backend, steps, seed,
-                    limits: Limits = LOCAL_LIMITS) -> BlendRequest:
+                    limits: Limits = LOCAL_LIMITS, original: Original | None = None) -> BlendRequest:
         """The ``/blend`` event's values in the order Gradio passes them, checked (numbers first)."""
         options, settings = EditOptions.from_gradio(t_edit, iterations, measure, limits), \
             Settings.from_gradio(model, backend, steps, seed, limits)
-        bg = read_image(background, "background image")
+        bg = Photo.of(read_image(background, "background image"))
         fg, mask = read_editor(foreground, "object image")
+        if max(fg.shape[:2]) > WORKING_SIDE:
+            mask = shrink_mask(mask, working_size(fg.shape))
+            fg = working_copy(fg)
         return cls(bg, fg, mask, options, settings)
 
 
-def edit_outputs(run: Run, before: list[np.ndarray], result, name: str, extra: str = "", session: Any = None):
-    """(result file, before | after strip file, curves figure, loss figure, status, downloads) from an
-    ``EditResult``."""
-    edited = np.asarray(result.image)
-    strip = viz.side_by_side([*before, edited])
+def edit_outputs(run: Run, photo: Photo, before: list[np.ndarray], result, name: str, extra: str = "",
+                 session: Any = None):
+    """(result file, before | after strip file, curves figure, loss figure, status, downloads, details, kept result)
+    from an ``EditResult`` computed on ``photo.work``: the result is composited on the full-size ``photo.full``."""
+    full, changed = full_size(photo, np.asarray(result.image), np.asarray(result.changed))
+    strip = viz.side_by_side([*before, np.asarray(result.image)])
     measured = lambda which: {"target region": result.mean_curve(which)} \
         if getattr(result, f"curves_{which}") is not None else {}
     curves = viz.before_after_figure(as_array(result.timesteps), measured("before"), measured("after"),
-                                     reference={"reference r*": result.mean_curve("reference")}, title="")
+                                     reference={"reference curve r*": result.mean_curve("reference")}, title="")
+    summary, show_loss = edit_summary(result.task, result, size_note=photo.size_note(), model=run.model,
+                                      work_shape=photo.work.shape, changed_full=changed, extra=extra)
     losses = None
-    if len(result.loss_history):
-        losses = viz.history_figure({"curve loss": as_array(result.loss_history)}, title="", ylabel="loss")
+    if show_loss:
+        losses = viz.history_figure({"curve loss": as_array(result.loss_history)}, title="", ylabel="curve loss")
+        losses.axes[0].set_xlabel("gradient step (generating from t_edit down to 0)")
     out = output_dir(session)
-    files = [image_file(edited, out, name), image_file(strip, out, f"{name}_before_after")]
-    diag = result.diagnostics or {}
-    before_err, after_err = diag.get("curve_error_before"), diag.get("curve_error_after")
-    loss_note = f"; curve error {before_err:.3g} → {after_err:.3g}" if None not in (before_err, after_err) else ""
-    return files[0], files[1], curves, losses, run.status(f"{extra}{loss_note}"), files
+    files = [image_file(full, out, name), image_file(strip, out, f"{name}_before_after")]
+    work = np.asarray(result.image)  # the edited working copy (the full size when the photo was not shrunk)
+    kept = Original.keep(full, work, out)
+    work_file = image_file(work, out, f"{name}_working_copy")
+    return (files[0], files[1], curves, losses, run.status(summary), files, edit_details(result),
+            (kept, work_file))
 
 
 def run_remove(req: RemoveRequest, models: ModelManager, progress: Any = None, session: Any = None):
     """Remove the painted object: its generation curves are matched to the surrounding background's."""
     with models.run(req.settings, progress, session, gradients=True) as run:
         res = edit.remove_object(run.model, req.image, req.mask, **req.options.library_kwargs(run))
-    return edit_outputs(run, [req.image], res, "removed", f"mask: {int(req.mask.sum())} px", session)
+    return edit_outputs(run, req.photo, [req.image], res, "removed", f"mask: {int(req.mask.sum())} px", session)
 
 
 def run_transfer(req: TransferRequest, models: ModelManager, progress: Any = None, session: Any = None):
@@ -165,7 +222,7 @@ def run_transfer(req: TransferRequest, models: ModelManager, progress: Any = Non
                             **req.options.library_kwargs(run))
     same = req.reference is None
     before = [req.image] if same else [req.reference, req.image]
-    return edit_outputs(run, before, res, "transferred",
+    return edit_outputs(run, req.photo, before, res, "transferred",
                         f"source: {'same image' if same else 'reference image'}, {int(req.source_mask.sum())} px",
                         session)
 
@@ -174,14 +231,16 @@ def run_saliency(req: SaliencyRequest, models: ModelManager, progress: Any = Non
     """Make the painted region more (factor > 1) or less (factor < 1) salient."""
     with models.run(req.settings, progress, session, gradients=True) as run:
         res = edit.adjust_saliency(run.model, req.image, req.mask, req.factor, **req.options.library_kwargs(run))
-    return edit_outputs(run, [req.image], res, "saliency", f"factor {req.factor:g}", session)
+    return edit_outputs(run, req.photo, [req.image], res, "saliency", f"factor {req.factor:g}", session)
 
 
 def run_blend(req: BlendRequest, models: ModelManager, progress: Any = None, session: Any = None):
     """Paste the painted object of the object image into the background and harmonise it through its curves."""
     with models.run(req.settings, progress, session, gradients=True) as run:
         res = edit.blend(run.model, req.background, req.foreground, req.mask, **req.options.library_kwargs(run))
-    return edit_outputs(run, [req.background, req.foreground], res, "blended", f"object: {int(req.mask.sum())} px",
+    fg = req.foreground if req.foreground.shape == req.background.shape else \
+        resize_uint8(req.foreground, req.background.shape[:2])
+    return edit_outputs(run, req.photo, [req.background, fg], res, "blended", f"object: {int(req.mask.sum())} px",
                         session)
 
 
@@ -189,11 +248,11 @@ def remove_event(models: ModelManager):
     """The ``/remove`` handler Gradio calls: its positional values -> :class:`RemoveRequest` -> :func:`run_remove`."""
 
     @ui_errors(hosted=models.config.hosted)
-    def remove(editor, t_edit, iterations, measure, model, backend, steps, seed, progress=PROGRESS,
+    def remove(editor, t_edit, iterations, measure, model, backend, steps, seed, original=None, progress=PROGRESS,
                request: gr.Request = None):
         """Remove the painted object: its generation curves are matched to the surrounding background's."""
         req = RemoveRequest.from_gradio(editor, t_edit, iterations, measure, model, backend, steps, seed,
-                                        models.config.limits)
+                                        models.config.limits, original)
         return run_remove(req, models, progress, request)
 
     return remove
@@ -203,11 +262,11 @@ def transfer_event(models: ModelManager):
     """The ``/transfer`` handler: positional values -> :class:`TransferRequest` -> :func:`run_transfer`."""
 
     @ui_errors(hosted=models.config.hosted)
-    def transfer(target, source, t_edit, iterations, measure, model, backend, steps, seed, progress=PROGRESS,
-                 request: gr.Request = None):
+    def transfer(target, source, t_edit, iterations, measure, model, backend, steps, seed, original=None,
+                 progress=PROGRESS, request: gr.Request = None):
         """The target region takes on the content of the source region (same image, or a reference image)."""
         req = TransferRequest.from_gradio(target, source, t_edit, iterations, measure, model, backend, steps, seed,
-                                          models.config.limits)
+                                          models.config.limits, original)
         return run_transfer(req, models, progress, request)
 
     return transfer
@@ -217,11 +276,11 @@ def saliency_event(models: ModelManager):
     """The ``/saliency`` handler: positional values -> :class:`SaliencyRequest` -> :func:`run_saliency`."""
 
     @ui_errors(hosted=models.config.hosted)
-    def saliency(editor, factor, t_edit, iterations, measure, model, backend, steps, seed, progress=PROGRESS,
-                 request: gr.Request = None):
+    def saliency(editor, factor, t_edit, iterations, measure, model, backend, steps, seed, original=None,
+                 progress=PROGRESS, request: gr.Request = None):
         """Make the painted region more (factor > 1) or less (factor < 1) salient."""
         req = SaliencyRequest.from_gradio(editor, factor, t_edit, iterations, measure, model, backend, steps, seed,
-                                          models.config.limits)
+                                          models.config.limits, original)
         return run_saliency(req, models, progress, request)
 
     return saliency
@@ -231,14 +290,43 @@ def blend_event(models: ModelManager):
     """The ``/blend`` handler: positional values -> :class:`BlendRequest` -> :func:`run_blend`."""
 
     @ui_errors(hosted=models.config.hosted)
-    def blend(background, foreground, t_edit, iterations, measure, model, backend, steps, seed, progress=PROGRESS,
-              request: gr.Request = None):
+    def blend(background, foreground, t_edit, iterations, measure, model, backend, steps, seed, original=None,
+              progress=PROGRESS, request: gr.Request = None):
         """Paste the painted object of the object image into the background and harmonise it through its curves."""
         req = BlendRequest.from_gradio(background, foreground, t_edit, iterations, measure, model, backend, steps,
-                                       seed, models.config.limits)
+                                       seed, models.config.limits, original)
         return run_blend(req, models, progress, request)
 
     return blend
+
+
+def upload_event(keep: bool, name: str = "image"):
+    """An editor's upload handler: the working copy on the canvas, the full-size original kept (``keep``), a note on
+    the sizes (``ui.photos.prepare_upload``)."""
+
+    @ui_errors
+    def upload(editor, request: gr.Request = None):
+        return prepare_upload(editor, request, keep=keep, name=name)
+
+    return upload
+
+
+@ui_errors
+def send_back(kept):
+    """"Edit this result further": the last result's working copy on the canvas, its full-size picture kept."""
+    if not kept:
+        raise InputError("there is no result to edit yet: run the edit first")
+    original, work_file = kept
+    value = {"background": work_file, "layers": [], "composite": work_file}
+    return value, original, size_note(original.full_shape, original.working_shape)
+
+
+@ui_errors
+def send_back_file(kept):
+    """"Edit this result further" for a plain image input (the blend background): the full-size result's file."""
+    if not kept:
+        raise InputError("there is no result to edit yet: run the edit first")
+    return str(Path(kept[0].path).with_name("blended.png"))
 
 
 #: When an image is uploaded for transfer, it is offered as the source canvas too (draw the source region on it).
@@ -251,81 +339,127 @@ COPY_TO_SOURCE_JS = """(target, source) => (target && target.background)
 # ====================================================================================================================
 # Layout
 # ====================================================================================================================
-def edit_result_column(name: str, api: str) -> list[gr.components.Component]:
-    """Outputs shared by the editing tabs, in the order :func:`edit_outputs` returns them."""
-    result = output_image(f"{name} result", f"{api}-result", buttons=["download", "fullscreen"])
-    before_after = output_image(f"{name} before | after")
-    with gr.Row():
-        curves = gr.Plot(label=f"{name} curves before/after")
-        losses = gr.Plot(label=f"{name} loss")
+def edit_result_column(name: str, api: str) -> tuple[list[gr.components.Component], gr.Button]:
+    """Outputs shared by the editing tabs, in the order :func:`edit_outputs` returns them (the status first on the
+    page, next to the Run button on a phone), and the "Edit this result further" button."""
     status = gr.Markdown(elem_id=f"{api}-status")
+    result = output_image(f"{name} result", f"{api}-result", buttons=["download", "fullscreen"])
+    again = gr.Button("Edit this result further", size="sm", elem_id=f"{api}-again")
+    with gr.Accordion("Details (configuration, diagnostics, time per stage)", open=False, elem_id=f"{api}-details"):
+        details = gr.Markdown()
+    before_after = output_image(f"{name} before | after (working size)")
+    with gr.Row():
+        curves = gr.Plot(label=f"{name}: generation curves before/after")
+        losses = gr.Plot(label=f"{name}: curve loss")
     files = gr.File(label=f"{name} downloads", file_count="multiple")
-    return [result, before_after, curves, losses, status, files]
+    kept = gr.State(None)
+    return [result, before_after, curves, losses, status, files, details, kept], again
+
+
+@dataclass
+class EditInputs:
+    """What a tab's ``build_inputs`` makes: the handler's leading inputs, the canvas that keeps a full-size original
+    (with its state and size note), and a function that adds the examples (called below the results)."""
+
+    inputs: list
+    canvas: Any
+    original: gr.State
+    examples: Callable[[], None]
+    note: Any = None
 
 
 def edit_tab(page: Page, title: str, api: str, text: str, handler: Callable, run_label: str,
-             build_inputs: Callable[[Page], list], defaults) -> list:
+             build_inputs: Callable[[Page], EditInputs], defaults) -> list:
     """One editing tab: inputs built by ``build_inputs`` (the handler's leading inputs), then the edit depth, the
-    Run/Stop buttons, and the shared outputs. The depth and gradient-step sliders start at ``defaults``, the task's
-    tuned config (``pipeline.edit.<Task>Config()``)."""
+    Run/Stop buttons, and the shared outputs; the examples below. The depth and gradient-step sliders start at
+    ``defaults``, the task's tuned config (``pipeline.edit.<Task>Config()``)."""
     with gr.Tab(title, id=api):
-        gr.Markdown(text)
-        with gr.Row():
+        gr.Markdown(text + " Large photos are edited on a working copy (at most "
+                    f"{WORKING_SIDE} px a side) and the result is composited on the full-size original. Brush size: "
+                    "the brush button's slider.")
+        with gr.Row(equal_height=False):
             with gr.Column():
-                inputs = build_inputs(page)
+                made = build_inputs(page)
                 depth = gr.Slider(*EDIT_DEPTH_RANGE, value=defaults.t_edit, step=10,
-                                  label=f"{title}: edit depth t_edit",
-                                  info="how far the image is inverted: deeper = freer edit, less faithful")
+                                  label=f"{title}: edit depth (t_edit)",
+                                  info="how far the image is turned towards noise before it is generated back: "
+                                       "deeper = freer edit, less faithful")
                 with gr.Accordion("Advanced", open=False, elem_id=f"{api}-advanced"):
                     iters = gr.Slider(*page.limits.edit_iterations, value=defaults.iterations, step=1,
                                       label=f"{title}: gradient steps per timestep",
                                       info="0 switches the curve matching off (the ablation)")
                     measure = gr.Checkbox(value=True, label=f"{title}: measure curves before/after",
-                                          info="one more inversion and two rate passes")
-                run, stop = run_stop(run_label)
+                                          info="one more inversion and two curve measurements")
+                run, stop = run_stop(run_label, api)
             with gr.Column():
-                outs = edit_result_column(title, api)
-        ev = run.click(handler, [*inputs, depth, iters, measure, *page.settings], outs, api_name=api, **page.queue_kw)
+                outs, again = edit_result_column(title, api)
+        made.examples()
+        ev = run.click(handler, [*made.inputs, depth, iters, measure, *page.settings, made.original], outs,
+                       api_name=api, **page.queue_kw)
         stop.click(stop_event(page.models), None, outs[4], cancels=[ev], api_name=f"cancel_{api}", queue=False)
-    return inputs
+        if isinstance(made.canvas, gr.ImageEditor):
+            again.click(send_back, outs[-1], [made.canvas, made.original, made.note], api_visibility="private",
+                        queue=False)
+        else:  # a plain image input (the blend background): the full-size result file
+            again.click(send_back_file, outs[-1], made.canvas, api_visibility="private", queue=False)
+    return made.inputs
 
 
-def _editor_examples(page: Page, editor: gr.ImageEditor) -> None:
-    if page.examples:
-        gr.Examples([[e.editor()] for e in page.examples], inputs=[editor], label="Example scenes (with masks)",
-                    cache_examples=False)
+def _editor(page: Page, label: str, elem_id: str, *, keep: bool = True):
+    """A mask editor whose uploads become working copies (the original kept when ``keep``), with its size note:
+    -> (editor, original state, note, the upload event)."""
+    canvas = mask_editor(label, elem_id)
+    note = gr.Markdown(elem_id=f"{elem_id}-note")
+    original = gr.State(None)
+    uploaded = canvas.upload(upload_event(keep), canvas, [canvas, original, note], api_visibility="private",
+                             concurrency_id="uploads", concurrency_limit=2)
+    return canvas, original, note, uploaded
 
 
-def _remove_inputs(page: Page) -> list:
-    editor = mask_editor("Remove object: image and mask", "remove-editor")
-    _editor_examples(page, editor)
-    return [editor]
+def _editor_examples(page: Page, editor: gr.ImageEditor, api: str) -> Callable[[], None]:
+    def add() -> None:
+        if page.examples:
+            gr.Examples([[e.editor()] for e in page.examples], inputs=[editor],
+                        label="Examples: photographs and scenes (the first ones with a prepared mask)",
+                        cache_examples=False, examples_per_page=12, elem_id=f"{api}-examples")
+    return add
 
 
-def _transfer_inputs(page: Page) -> list:
-    target = mask_editor("Transfer: image and target mask", "transfer-editor")
+def _remove_inputs(page: Page) -> EditInputs:
+    editor, original, note, _ = _editor(page, "Remove object: image and mask", "remove-editor")
+    return EditInputs([editor], editor, original, _editor_examples(page, editor, "remove"), note)
+
+
+def _transfer_inputs(page: Page) -> EditInputs:
+    target, original, note, uploaded = _editor(page, "Transfer: image and target mask", "transfer-editor")
     source = mask_editor("Transfer: source image and source mask", "transfer-source")
-    _editor_examples(page, target)
-    target.upload(None, [target, source], source, js=COPY_TO_SOURCE_JS, queue=False)
-    return [target, source]
+    source_note = gr.Markdown(elem_id="transfer-source-note")
+    # a large source image gets its working copy too (no original kept: it enters the result through the model)
+    source.upload(upload_event(False, "source image"), source, [source, gr.State(None), source_note],
+                  api_visibility="private", concurrency_id="uploads", concurrency_limit=2)
+    # then the target's working copy is offered as the source canvas too (in the browser: no server endpoint)
+    uploaded.then(None, [target, source], source, js=COPY_TO_SOURCE_JS, queue=False)
+    return EditInputs([target, source], target, original, _editor_examples(page, target, "transfer"), note)
 
 
-def _saliency_inputs(page: Page) -> list:
-    editor = mask_editor("Saliency: image and mask", "saliency-editor")
+def _saliency_inputs(page: Page) -> EditInputs:
+    editor, original, note, _ = _editor(page, "Saliency: image and mask", "saliency-editor")
     factor = gr.Slider(*FACTOR_RANGE, value=2.0, step=0.1, label="Saliency factor",
                        info="above 1: more salient; below 1: less")
-    _editor_examples(page, editor)
-    return [editor, factor]
+    return EditInputs([editor, factor], editor, original, _editor_examples(page, editor, "saliency"), note)
 
 
-def _blend_inputs(page: Page) -> list:
+def _blend_inputs(page: Page) -> EditInputs:
     bg = image_input("Blend: background image", "blend-background")
-    fg = mask_editor("Blend: object image and mask", "blend-editor")
+    fg, _, note, _ = _editor(page, "Blend: object image and mask", "blend-editor", keep=False)
     ex = page.examples
-    if len(ex) >= 2:
-        gr.Examples([[ex[i + 1].image, ex[i].editor()] for i in range(0, len(ex) - 1, 2)], inputs=[bg, fg],
-                    label="Example pairs", cache_examples=False)
-    return [bg, fg]
+
+    def add() -> None:
+        if len(ex) >= 2:
+            gr.Examples([[ex[i + 1].image, ex[i].editor()] for i in range(0, len(ex) - 1, 2)], inputs=[bg, fg],
+                        label="Example pairs", cache_examples=False, elem_id="blend-examples")
+
+    return EditInputs([bg, fg], bg, gr.State(None), add, note)
 
 
 def build(page: Page) -> None:

@@ -1,5 +1,5 @@
-"""Example inputs of the tabs: the shipped scenes of ``weights/examples`` (with their object masks as brush layers),
-or, without them, a few procedural scenes."""
+"""Example inputs of the tabs: the shipped photographs and scenes of ``weights/examples`` (with their object masks as
+brush layers; ``index.json`` lists them, photographs first), or, without them, a few procedural scenes."""
 
 from __future__ import annotations
 
@@ -42,16 +42,18 @@ def _brush_layer(mask: Path, out: Path) -> str:
     return str(layer)
 
 
-def example_inputs(limit: int = 6, examples_dir: Path = EXAMPLES_DIR) -> list[Example]:
-    """Examples from ``examples_dir/index.json`` (the 256-pixel display copies, masks as brush layers, the ones with
-    masks first), or, without it, a few procedural scenes written to a temporary folder."""
+def example_inputs(limit: int = 8, examples_dir: Path = EXAMPLES_DIR) -> list[Example]:
+    """Examples from ``examples_dir/index.json`` (photographs at their own size, scenes as their 256-pixel display
+    copies; masks as brush layers; in the index's order, the ones with masks first), or, without it, a few
+    procedural scenes written to a temporary folder."""
     out = output_root() / "examples"
     index = examples_dir / "index.json"
     examples = []
     if index.is_file():
         for entry in json.loads(index.read_text()).get("examples", []):
             image = examples_dir / entry.get("image_256", entry["image"])
-            mask = examples_dir / entry["mask_256"] if entry.get("mask_256") else None
+            mask_name = entry.get("mask_256") if entry.get("image_256") else entry.get("mask")
+            mask = examples_dir / mask_name if mask_name else None
             if not image.is_file():
                 continue
             layer = _brush_layer(mask, out) if mask is not None and mask.is_file() else None

@@ -128,8 +128,9 @@ def build(page: Page) -> None:
         with gr.Row():
             with gr.Column(scale=1):
                 kind = gr.Radio(list(MANIFOLDS), value="sphere", label="Manifold")
-                lam = gr.Slider(*LAM_RANGE, value=200, step=10, label="Lambda")
-                sigma = gr.Slider(*SIGMA_RANGE, value=0.15, step=0.01, label="Noise level sigma",
+                lam = gr.Slider(*LAM_RANGE, value=200, step=10, label="Metric weight (λ)",
+                                info="0: the straight chord; larger: the path follows the data more closely")
+                sigma = gr.Slider(*SIGMA_RANGE, value=0.15, step=0.01, label="Noise level (σ)",
                                   info="smaller: sharper manifold, slower torus (finer quadrature)")
                 a1 = gr.Slider(*ANGLE_1_RANGE, value=120, step=5, label="Endpoint b: angle 1 (deg)")
                 a2 = gr.Slider(*ANGLE_2_RANGE, value=30, step=5, label="Endpoint b: angle 2 (deg)")
@@ -141,10 +142,10 @@ def build(page: Page) -> None:
                     energy = gr.Plot(label="Lab energy")
                     table = gr.Markdown()
         inputs, outputs = [kind, lam, sigma, a1, a2, n, iters], [plot, energy, table]
-        # No model: its own small queue, so it stays live while model jobs run; only the latest slider value runs.
+        # No model: its own small queue, so it stays live while model jobs run; only the latest value runs. "change"
+        # fires on a drag, on a typed value + Enter, and on the arrows (release would wait for the field to lose focus).
         lab_kw = dict(concurrency_id="lab", concurrency_limit=4, trigger_mode="always_last")
         handler = lab_handler(page.models)
         tab.select(handler, inputs, outputs, api_name="lab", **lab_kw)
-        for widget in (lam, sigma, a1, a2, n, iters):
-            widget.release(handler, inputs, outputs, api_visibility="private", **lab_kw)
-        kind.change(handler, inputs, outputs, api_visibility="private", **lab_kw)
+        for widget in (lam, sigma, a1, a2, n, iters, kind):
+            widget.change(handler, inputs, outputs, api_visibility="private", **lab_kw)

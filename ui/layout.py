@@ -8,6 +8,7 @@ from PIL import Image
 from pipeline import images
 from ui import edit_tab, geodesic_tab, lab_tab, rates_tab
 from ui.config import AppConfig
+from ui.describe import MODEL_NOTE
 from ui.examples import example_inputs
 from ui.inputs import MAX_SEED
 from ui.models import ModelManager
@@ -44,7 +45,11 @@ def build_demo(config: AppConfig | None = None, models: ModelManager | None = No
     Image.MAX_IMAGE_PIXELS = images.MAX_SIDE**2  # refuse decompression bombs early (2x this raises)
     with gr.Blocks(title="diffgeo: inside diffusion models", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# diffgeo: inside a diffusion model, through its geometry\n"
-                    "Generation rates, curve-matching edits and score-metric geodesics. Paint masks with the brush.")
+                    "Generation rates, curve-matching edits and score-metric geodesics. Paint masks with the brush. "
+                    "The embedded model knows only 32x32 synthetic scenes, so on photos its edits come back smooth "
+                    "and textureless (see *About the model*).")
+        with gr.Accordion("About the model", open=False, elem_id="model-note"):
+            gr.Markdown(MODEL_NOTE)
         if cfg.hosted:
             gr.Markdown(cfg.limits.describe(), elem_id="hosted-limits")
         with gr.Accordion("Settings", open=False):
@@ -56,8 +61,9 @@ def build_demo(config: AppConfig | None = None, models: ModelManager | None = No
         # default settings.
         page = Page(models, settings, example_inputs(),
                     dict(concurrency_id="model", concurrency_limit=cfg.concurrency))
-        for tab in (rates_tab, edit_tab, geodesic_tab, lab_tab):
-            tab.build(page)
+        with gr.Tabs(overflow_behavior="wrap", elem_id="tabs"):  # on a phone the tabs wrap (no hidden menu)
+            for tab in (rates_tab, edit_tab, geodesic_tab, lab_tab):
+                tab.build(page)
         for block in demo.blocks.values():
             if isinstance(block, VALUE_COMPONENTS):
                 checked_by_handler(block)

@@ -124,12 +124,59 @@ class Engine:
     device: str
 
 
+#: The library's progress descriptions -> the phase a user reads (first match wins).
+PHASES = (
+    ("loading model", "Preparing the backend (loading the model; a first run also builds the backend)"),
+    ("waiting for a free model slot", "Queued: waiting for the job before yours to finish"),
+    ("measuring", "Measuring generation curves"),
+    ("inversion", "Inverting the image towards noise (DDIM)"),
+    ("curve matching", "Optimising the region's generation curves"),
+    ("round-trip", "Generating back (DDIM)"),
+    ("generation", "Generating back (DDIM)"),
+    ("rate map", "Measuring generation curves"),
+    ("tangent", "Measuring generation curves"),
+    ("shooting", "Extrapolating past the second image"),
+    ("geodesic", "Optimising the path (geodesic solver)"),
+    ("done", "Finishing"),
+)
+
+
+def phase_name(desc: str) -> str:
+    """A library progress description in a user's words (``"curve matching (t=120)"`` -> ``"Optimising the
+    region's generation curves (t=120)"``); a prefix such as ``"lerp: "`` is kept; unknown ones are shown as they
+    are."""
+    prefix, _, rest = desc.rpartition(": ")
+    low = rest.lower()
+    for key, name in PHASES:
+        if key in low:
+            detail = rest[rest.index("("):] if "(" in rest and key == "curve matching" else ""
+            name = f"{name} {detail}".strip()
+            return f"{prefix}: {name}" if prefix else name
+    return desc
+
+
 def progress_callback(progress: Any) -> Progress:
-    """The library's ``progress(done, total, desc)`` as a Gradio progress bar (``None``: no bar)."""
+    """The library's ``progress(done, total, desc)`` as a Gradio progress bar (``None``: no bar) that names the
+    phase in a user's words, with the fraction done and an estimate of the time left (from the pace of the current
+    bar: the edits count one bar over all their phases, the geodesic tab one per path)."""
+    bar = {"start": time.monotonic(), "total": None, "last": 0}
 
     def report(done: int, total: int, desc: str = "") -> None:
-        if progress is not None:
-            progress((int(done), int(total)), desc=desc or None)
+        if progress is None:
+            return
+        done, total = int(done), max(1, int(total))
+        now = time.monotonic()
+        if total != bar["total"] or done < bar["last"]:  # a new bar: restart its clock
+            bar.update(start=now, total=total)
+        bar["last"] = done
+        text = phase_name(desc or "")
+        elapsed = now - bar["start"]
+        if 0 < done < total and elapsed > 1.0:
+            left = elapsed / done * (total - done)
+            text += f" · {done}/{total} · about {left:.0f} s left" if left >= 1 else f" · {done}/{total}"
+        elif 0 < done < total:
+            text += f" · {done}/{total}"
+        progress((done, total), desc=text or None)
 
     return report
 
@@ -317,7 +364,20 @@ class ModelManager:
             flags = [j.flag for j in self._jobs.values() if key and j.session == key]
         for flag in flags:
             flag.set(STOP_BUTTON)
-        return f"Stopping {len(flags)} running job(s)…" if flags else "Nothing is running."
+        return f"Stopping {len(flags)} running job(s)…" if flags else "Stopped: nothing was running."
+
+    def stop(self, session: Any, timeout: float = 30.0) -> str:
+        """The Stop button: :meth:`cancel`, then wait until this session's jobs have ended (the library stops at its
+        next check, within a step) and say so: the button's final state."""
+        if not self.cancel(session).startswith("Stopping"):
+            return "Stopped: nothing was running."
+        t0 = time.monotonic()
+        while self.running(session) and time.monotonic() - t0 < timeout:
+            time.sleep(WATCH_INTERVAL_S / 2)
+        if self.running(session):
+            return (f"Stop requested {timeout:.0f} s ago; the job is finishing its current step and will end "
+                    "without a result.")
+        return f"Stopped: the job ended {time.monotonic() - t0:.1f} s after the request; no result was made."
 
     def _start_watcher(self) -> None:
         with self._jobs_lock:

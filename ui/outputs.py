@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from pipeline import viz
 
@@ -79,11 +80,21 @@ def output_dir(session: Any = None) -> Path:
     return out
 
 
+#: Images with more pixels than this are written with fast PNG compression (measured on a 12 MP photo: 0.7 s instead
+#: of 2.6 s, for a file 25 % larger; still lossless).
+FAST_PNG_PIXELS = 2_000_000
+
+
 def image_file(image: np.ndarray | None, folder: Path, name: str) -> str | None:
     """``image`` (uint8 (H, W, 3)) saved losslessly as ``folder/name.png``; its path (None for no image)."""
     if image is None:
         return None
-    return viz.save_png(np.asarray(image), folder / f"{name}.png")
+    image = np.asarray(image)
+    if image.shape[0] * image.shape[1] <= FAST_PNG_PIXELS:
+        return viz.save_png(image, folder / f"{name}.png")
+    path = folder / f"{name}.png"
+    Image.fromarray(np.ascontiguousarray(image)).save(path, format="PNG", compress_level=1)
+    return str(path)
 
 
 def as_array(x) -> np.ndarray:

@@ -16,14 +16,19 @@ import numpy as np
 from pipeline import rates, viz
 from pipeline.errors import InputError
 from ui.config import LOCAL_LIMITS, Limits
+from ui.describe import model_resolution
 from ui.errors import ui_errors
 from ui.inputs import Point, Settings, choice, format_points, number, parse_points, read_image, whole_number
 from ui.models import ModelManager
 from ui.outputs import as_array, image_file, output_dir
+from ui.photos import WORKING_SIDE, working_copy
 from ui.widgets import PROGRESS, Page, image_input, output_image, run_stop, stop_event
 
-#: The statistic dropdown's choices, in the order shown (``pipeline.rates.STATISTICS`` is the accepted set).
-STATISTIC_CHOICES = ("tv", "std", "mean", "peak")
+#: The statistic dropdown's choices (shown words, value), in the order shown (``pipeline.rates.STATISTICS`` is the
+#: accepted set of values).
+STATISTIC_CHOICES = (("total variation (tv)", "tv"), ("standard deviation (std)", "std"), ("mean", "mean"),
+                     ("peak", "peak"))
+STATISTICS = tuple(v for _, v in STATISTIC_CHOICES)
 #: Range of the rate-map timestep slider (the view picks the computed timestep nearest to it).
 TIMESTEP_RANGE = (0, 999)
 
@@ -43,7 +48,8 @@ class RatesView:
 
 @dataclass(frozen=True, eq=False)
 class RatesRequest:
-    """The tab's inputs: the image (uint8 (H, W, 3)), patch size, saliency statistic, view, and shared settings."""
+    """The tab's inputs: the image (uint8 (H, W, 3); a large photo's working copy, ``ui.photos``), patch size, saliency
+    statistic, view, and shared settings."""
 
     image: np.ndarray
     patch_size: int
@@ -61,8 +67,8 @@ class RatesRequest:
         patch = choice(whole_number(patch_size, "patch size", 1, max(limits.patch_sizes)), "patch size",
                        limits.patch_sizes)
         statistic = choice(rates.DEFAULT_STATISTIC if statistic is None else statistic, "statistic",
-                           tuple(s for s in STATISTIC_CHOICES if s in rates.STATISTICS))
-        return cls(read_image(image), patch, statistic, view, settings)
+                           tuple(s for s in STATISTICS if s in rates.STATISTICS))
+        return cls(working_copy(read_image(image)), patch, statistic, view, settings)
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,9 +115,16 @@ def run_rates(req: RatesRequest, models: ModelManager, progress: Any = None, ses
     saliency_file = image_file(saliency, out, "saliency")
     files = [str(out / "curves.npz"), saliency_file]
     grid = "x".join(str(n) for n in res.curves.shape[1:])
-    status = run.status(f"{len(res.timesteps)} timesteps, {grid} patches ({res.pixels_per_patch} px each), "
-                        f"statistic {res.statistic}, {res.jvp_evaluations} JVPs ({res.batching}); "
-                        f"rate map at t = {t_shown}")
+    h, w = req.image.shape[:2]
+    stat = {v: k for k, v in STATISTIC_CHOICES}.get(res.statistic, res.statistic)
+    summary = (f"**Saliency** of your image, shown at {w}x{h}"
+               f"{' (a working copy of a larger photo; points are in its pixels)' if max(h, w) >= WORKING_SIDE else ''}"
+               f".  \n**Worked at:** the model's {model_resolution(run.model, req.image.shape)}: a {grid} grid of "
+               f"patches ({res.pixels_per_patch} model pixels each), generation curves at {len(res.timesteps)} "
+               f"timesteps; saliency = {stat} of each patch's "
+               f"curve. Rate map at t = {t_shown}.  \n*Internals:* {res.jvp_evaluations} Jacobian-vector products "
+               f"({res.batching}).")
+    status = run.status(summary)
     return saliency_file, image_file(rate, out, "rate_map"), fig, status, files, state
 
 
@@ -168,16 +181,17 @@ def build(page: Page) -> None:
                 with gr.Row():
                     patch = gr.Radio(list(page.limits.patch_sizes), value=4, label="Patch size (model pixels)")
                     stat = gr.Dropdown(list(STATISTIC_CHOICES), value="tv", label="Saliency statistic",
-                                       info="fluctuation of the time-normalised curves: total variation (the "
-                                            "paper's) or std; or their mean or peak")
-                run, stop = run_stop("Compute curves")
+                                       info="how each patch's time-normalised curve becomes one number: its total "
+                                            "variation (the paper's) or standard deviation; or its mean or peak")
+                run, stop = run_stop("Compute curves", "rates")
                 if page.examples:
                     gr.Examples([[e.image] for e in page.examples], inputs=[image], label="Example scenes",
                                 cache_examples=False)
             with gr.Column():
                 saliency = output_image("Saliency (click to pick points)", "rates-saliency")
                 points = gr.Textbox(label="Points (x,y; x,y)", placeholder="e.g. 10,12; 40,30")
-                t = gr.Slider(*TIMESTEP_RANGE, value=500, step=1, label="Rate-map timestep t")
+                t = gr.Slider(*TIMESTEP_RANGE, value=500, step=1, label="Rate map at timestep (t)",
+                              info="0 = the clean image, 999 = pure noise")
                 rate = output_image("Rate map")
         curves = gr.Plot(label="Curves")
         status = gr.Markdown(elem_id="rates-status")

@@ -91,11 +91,11 @@ def output_image(label: str, elem_id: str | None = None, **kwargs: Any) -> gr.Im
     return gr.Image(label=label, format="png", interactive=False, elem_id=elem_id, **kwargs)
 
 
-def run_stop(run_label: str) -> tuple[gr.Button, gr.Button]:
-    """A row with the tab's Run button and its Stop button."""
+def run_stop(run_label: str, api: str | None = None) -> tuple[gr.Button, gr.Button]:
+    """A row with the tab's Run button and its Stop button (element ids ``<api>-run`` and ``<api>-stop``)."""
     with gr.Row():
-        run = gr.Button(run_label, variant="primary")
-        stop = gr.Button("Stop", variant="stop")
+        run = gr.Button(run_label, variant="primary", elem_id=f"{api}-run" if api else None)
+        stop = gr.Button("Stop", variant="stop", elem_id=f"{api}-stop" if api else None)
     return run, stop
 
 
@@ -103,7 +103,7 @@ def stop_event(models: ModelManager):
     """The handler of a Stop button: sets the cancel flags of the session's running jobs."""
 
     def cancel(request: gr.Request = None) -> str:
-        """Set the cancel flag of every running job of this session (the library stops at its next check)."""
-        return models.cancel(request)
+        """Stop this session's running jobs and wait until they have ended: the final state ("Stopped: ...")."""
+        return models.stop(request)
 
     return cancel
