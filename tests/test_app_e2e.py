@@ -220,11 +220,11 @@ def test_rates(client, files, tiny_pixel_dir):
     saliency2, rate2, plot2 = client.predict(100, "5,5; 30,30", api_name="/rates_replot")
     assert np.asarray(Image.open(saliency2)).shape == (SIZE, SIZE, 3)
     for api in ("rates", "remove", "transfer", "saliency", "blend", "geodesic"):
-        assert client.predict(api_name=f"/cancel_{api}") == "Nothing is running."
+        assert client.predict(api_name=f"/cancel_{api}") == "Stopped: nothing was running."
 
 
 def test_remove_changes_only_the_mask(client, files, tiny_pixel_dir):
-    result, strip, curves, losses, status, downloads = client.predict(
+    result, strip, curves, losses, status, downloads, details = client.predict(
         editor_value(files["a"], files["mask"]), *EDIT_FAST, tiny_pixel_dir, *FAST, api_name="/remove")
     before = np.asarray(Image.open(files["a"]).convert("RGB"))
     after = np.asarray(Image.open(result).convert("RGB"))
@@ -232,7 +232,7 @@ def test_remove_changes_only_the_mask(client, files, tiny_pixel_dir):
     assert Path(result).suffix == ".png"  # lossless: the outside comparison below is exact
     np.testing.assert_array_equal(after[~mask], before[~mask])
     assert (after[mask] != before[mask]).any()
-    assert "mask: 100 px" in status
+    assert "mask: 100 px" in status and "Diagnostics" in details
 
 
 def test_transfer_saliency_blend(client, files, tiny_pixel_dir):
@@ -270,11 +270,14 @@ def test_bad_input_is_a_clear_error(client, files, tiny_pixel_dir):
 
 
 def test_upload_size_limit(client, tmp_path, tiny_pixel_dir):
-    """Uploads above the server's max_file_size (10 MB by default) are refused before any handler runs."""
+    """Uploads above the server's max_file_size (80 MB by default: every PNG of an accepted image fits) are refused
+    before any handler runs."""
+    from ui.config import MAX_FILE_SIZE
+
+    assert MAX_FILE_SIZE == "80mb"
     big = tmp_path / "big.png"
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (2048, 2048, 3), dtype=np.uint8)).save(big)  # ~12 MB, incompressible
-    assert big.stat().st_size > 10 * 2**20
+    with open(big, "wb") as f:  # the size is checked before the content is read
+        f.truncate(81 * 2**20)
     with pytest.raises(Exception, match="(?i)too large|413|maximum|size"):
         client.predict(handle_file(str(big)), 4, "mean", 500, "", tiny_pixel_dir, *FAST, api_name="/rates")
 
@@ -463,8 +466,10 @@ def test_hosted_responses_show_no_server_path(hosted_server, files, tiny_pixel_d
         assert not outside, (name, sorted(outside)[:5])
     config = json.loads(texts["config"])
     assert "transfer_copy" not in {d.get("api_name") for d in config["dependencies"]}
+    # private server events: the lab's sliders (checked as /lab), the editors' uploads (their value is checked like
+    # an edit's image) and "Edit this result further" (its only input is the session's own gr.State)
     assert not [d for d in config["dependencies"] if d.get("backend_fn") and d.get("api_visibility") == "private"
-                and not str(d.get("api_name", "")).startswith("lab")]
+                and not re.match(r"(lab|upload|send_back)(_\d+|_file)?$", str(d.get("api_name", "")))]
     calls = list((folder / "gradio" / "diffgeo-outputs" / "sessions").glob("*/*"))
     assert calls and all(re.fullmatch(r"[0-9a-f]{32}", p.name) and re.fullmatch(r"[0-9a-f]{32}", p.parent.name)
                          for p in calls)
