@@ -60,7 +60,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -97,6 +97,24 @@ SPEED_DRIFT_LIMIT = 0.25
 #: factor of the last segment's metric speed ``N sqrt(|d|^2 + lam (s(m) . d)^2)`` (equal for a resolved discrete
 #: geodesic); outside it the midpoint correction of the discrete momentum dominates and the damped difference is used.
 VELOCITY_SPEED_RATIO = 2.0
+
+#: Metrics offered (docs/maths.md sections 5 and 5.9). ``"score"``: the paper's ``G = I + lam s s^T``.
+#: ``"denoiser"``: ``G = I + lam (I - J_D)^T (I - J_D)`` with ``D(x) = x + sigma^2 s(x)`` the Tweedie denoiser in x's
+#: scale, i.e. ``g_x(u, u) = |u|^2 + lam sigma^4 |D s(x)[u]|^2``: near the data ``I - J_D`` ~ the projection on the
+#: normal space, so every way off the data is stretched, not only the score's direction (needs ``sigma``).
+METRICS = ("score", "denoiser")
+
+#: The metric of :func:`geodesic_bvp` and the image functions when none is named.
+DEFAULT_METRIC = "score"
+
+#: Default lam per metric (the CLI's ``--lam`` when not given). The score metric's lam is absolute (its strength is
+#: ``lam |s|^2``, :func:`relative_lam`); the denoiser metric's is relative already (a unit step off the data costs
+#: about ``1 + lam``).
+METRIC_LAMS = {"score": DEFAULT_LAM, "denoiser": 100.0}
+
+#: Metrics with an initial value problem (:func:`geodesic_shoot`): the denoiser metric's geodesic equation needs
+#: third derivatives of log p and a linear solve with G per step, which is not implemented.
+SHOOT_METRICS = ("score",)
 
 INITS = ("linear", "slerp")
 RULES = ("midpoint", "simpson")
@@ -172,9 +190,31 @@ def segments(path: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return path[1:] - path[:-1], 0.5 * (path[1:] + path[:-1])
 
 
-def metric_norm2(score: ScoreFn, x: torch.Tensor, u: torch.Tensor, *, lam: float = DEFAULT_LAM) -> torch.Tensor:
-    """g_x(u, u) = |u|^2 + lam (s(x) . u)^2.  x, u: (N, *shape) -> (N,)"""
+def metric_norm2(score: ScoreFn, x: torch.Tensor, u: torch.Tensor, *, lam: float = DEFAULT_LAM,
+                 metric: str = "score", sigma: float | None = None) -> torch.Tensor:
+    """g_x(u, u): ``|u|^2 + lam (s(x) . u)^2`` (``metric="score"``) or ``|u|^2 + lam sigma^4 |D s(x)[u]|^2``
+    (``metric="denoiser"``, one JVP; :func:`denoiser_residual`).  x, u: (N, *shape) -> (N,)"""
+    metric = check_choice("metric", metric, METRICS)
+    if metric == "denoiser":
+        r = denoiser_residual(score, x, u, sigma=_check_sigma(sigma, metric))
+        return _dot(u, u) + lam * _dot(r, r)
     return _dot(u, u) + lam * _dot(score(x), u) ** 2
+
+
+def differentiable_jvp(score: ScoreFn, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """D s(x)[v] by forward-mode AD, differentiable in x and v (reverse over forward), falling back to the
+    double-backward trick with ``create_graph=True`` for callables forward mode cannot trace.  -> (N, *shape)"""
+    try:
+        return torch.func.jvp(score, (x,), (v,))[1]
+    except (RuntimeError, NotImplementedError, TypeError):
+        with torch.enable_grad():
+            return torch.autograd.functional.jvp(score, x, v, create_graph=True)[1]
+
+
+def denoiser_residual(score: ScoreFn, x: torch.Tensor, u: torch.Tensor, *, sigma: float) -> torch.Tensor:
+    """(I - J_D(x)) u up to sign: ``sigma^2 D s(x)[u]``, where ``D(x) = x + sigma^2 s(x)`` is the Tweedie denoiser in
+    x's scale (``J_D = I + sigma^2 D s``). Differentiable (:func:`differentiable_jvp`).  x, u: (N, *shape) -> same"""
+    return sigma**2 * differentiable_jvp(score, x, u)
 
 
 def relative_lam(score: ScoreFn, a: torch.Tensor, b: torch.Tensor, weight: float) -> float:
@@ -340,21 +380,42 @@ def score_term(score: ScoreFn, path: torch.Tensor, *, rule: str = "midpoint", ch
     return (c0**2 + 4 * c_mid**2 + c1**2) / 6
 
 
+def denoiser_term(score: ScoreFn, path: torch.Tensor, *, sigma: float, chunk: int | None = None) -> torch.Tensor:
+    """q_i = |(I - J_D(m_i)) d_i|^2 = sigma^4 |D s(m_i)[d_i]|^2, the denoiser metric's term of segment i at its
+    midpoint (one JVP per segment; differentiable by reverse over forward AD; float64).  (N + 1, *shape) -> (N,)"""
+    d, m = segments(path)
+    n = d.shape[0]
+    r = torch.cat([denoiser_residual(score, m[c], d[c], sigma=sigma) for c in _chunks(n, chunk)])  # (N, *shape)
+    return _dot(r, r).double()
+
+
+def metric_term(score: ScoreFn, path: torch.Tensor, *, metric: str = "score", sigma: float | None = None,
+                rule: str = "midpoint", chunk: int | None = None) -> torch.Tensor:
+    """q_i of the chosen metric: :func:`score_term` (``"score"``, ``rule`` applies) or :func:`denoiser_term`
+    (``"denoiser"``, midpoint rule).  (N + 1, *shape) -> (N,)"""
+    if metric == "denoiser":
+        return denoiser_term(score, path, sigma=_check_sigma(sigma, metric), chunk=chunk)
+    return score_term(score, path, rule=rule, chunk=chunk)
+
+
 def curve_energy(score: ScoreFn, path: torch.Tensor, *, lam: float = DEFAULT_LAM, chunk: int | None = None,
-                 rule: str = "midpoint") -> torch.Tensor:
-    """E = (N/2) sum_i (|d_i|^2 + lam q_i), q_i = (s(m_i) . d_i)^2 for the midpoint rule (see :func:`score_term`)
+                 rule: str = "midpoint", metric: str = "score", sigma: float | None = None) -> torch.Tensor:
+    """E = (N/2) sum_i (|d_i|^2 + lam q_i), q_i = (s(m_i) . d_i)^2 for the score metric's midpoint rule (see
+    :func:`score_term`), sigma^4 |D s(m_i)[d_i]|^2 for ``metric="denoiser"`` (:func:`denoiser_term`)
     (differentiable; summed in float64).  (N + 1, *shape) -> ()"""
     d, _ = segments(path)
     n = d.shape[0]
-    return 0.5 * n * (_dot(d, d).double() + lam * score_term(score, path, rule=rule, chunk=chunk)).sum()
+    q = metric_term(score, path, metric=metric, sigma=sigma, rule=rule, chunk=chunk)
+    return 0.5 * n * (_dot(d, d).double() + lam * q).sum()
 
 
 def curve_length(score: ScoreFn, path: torch.Tensor, *, lam: float = DEFAULT_LAM, chunk: int | None = None,
-                 rule: str = "midpoint") -> float:
-    """L = sum_i sqrt(|d_i|^2 + lam q_i), the metric length of the polygon (q_i: :func:`score_term`)."""
+                 rule: str = "midpoint", metric: str = "score", sigma: float | None = None) -> float:
+    """L = sum_i sqrt(|d_i|^2 + lam q_i), the metric length of the polygon (q_i: :func:`metric_term`)."""
     with torch.no_grad():
         d, _ = segments(path)
-        return float((_dot(d, d).double() + lam * score_term(score, path, rule=rule, chunk=chunk)).sqrt().sum())
+        q = metric_term(score, path, metric=metric, sigma=sigma, rule=rule, chunk=chunk)
+        return float((_dot(d, d).double() + lam * q).sqrt().sum())
 
 
 def _energy_grad_jvp(score, score_jvp, path, lam, chunk, counter) -> tuple[float, torch.Tensor]:
@@ -380,8 +441,53 @@ def _energy_grad_jvp(score, score_jvp, path, lam, chunk, counter) -> tuple[float
     return energy, grad
 
 
-def _energy_grad_autograd(score, path, lam, chunk, counter, rule: str = "midpoint") -> tuple[float, torch.Tensor]:
-    """E and dE/dx for every path point by reverse-mode AD through the score, chunk by chunk of segments."""
+def _jvp_only(score_jvp: ScoreJvpFn, x: torch.Tensor, v: torch.Tensor, counter: _Counter) -> torch.Tensor:
+    """D s(x)[v] from a score_jvp returning the JVP alone or the pair (the score is then discarded)."""
+    out = score_jvp(x, v)
+    counter.add(jvp_calls=1, jvp_points=x.shape[0])
+    return out[1] if isinstance(out, tuple) else out
+
+
+def _energy_grad_jvp_denoiser(score_jvp, path, lam, sigma, chunk, counter) -> tuple[float, torch.Tensor]:
+    """E and dE/dx of the denoiser metric from score JVPs only (docs/maths.md section 5.9).
+
+    With ``r = sigma^2 J(m) d`` (J = D s, q = |r|^2): ``dq/dd = 2 sigma^2 J^T r`` and
+    ``dq/dm = 2 sigma^2 D^2 s(m)[d, r]``, so ``dq/dx_{i+1} = dq/dd + dq/dm / 2`` and ``dq/dx_i = -dq/dd + dq/dm / 2``.
+    ``J^T r = J r`` and the symmetric third-derivative tensor assume a true score (s = grad log p); the mixed second
+    derivative is the central difference ``[J(m + h u) d - J(m - h u) d] / (2 h) |r|`` of two more JVPs along
+    ``u = r / |r|``, ``h = sigma eps^(1/3)`` (eps of the dtype): 4 JVPs per segment and energy evaluation.
+    -> float, (N + 1, *shape)
+    """
+    d, m = segments(path)
+    n = d.shape[0]
+    h = sigma * torch.finfo(path.dtype).eps ** (1 / 3)
+    parts = []
+    for c in _chunks(n, chunk):
+        dc, mc = d[c], m[c]
+        r = sigma**2 * _jvp_only(score_jvp, mc, dc, counter)  # (k, *shape)
+        jr = _jvp_only(score_jvp, mc, r, counter)  # J r
+        rn = r.flatten(1).norm(dim=1)  # (k,)
+        u = r / _expand(rn.clamp_min(torch.finfo(r.dtype).tiny), r)
+        both = _jvp_only(score_jvp, torch.cat((mc + h * u, mc - h * u)), torch.cat((dc, dc)), counter)
+        k = dc.shape[0]
+        t3 = _expand(rn / (2 * h), r) * (both[:k] - both[k:])  # D^2 s(m)[d, r]
+        parts.append((r, jr, t3))
+    r = torch.cat([p[0] for p in parts])
+    jr = torch.cat([p[1] for p in parts])
+    t3 = torch.cat([p[2] for p in parts])
+    energy = 0.5 * n * float((_dot(d, d).double() + lam * _dot(r, r).double()).sum())
+    dq_dd = 2 * sigma**2 * jr
+    half_dq_dm = sigma**2 * t3
+    grad = torch.zeros_like(path)
+    grad[:-1] += -n * d + 0.5 * n * lam * (half_dq_dm - dq_dd)
+    grad[1:] += n * d + 0.5 * n * lam * (half_dq_dm + dq_dd)
+    return energy, grad
+
+
+def _energy_grad_autograd(score, path, lam, chunk, counter, rule: str = "midpoint", metric: str = "score",
+                          sigma: float | None = None) -> tuple[float, torch.Tensor]:
+    """E and dE/dx for every path point by reverse-mode AD through the score (through its JVP for the denoiser
+    metric), chunk by chunk of segments."""
     n = path.shape[0] - 1
     grad = torch.zeros_like(path)
     energy = 0.0
@@ -389,9 +495,12 @@ def _energy_grad_autograd(score, path, lam, chunk, counter, rule: str = "midpoin
         with torch.enable_grad():
             pts = path[c.start : c.stop + 1].detach().requires_grad_(True)  # (k + 1, *shape)
             d, _ = segments(pts)
-            e = 0.5 * n * (_dot(d, d).double() + lam * score_term(score, pts, rule=rule)).sum()
+            q = metric_term(score, pts, metric=metric, sigma=sigma, rule=rule)
+            e = 0.5 * n * (_dot(d, d).double() + lam * q).sum()
             (g,) = torch.autograd.grad(e, pts)
         k = d.shape[0] + (pts.shape[0] if rule == "simpson" else 0)  # points the score was evaluated at
+        if metric == "denoiser":
+            counter.add(jvp_calls=1, jvp_points=d.shape[0])
         counter.add(score_calls=1 if rule == "midpoint" else 2, score_points=k, vjp_points=k)
         grad[c.start : c.stop + 1] += g
         energy += float(e.detach())
@@ -429,6 +538,16 @@ def _check_lam(lam) -> float:
     return check_float("lam", lam, 0.0)
 
 
+def _check_sigma(sigma, metric: str) -> float | None:
+    """sigma (> 0) when the metric needs it (``"denoiser"``), else passed through unchecked."""
+    if metric != "denoiser":
+        return None if sigma is None else float(sigma)
+    if sigma is None:
+        raise InputError('metric="denoiser" needs sigma, the noise level of the score (sqrt(1 - alpha_bar(t*)) for a '
+                         "diffusion model at t*, the smoothing std for a closed-form density)")
+    return check_float("sigma", sigma, 0.0, lo_open=True)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Boundary value problem
 # --------------------------------------------------------------------------------------------------------------------
@@ -448,6 +567,8 @@ class BVPConfig:
     lr: float = 0.3  # Adam step, as a fraction of rms(b - a) / (n_points - 1) per coordinate
     chunk: int | None = None  # midpoints per score/JVP call (None: all N in one batch)
     rule: str = "midpoint"  # quadrature of the score term over a segment: "midpoint" | "simpson" (see score_term)
+    metric: str = DEFAULT_METRIC  # "score" (G = I + lam s s^T) | "denoiser" (G = I + lam (I - J_D)^2); see METRICS
+    sigma: float | None = None  # noise level of the score; needed by metric="denoiser" (D(x) = x + sigma^2 s(x))
 
 
 @dataclass(frozen=True)
@@ -490,13 +611,17 @@ def geodesic_bvp(
     lr: float = 0.3,
     chunk: int | None = None,
     rule: str = "midpoint",
+    metric: str = DEFAULT_METRIC,
+    sigma: float | None = None,
     init_path: torch.Tensor | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
 ) -> GeodesicResult:
-    """Discrete score-metric geodesic from a to b: minimise E over the interior points.
+    """Discrete geodesic from a to b under a score-built metric: minimise E over the interior points.
 
-    ``E = (N/2) sum_{i<N} (|d_i|^2 + lam (s(m_i) . d_i)^2)``, ``d_i = x_{i+1} - x_i``, ``m_i = (x_i + x_{i+1}) / 2``.
+    ``E = (N/2) sum_{i<N} (|d_i|^2 + lam q_i)``, ``d_i = x_{i+1} - x_i``, ``m_i = (x_i + x_{i+1}) / 2``, with
+    ``q_i = (s(m_i) . d_i)^2`` (``metric="score"``, the paper's) or ``q_i = sigma^4 |D s(m_i)[d_i]|^2``
+    (``metric="denoiser"``: ``G = I + lam (I - J_D)^T (I - J_D)``, see :data:`METRICS`).
 
     Args:
         score: batched score, (N, *shape) -> (N, *shape).
@@ -507,7 +632,10 @@ def geodesic_bvp(
         init: starting curve, ``"linear"`` or ``"slerp"`` (ignored when ``init_path`` is given).
         optimizer, gradient, max_iter, tol, history_size, precondition, lr, chunk: see :class:`BVPConfig`.
         rule: quadrature of the score term, ``"midpoint"`` (the energy of docs/maths.md section 5.2) or
-            ``"simpson"`` (also the path points; autograd gradient only), see :func:`score_term`.
+            ``"simpson"`` (also the path points; autograd gradient only), see :func:`score_term`. Score metric only.
+        metric: one of :data:`METRICS`. ``"denoiser"``'s JVP-assembled gradient (``gradient="jvp"``) takes 4 score
+            JVPs per segment (:func:`_energy_grad_jvp_denoiser`); its autograd gradient differentiates the JVP.
+        sigma: the noise level of ``score`` (> 0), needed by ``metric="denoiser"``.
         init_path: an explicit starting curve (n_points, *shape) whose ends are a and b.
         progress: ``progress(iteration, max_iter, "geodesic")`` after each iteration; cancel: stop flag.
 
@@ -529,7 +657,12 @@ def geodesic_bvp(
         tol=check_float("tol", tol, 0.0, lo_open=True), history_size=check_int("history_size", history_size, 1),
         precondition=bool(precondition), lr=check_float("lr", lr, 0.0, lo_open=True),
         chunk=None if chunk is None else check_int("chunk", chunk, 1), rule=check_choice("rule", rule, RULES),
+        metric=check_choice("metric", metric, METRICS), sigma=None,
     )
+    cfg = replace(cfg, sigma=_check_sigma(sigma, cfg.metric))
+    if cfg.metric != "score" and cfg.rule != "midpoint":
+        raise InputError(f'rule={cfg.rule!r} is a quadrature of the score metric; metric={cfg.metric!r} takes '
+                         'rule="midpoint"')
     grad_mode = cfg.gradient
     if grad_mode == "auto":
         grad_mode = "jvp" if score_jvp is not None else "autograd"
@@ -566,10 +699,12 @@ def geodesic_bvp(
         check_cancelled(cancel)
         path = torch.cat((a[None], z.reshape(-1, *shape), b[None]))  # (n, *shape)
         counter.add(energy=1)
-        if grad_mode == "jvp":
+        if grad_mode == "jvp" and cfg.metric == "denoiser":
+            e, g = _energy_grad_jvp_denoiser(score_jvp, path, cfg.lam, cfg.sigma, cfg.chunk, counter)
+        elif grad_mode == "jvp":
             e, g = _energy_grad_jvp(score, score_jvp, path, cfg.lam, cfg.chunk, counter)
         else:
-            e, g = _energy_grad_autograd(score, path, cfg.lam, cfg.chunk, counter, cfg.rule)
+            e, g = _energy_grad_autograd(score, path, cfg.lam, cfg.chunk, counter, cfg.rule, cfg.metric, cfg.sigma)
         g = g[1:-1].reshape(-1)
         if not (math.isfinite(e) and bool(torch.isfinite(g).all())):
             what = "curve energy" if not math.isfinite(e) else "energy gradient"
@@ -597,9 +732,10 @@ def geodesic_bvp(
     if run.history[-1] > run.history[0]:  # never hand back a curve worse than the start (Adam can overshoot)
         path, run.history = path0.clone(), run.history + [run.history[0]]
     score = guard_score(raw_score, lambda: "the final and initial paths (metric length)")
+    length_kw = dict(lam=cfg.lam, chunk=cfg.chunk, rule=cfg.rule, metric=cfg.metric, sigma=cfg.sigma)
     return GeodesicResult(
-        path=path, energy=run.history, length=curve_length(score, path, lam=cfg.lam, chunk=cfg.chunk, rule=cfg.rule),
-        initial_length=curve_length(score, path0, lam=cfg.lam, chunk=cfg.chunk, rule=cfg.rule),
+        path=path, energy=run.history, length=curve_length(score, path, **length_kw),
+        initial_length=curve_length(score, path0, **length_kw),
         evaluations=counter.snapshot(),
         converged=run.converged, iterations=run.iterations, seconds=time.perf_counter() - t0, reason=run.reason,
         gradient=grad_mode, config=cfg,
@@ -803,6 +939,17 @@ class ExtrapolationResult:
     velocity: str = "legendre"  # how velocity_b was obtained: "legendre" | "damped" | "difference"
 
 
+def check_shoot_metric(metric: str) -> str:
+    """``metric`` when it is one of :data:`SHOOT_METRICS` (extrapolation shoots the geodesic equation); else
+    :class:`InputError` saying which metrics can extrapolate."""
+    metric = check_choice("metric", metric, METRICS)
+    if metric not in SHOOT_METRICS:
+        raise InputError(f"metric={metric!r} has no geodesic equation here (its initial value problem needs third "
+                         "derivatives of log p and a linear solve with G per step); extrapolation takes metric in "
+                         f"{SHOOT_METRICS}. Interpolation (the boundary value problem) takes every metric in {METRICS}")
+    return metric
+
+
 def end_velocity(path: torch.Tensor) -> torch.Tensor:
     """x'(1) of a path sampled at t_i = i / N, by the second-order one-sided difference
     ``N (3 x_N - 4 x_{N-1} + x_{N-2}) / 2`` (first order ``N (x_N - x_{N-1})`` for 2-point paths).  -> (*shape)"""
@@ -938,6 +1085,7 @@ def extrapolate(
     """
     beyond = check_float("beyond", beyond, 0.0, lo_open=True)
     velocity = check_choice("velocity", velocity, VELOCITIES)
+    check_shoot_metric(solver.get("metric", DEFAULT_METRIC))
     n_points = _check_n_points(n_points)
     n_extra = max(1, round(beyond * (n_points - 1)))
     if n_points + n_extra > MAX_PATH_POINTS:

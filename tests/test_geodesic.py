@@ -11,9 +11,11 @@ import torch
 
 from pipeline.errors import Cancelled, InputError, NumericalError
 from pipeline.geodesic import (
+    METRICS,
     _Counter,
     _energy_grad_autograd,
     _energy_grad_jvp,
+    _energy_grad_jvp_denoiser,
     autodiff_jvp,
     curve_energy,
     curve_length,
@@ -216,6 +218,89 @@ def test_bvp_bad_input(s2):
         geodesic_bvp("score", a, b)
     with pytest.raises(InputError, match="velocity"):
         extrapolate(s2.score, a, b, velocity="forward")
+
+
+# ---- the denoiser metric ---------------------------------------------------------------------------------------------
+def test_denoiser_energy_formula():
+    # a Gaussian score s = -x / c has D s[d] = -d / c: q_i = sigma^4 |d / c|^2
+    a, b = _pair()
+    path = lerp(a, b, 5)
+    d = (b - a) / 4
+    scale = torch.linspace(0.5, 2.0, 6, dtype=F64).reshape(2, 3)
+    sigma, lam = 0.3, 7.0
+    ref = 0.5 * 4 * 4 * (float((d * d).sum()) + lam * sigma**4 * float(((d / scale) ** 2).sum()))
+    e = float(curve_energy(_gaussian_score, path, lam=lam, metric="denoiser", sigma=sigma))
+    assert abs(e - ref) < 1e-12 * ref
+    u = d[None]
+    g = metric_norm2(_gaussian_score, a[None], u, lam=lam, metric="denoiser", sigma=sigma)
+    assert abs(float(g[0]) - (float((d * d).sum()) + lam * sigma**4 * float(((d / scale) ** 2).sum()))) < 1e-12
+
+
+@pytest.mark.parametrize("name", ["sphere-R3", "sphere-R64", "torus-R5"])
+def test_denoiser_gradient_equals_autograd_and_finite_differences(name, s2, s2_64):
+    M = {"sphere-R3": s2, "sphere-R64": s2_64, "torus-R5": torus(5, sigma=0.2, seed=1)}[name]
+    a, b = M.sample(2, seed=4)
+    g = torch.Generator().manual_seed(3)
+    path = lerp(a, b, 9) + 0.05 * torch.randn(9, a.shape[0], generator=g, dtype=F64)
+    path[0], path[-1] = a, b
+    lam, sigma = 100.0, M.sigma
+    e1, g1 = _energy_grad_jvp_denoiser(M.score_jvp, path, lam, sigma, None, _Counter())
+    e2, g2 = _energy_grad_autograd(M.score, path, lam, None, _Counter(), metric="denoiser", sigma=sigma)
+    assert abs(e1 - e2) <= 1e-12 * abs(e2)
+    # the derived gradient (4 JVPs, the third-derivative term by a central difference) against reverse over forward AD
+    torch.testing.assert_close(g1[1:-1], g2[1:-1], rtol=1e-6, atol=1e-6 * float(g2.abs().max()))
+    # and autograd against a central difference of the energy itself along a random direction of the interior
+    v = torch.randn(path.shape, generator=g, dtype=F64)
+    v[0] = v[-1] = 0
+    h = 1e-6
+    energy = lambda p: float(curve_energy(M.score, p, lam=lam, metric="denoiser", sigma=sigma))  # noqa: E731
+    fd = (energy(path + h * v) - energy(path - h * v)) / (2 * h)
+    assert abs(fd - float((g2 * v).sum())) <= 1e-6 * abs(fd)
+    # chunked: the same numbers
+    e3, g3 = _energy_grad_jvp_denoiser(M.score_jvp, path, lam, sigma, 3, _Counter())
+    torch.testing.assert_close(g3, g1, rtol=1e-9, atol=1e-9 * float(g1.abs().max()))
+
+
+@pytest.mark.parametrize("gradient", ["jvp", "autograd"])
+def test_denoiser_metric_stays_on_the_sphere_better_than_the_score_metric(gradient, s2):
+    a, b = s2.sample(2, seed=3)
+    ref = geodesic_bvp(s2.score, a, b, lam=1000.0, n_points=16, score_jvp=s2.score_jvp)
+    kw = {"score_jvp": s2.score_jvp} if gradient == "jvp" else {}
+    r = geodesic_bvp(s2.score, a, b, lam=1000.0, n_points=16, gradient=gradient, metric="denoiser",
+                     sigma=s2.sigma, **kw)
+    rad, off, _, even = _great_circle_errors(s2, r, a, b)
+    rad_ref, *_ = _great_circle_errors(s2, ref, a, b)
+    assert r.converged and r.config.metric == "denoiser"
+    assert rad < 0.5 * rad_ref and rad < 0.01 and off < 1e-6 and even < 1.1, (rad, rad_ref, off, even)
+    arc = float(s2.distance(a[None], b[None])[0])
+    assert abs(float(r.speeds.sum()) / arc - 1) < 0.01
+    if gradient == "jvp":
+        assert r.evaluations.jvp_points == 4 * 15 * r.evaluations.energy
+
+
+def test_denoiser_metric_stays_on_the_torus_better_than_the_score_metric():
+    T = torus(3, sigma=0.1)
+    a, b = T.sample(2, seed=101)
+    off = {}
+    for metric in METRICS:
+        r = geodesic_bvp(T.score, a, b, lam=1000.0 if metric == "score" else 100.0, n_points=16,
+                         score_jvp=T.score_jvp, metric=metric, sigma=T.sigma, max_iter=500)
+        off[metric] = float((r.path - T.project(r.path)).norm(dim=-1).max())
+    assert off["denoiser"] < 0.5 * off["score"], off
+
+
+def test_metric_choice_is_checked(s2):
+    a, b = s2.sample(2, seed=9)
+    with pytest.raises(InputError, match="score, denoiser|denoiser"):
+        geodesic_bvp(s2.score, a, b, n_points=4, metric="riemann")
+    with pytest.raises(InputError, match="needs sigma"):
+        geodesic_bvp(s2.score, a, b, n_points=4, metric="denoiser")
+    with pytest.raises(InputError, match="sigma"):
+        geodesic_bvp(s2.score, a, b, n_points=4, metric="denoiser", sigma=0.0)
+    with pytest.raises(InputError, match="midpoint"):
+        geodesic_bvp(s2.score, a, b, n_points=4, metric="denoiser", sigma=0.1, rule="simpson")
+    with pytest.raises(InputError, match="no geodesic equation"):
+        extrapolate(s2.score, a, b, n_points=4, metric="denoiser", sigma=0.1)
 
 
 # ---- shooting --------------------------------------------------------------------------------------------------------
