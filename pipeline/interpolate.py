@@ -40,13 +40,16 @@ from . import ddim
 from .errors import InputError
 from .geodesic import (
     DEFAULT_LAM,
+    DEFAULT_METRIC,
     GRADIENTS,
     MAX_PATH_POINTS,
+    METRICS,
     GeodesicResult,
     ScoreFn,
     ScoreJvpFn,
     ShootResult,
     _check_n_points,
+    check_shoot_metric,
     curve_energy,
     curve_length,
     end_velocity_for_extrapolation,
@@ -88,6 +91,8 @@ class ImagePath:
     # extrapolation with "geodesic" only: how the start velocity at b was obtained, "legendre" or "damped" (the
     # Legendre one was inconsistent with the path's speed; pipeline.geodesic.end_velocity_for_extrapolation)
     velocity: str | None = None
+    metric: str = DEFAULT_METRIC  # the metric of the geodesic (and of energy / length for every method): METRICS
+    sigma: float | None = None  # sqrt(1 - alpha_bar(t_star)): the noise level the denoiser metric uses
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -105,8 +110,9 @@ def score_functions(model: DiffusionOps, t_star: int) -> tuple[ScoreFn, ScoreJvp
 # --------------------------------------------------------------------------------------------------------------------
 # Steps
 # --------------------------------------------------------------------------------------------------------------------
-def _check_common(model, t_star, num_steps, method, inversion="corrected") -> None:
+def _check_common(model, t_star, num_steps, method, inversion="corrected", metric=DEFAULT_METRIC) -> None:
     check_choice("method", method, METHODS)
+    check_choice("metric", metric, METRICS)
     ddim.check_invert_method(inversion, "inversion")
     check_int("t_star", t_star, 1, model.num_train_timesteps - 1)
     check_int(f"num_steps (DDIM steps between 0 and t_star={t_star})", num_steps, 1, t_star)
@@ -154,17 +160,36 @@ def _solver_scores(model: DiffusionOps, t_star, gradient):
     return (*score_functions(model.torch_model if gradient == "autograd" else model, t_star), gradient)
 
 
-def _path_stats(score, path, lam, chunk, rule="midpoint") -> tuple[float, float, float]:
-    with torch.no_grad():
-        e = float(curve_energy(score, path, lam=lam, chunk=chunk, rule=rule))
+def _path_stats(score, path, lam, chunk, rule="midpoint", metric=DEFAULT_METRIC, sigma=None
+                ) -> tuple[float, float, float]:
+    kw = dict(lam=lam, chunk=chunk, rule=rule, metric=metric, sigma=sigma)
+    if metric == "denoiser":
+        score = _differentiable(score)
+    with torch.no_grad() if metric == "score" else torch.enable_grad():
+        e = float(curve_energy(score, path, **kw))
     eu = float((path[1:] - path[:-1]).flatten(1).norm(dim=1).sum())
-    return e, curve_length(score, path, lam=lam, chunk=chunk, rule=rule), eu
+    return e, curve_length(score, path, **kw), eu
 
 
-def _start(model, image_a, image_b, *, t_star, num_steps, method, lam, gradient, inversion, progress, cancel):
+def _differentiable(score):
+    """The score as the denoiser metric's forward-mode JVP needs it (evaluated with gradients enabled)."""
+    def f(x):
+        with torch.enable_grad():
+            return score(x)
+    return f
+
+
+def model_sigma(model: DiffusionOps, t_star: int) -> float:
+    """sigma(t_star) = sqrt(1 - alpha_bar(t_star)), the noise level of the score at t_star (the denoiser metric's
+    ``D(x) = x + sigma^2 s(x)``)."""
+    return float(model.sigma(t_star).reshape(-1)[0])
+
+
+def _start(model, image_a, image_b, *, t_star, num_steps, method, lam, gradient, inversion, progress, cancel,
+           metric=DEFAULT_METRIC):
     """Shared first phase of the public functions: validate, build the scores, DDIM-invert both ends.
     -> (score, score_jvp, gradient mode, xa, xb, lam relative to the score, {"invert": seconds})"""
-    _check_common(model, t_star, num_steps, method, inversion)
+    _check_common(model, t_star, num_steps, method, inversion, metric)
     score, score_jvp, grad_mode = _solver_scores(model, t_star, gradient)
     t0 = time.perf_counter()
     xa, xb = invert_pair(model, image_a, image_b, t_star=t_star, num_steps=num_steps, inversion=inversion,
@@ -193,6 +218,7 @@ def interpolate_images(
     t_star: int = 400,
     lam: float = DEFAULT_LAM,
     method: str = "geodesic",
+    metric: str = DEFAULT_METRIC,
     num_steps: int = 50,
     gradient: str = "auto",
     batch_size: int = 16,
@@ -209,8 +235,12 @@ def interpolate_images(
         image_a, image_b: any accepted image (see :mod:`pipeline.images`), resized to the model's image size.
         n_points: path points including both ends (>= 3).
         t_star: noise level of the path (DDIM inversion target), in [1, T - 1].
-        lam: metric weight lambda of ``G = I + lam s s^T``.
+        lam: metric weight lambda (``G = I + lam s s^T`` for ``metric="score"``, ``G = I + lam (I - J_D)^2`` for
+            ``"denoiser"``, where lam is already relative: a step off the data costs ~(1 + lam) |u|^2).
         method: ``"geodesic"`` | ``"lerp"`` | ``"slerp"``.
+        metric: the geodesic's metric, one of :data:`pipeline.geodesic.METRICS` (``"score"``: the paper's;
+            ``"denoiser"``: every direction off the data stretched, with sigma = sqrt(1 - alpha_bar(t_star))). Energy
+            and length of LERP / SLERP are reported in the same metric.
         num_steps: DDIM steps between 0 and t_star (inversion and generation alike).
         gradient: ``"auto"`` | ``"jvp"`` | ``"autograd"`` (see the module docstring).
         batch_size: path points generated per DDIM batch.
@@ -226,25 +256,30 @@ def interpolate_images(
     """
     score, score_jvp, grad_mode, xa, xb, lam_rel, secs = _start(
         model, image_a, image_b, t_star=t_star, num_steps=num_steps, method=method, lam=lam, gradient=gradient,
-        inversion=inversion, progress=progress, cancel=cancel)
+        inversion=inversion, progress=progress, cancel=cancel, metric=metric)
+    sigma = model_sigma(model, t_star)
+    if metric == "denoiser":
+        lam_rel = float(lam)
     t0 = time.perf_counter()
     geo = None
     if method == "geodesic":
-        geo = geodesic_bvp(score, xa, xb, lam=lam, n_points=n_points, score_jvp=score_jvp, gradient=grad_mode,
+        geo = geodesic_bvp(_differentiable(score) if metric == "denoiser" else score, xa, xb, lam=lam,
+                           n_points=n_points, score_jvp=score_jvp, gradient=grad_mode, metric=metric, sigma=sigma,
                            progress=progress, cancel=cancel, **solver)
         path, energy, length = geo.path, geo.energy, geo.length
         euclid = float(geo.speeds.sum())
     else:
         t = torch.linspace(0, 1, _check_n_points(n_points), dtype=torch.float64)
         path = (lerp_at if method == "lerp" else slerp_at)(xa, xb, t)
-        e, length, euclid = _path_stats(score, path, lam, solver.get("chunk"), solver.get("rule", "midpoint"))
+        e, length, euclid = _path_stats(score, path, lam, solver.get("chunk"), solver.get("rule", "midpoint"),
+                                        metric, sigma)
         energy = [e]
     secs["path"] = time.perf_counter() - t0
     x0, images = _decode_timed(model, path, secs, t_star=t_star, num_steps=num_steps, batch_size=batch_size,
                                clip_x0=clip_x0, progress=progress, cancel=cancel)
     return ImagePath(images=images, path=path, x0=x0, method=method, t_star=t_star, lam=float(lam), energy=energy,
                      length=length, euclidean_length=euclid, n_inner=path.shape[0], geodesic=geo, seconds=secs,
-                     lam_relative=lam_rel)
+                     lam_relative=lam_rel, metric=metric, sigma=sigma)
 
 
 def extrapolate_images(
@@ -257,6 +292,7 @@ def extrapolate_images(
     t_star: int = 400,
     lam: float = DEFAULT_LAM,
     method: str = "geodesic",
+    metric: str = "score",
     num_steps: int = 50,
     gradient: str = "auto",
     substeps: int = 4,
@@ -276,6 +312,9 @@ def extrapolate_images(
     retried with more substeps after a blow-up; see :func:`pipeline.geodesic.extrapolate`). A shot that still blows
     up raises :class:`~pipeline.errors.NumericalError` naming what blew up and what to change.
     ``"lerp"`` / ``"slerp"``: the same formulas at t in (1, 1 + beyond]. Other arguments as :func:`interpolate_images`.
+    ``metric``: the geodesic's metric; shooting exists for :data:`pipeline.geodesic.SHOOT_METRICS` only (``"score"``),
+    so ``method="geodesic"`` with another metric raises :class:`~pipeline.errors.InputError`; LERP / SLERP report
+    energy and length in any metric of :data:`pipeline.geodesic.METRICS`.
 
     Returns :class:`ImagePath` with ``n_points + n_extra`` images; ``n_inner = n_points``.
     """
@@ -284,9 +323,15 @@ def extrapolate_images(
     if n_points + n_extra > MAX_PATH_POINTS:
         raise InputError(f"beyond={beyond:g} with n_points={n_points} asks for {n_extra} extra points; the whole path "
                          f"must stay within {MAX_PATH_POINTS} points")
+    check_choice("metric", metric, METRICS)
+    if method == "geodesic":
+        check_shoot_metric(metric)
     score, score_jvp, grad_mode, xa, xb, lam_rel, secs = _start(
         model, image_a, image_b, t_star=t_star, num_steps=num_steps, method=method, lam=lam, gradient=gradient,
-        inversion=inversion, progress=progress, cancel=cancel)
+        inversion=inversion, progress=progress, cancel=cancel, metric=metric)
+    sigma = model_sigma(model, t_star)
+    if metric == "denoiser":
+        lam_rel = float(lam)
     t0 = time.perf_counter()
     geo = shot = used = None
     if method == "geodesic":
@@ -304,11 +349,11 @@ def extrapolate_images(
         t[n_points:] = 1 + beyond * torch.arange(1, n_extra + 1, dtype=torch.float64) / n_extra
         path = (lerp_at if method == "lerp" else slerp_at)(xa, xb, t)
         e, length, euclid = _path_stats(score, path[:n_points], lam, solver.get("chunk"),
-                                        solver.get("rule", "midpoint"))
+                                        solver.get("rule", "midpoint"), metric, sigma)
         energy = [e]
     secs["path"] = time.perf_counter() - t0
     x0, images = _decode_timed(model, path, secs, t_star=t_star, num_steps=num_steps, batch_size=batch_size,
                                clip_x0=clip_x0, progress=progress, cancel=cancel)
     return ImagePath(images=images, path=path, x0=x0, method=method, t_star=t_star, lam=float(lam), energy=energy,
                      length=length, euclidean_length=euclid, n_inner=n_points, geodesic=geo, shoot=shot, seconds=secs,
-                     lam_relative=lam_rel, velocity=used)
+                     lam_relative=lam_rel, velocity=used, metric=metric, sigma=sigma)

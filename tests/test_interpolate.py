@@ -167,6 +167,42 @@ def test_cli_geodesic(tiny_pixel_dir, pair, tmp_path):
                  "--model", tiny_pixel_dir]) == 2
 
 
+def test_denoiser_metric_on_images(tiny_model, pair):
+    from pipeline.geodesic import curve_energy
+
+    geo = interpolate_images(tiny_model, *pair, method="geodesic", metric="denoiser", lam=100.0, **FAST)
+    lin = interpolate_images(tiny_model, *pair, method="lerp", metric="denoiser", lam=100.0, **FAST)
+    sigma = float(tiny_model.sigma(200)[0])
+    assert geo.metric == lin.metric == "denoiser" and geo.sigma == pytest.approx(sigma)
+    assert geo.energy[0] == pytest.approx(lin.energy[0], rel=1e-4) and geo.energy[-1] < lin.energy[0]
+    # LERP's energy is reported in the denoiser metric: recomputed from the path
+    score, _ = score_functions(tiny_model, 200)
+    e = float(curve_energy(score, lin.path, lam=100.0, metric="denoiser", sigma=sigma))
+    assert lin.energy[0] == pytest.approx(e, rel=1e-5)
+    score_lin = interpolate_images(tiny_model, *pair, method="lerp", lam=100.0, **FAST)
+    assert score_lin.energy[0] != pytest.approx(lin.energy[0], rel=1e-3)
+    with pytest.raises(InputError, match="no geodesic equation"):
+        extrapolate_images(tiny_model, *pair, metric="denoiser", **FAST)
+    ext = extrapolate_images(tiny_model, *pair, method="lerp", metric="denoiser", **FAST)
+    assert ext.metric == "denoiser"
+    with pytest.raises(InputError, match="metric"):
+        interpolate_images(tiny_model, *pair, metric="fisher", **FAST)
+
+
+def test_cli_geodesic_metric(tiny_pixel_dir, pair, tmp_path):
+    from pipeline.cli import main
+
+    pa, pb, out = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "out"
+    Image.fromarray(pair[0]).save(pa)
+    Image.fromarray(pair[1]).save(pb)
+    args = ["geodesic", "--a", str(pa), "--b", str(pb), "--n", "3", "--out", str(out), "--model", tiny_pixel_dir,
+            "--t-star", "200", "--steps", "2", "--max-iter", "2", "--device", "cpu", "--metric", "denoiser"]
+    assert main([*args, "--methods", "geodesic"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metric"] == "denoiser" and summary["lam"] == 100.0
+    assert main([*args, "--extrapolate", "0.5"]) == 2
+
+
 def test_clip_x0_option(tiny_model, pair):
     clipped = interpolate_images(tiny_model, *pair, method="lerp", clip_x0=True, **FAST)
     assert len(clipped.images) == 4

@@ -14,12 +14,14 @@ import os
 
 def add_parser(sub) -> None:
     from ..ddim import INVERT_METHODS
-    from ..geodesic import DEFAULT_LAM
+    from ..geodesic import DEFAULT_METRIC, METRIC_LAMS, METRICS
 
     p = sub.add_parser(
         "geodesic", help="interpolate two images along a score-metric geodesic (with LERP/SLERP baselines)",
-        description="Invert two images by DDIM to noise level t*, join them by the geodesic of the metric "
-        "G = I + lam s s^T (s the model's score at t*) and by LERP and SLERP, and generate every point back. "
+        description="Invert two images by DDIM to noise level t*, join them by the geodesic of a metric built from "
+        "the model's score s at t* (--metric score: G = I + lam s s^T, the paper's; --metric denoiser: "
+        "G = I + lam (I - J_D)^2, J_D the Jacobian of the Tweedie denoiser) and by LERP and SLERP, and generate "
+        "every point back. "
         "Writes OUT/strip.png, OUT/geodesic.gif, OUT/summary.json (and OUT/extrapolation.png with --extrapolate).",
     )
     p.add_argument("--a", required=True, help="first image file")
@@ -29,8 +31,11 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default="default",
                    help="'default' (embedded model), a local diffusers folder, or a hub id (default: default)")
     p.add_argument("--t-star", type=int, default=400, help="noise level of the path, in train timesteps (default: 400)")
-    p.add_argument("--lam", type=float, default=DEFAULT_LAM,
-                   help="metric weight lambda of G = I + lam s s^T (default: 1000)")
+    p.add_argument("--metric", default=DEFAULT_METRIC, choices=METRICS,
+                   help=f"the geodesic's metric (default: {DEFAULT_METRIC}); extrapolation needs 'score'")
+    p.add_argument("--lam", type=float, default=None,
+                   help="metric weight lambda (default: " + ", ".join(f"{v:g} for {k}" for k, v in METRIC_LAMS.items())
+                   + ")")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps between 0 and t* (default: 50)")
     p.add_argument("--max-iter", type=int, default=100, help="geodesic solver iterations (default: 100)")
     p.add_argument("--optimizer", default="lbfgs", choices=("lbfgs", "torch-lbfgs", "adam"),
@@ -62,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import viz
     from ..errors import InputError
+    from ..geodesic import METRIC_LAMS, check_shoot_metric
     from ..images import load_image
     from ..interpolate import METHODS, extrapolate_images, interpolate_images
     from ..model import load_model
@@ -70,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise InputError(f"--methods takes a comma-separated subset of {', '.join(METHODS)}; got {args.methods!r}")
+    if args.extrapolate is not None:
+        check_shoot_metric(args.metric)  # before any work: extrapolation shoots the score metric's equation only
     image_a, image_b = load_image(args.a, name="--a"), load_image(args.b, name="--b")
     model = load_model(args.model, device=args.device)
     os.makedirs(args.out, exist_ok=True)
@@ -78,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
         if done == total or done % 10 == 0:
             print(f"  {desc}: {done}/{total}", flush=True)
 
-    opts = dict(n_points=args.n, t_star=args.t_star, lam=args.lam, num_steps=args.steps, clip_x0=args.clip_x0,
-                inversion=args.inversion, progress=progress)
+    lam = METRIC_LAMS[args.metric] if args.lam is None else args.lam
+    opts = dict(n_points=args.n, t_star=args.t_star, lam=lam, metric=args.metric, num_steps=args.steps,
+                clip_x0=args.clip_x0, inversion=args.inversion, progress=progress)
     solver = dict(max_iter=args.max_iter, optimizer=args.optimizer, gradient=args.gradient, rule=args.rule)
     rows, summary = {}, {"model": args.model, "a": args.a, "b": args.b, **{k: v for k, v in opts.items()
                                                                           if k != "progress"}, "methods": {}}
