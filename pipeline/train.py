@@ -12,7 +12,9 @@ The output folder holds:
   re-exported at every checkpoint, so ``pipeline.load_model(out / "pipeline")`` always loads the latest model;
 - ``train.log``: loss every ``log_every`` steps with wall time; ``train_state.json``: a summary of the run.
 
-Presets: ``PRESETS["cpu32"]`` (32x32, sized for a 2-core CPU, the shipped default) and ``PRESETS["gpu64"]``.
+Presets: ``PRESETS["cpu32"]`` (32x32, sized for a 2-core CPU, the shipped default), ``PRESETS["gpu64"]``, and
+``PRESETS["digits16"]`` (``dataset="digits"``: rotated scikit-learn digits, :mod:`pipeline.digits`, 16x16, the model
+of the rotated-digits geodesic benchmark).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LR_DECAYS = ("none", "cosine")
+DATASETS = ("scenes", "digits")
 PIPELINE_NAME = "pipeline"
 
 
@@ -69,7 +72,9 @@ class TrainConfig:
     steps: int | None = None  # total optimisation steps (None: only the time budget stops the run)
     minutes: float | None = 100.0  # training time budget of this invocation, in minutes (None: only ``steps``)
     # --- data ---
-    pool_size: int = 30_000  # training scenes rendered once (seeds TRAIN_SEEDS[:pool_size])
+    dataset: str = "scenes"  # "scenes" (procedural, pipeline.scenes) | "digits" (rotated sklearn digits)
+    pool_size: int = 30_000  # training images rendered once (scenes: seeds TRAIN_SEEDS[:pool_size]; digits: random
+    # training digits at random angles, from ``seed``)
     hflip: bool = True  # random horizontal flips
     # --- bookkeeping ---
     seed: int = 0  # model init and data order
@@ -88,6 +93,12 @@ PRESETS: dict[str, TrainConfig] = {
         attention_levels=(False, False, True, True), layers_per_block=2, norm_num_groups=32, attention_head_dim=64,
         batch_size=128, lr=2e-4, warmup_steps=1000, ema_decay=0.9995, steps=200_000, minutes=None, pool_size=200_000,
         checkpoint_minutes=20.0,
+    ),
+    # rotated digits (pipeline.digits) for the geodesic benchmark: 16 x 16, ~20 minutes on one CPU thread
+    "digits16": TrainConfig(
+        out_dir="runs/digits16", size=16, dataset="digits", block_out_channels=(32, 64, 64),
+        attention_levels=(False, False, True), hflip=False, lr_decay="cosine", minutes=20.0, pool_size=30_000,
+        threads=1, checkpoint_minutes=5.0,
     ),
 }
 
@@ -141,7 +152,11 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         raise InputError(f"lr_min_ratio must lie in [0, 1], got {cfg.lr_min_ratio}")
     if not 0 <= cfg.ema_decay < 1:
         raise InputError(f"ema_decay must lie in [0, 1), got {cfg.ema_decay}")
-    if cfg.pool_size > len(TRAIN_SEEDS):
+    if cfg.dataset not in DATASETS:
+        raise InputError(f"dataset must be one of {', '.join(DATASETS)}, got {cfg.dataset!r}")
+    if cfg.dataset == "digits" and cfg.size not in (16, 32):
+        raise InputError(f"the digits dataset comes in sizes 16 and 32, got size {cfg.size}")
+    if cfg.dataset == "scenes" and cfg.pool_size > len(TRAIN_SEEDS):
         raise InputError(f"pool_size must be <= {len(TRAIN_SEEDS)} (the training split), got {cfg.pool_size}")
     return cfg
 
@@ -182,15 +197,24 @@ def make_scheduler(cfg: TrainConfig, kind: str = "ddpm"):
 
 
 def load_pool(cfg: TrainConfig, out: Path, progress: ProgressFn | None = None) -> np.ndarray:
-    """The training pool (pool_size, H, W, 3) uint8, from ``out/data_{size}px_{n}.npy`` or rendered and cached."""
-    path = out / f"data_{cfg.size}px_{cfg.pool_size}.npy"
+    """The training pool (pool_size, H, W, 3) uint8, from ``out/data_{size}px_{n}.npy`` (scenes) or
+    ``out/digits_{size}px_{n}_seed{seed}.npy`` (digits), or rendered and cached."""
+    if cfg.dataset == "digits":
+        path = out / f"digits_{cfg.size}px_{cfg.pool_size}_seed{cfg.seed}.npy"
+    else:
+        path = out / f"data_{cfg.size}px_{cfg.pool_size}.npy"
     if path.is_file():
         data = np.load(path)
         if data.shape == (cfg.pool_size, cfg.size, cfg.size, 3) and data.dtype == np.uint8:
             return data
         log.warning("ignoring %s: unexpected shape %s / dtype %s", path, data.shape, data.dtype)
     t0 = time.time()
-    data = make_dataset(TRAIN_SEEDS[: cfg.pool_size], cfg.size, progress=progress)
+    if cfg.dataset == "digits":
+        from .digits import make_digit_pool
+
+        data = make_digit_pool(cfg.pool_size, size=cfg.size, seed=cfg.seed)
+    else:
+        data = make_dataset(TRAIN_SEEDS[: cfg.pool_size], cfg.size, progress=progress)
     dt = time.time() - t0
     log.info("rendered %d scenes in %.1f s (%.0f scenes/s)", len(data), dt, len(data) / max(dt, 1e-9))
     tmp = path.with_suffix(".tmp.npy")

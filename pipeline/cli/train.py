@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, help="images per step")
     p.add_argument("--lr", type=float, help="AdamW peak learning rate")
     p.add_argument("--lr-decay", choices=("none", "cosine"), help="learning-rate decay over this invocation")
+    p.add_argument("--dataset", choices=("scenes", "digits"), help="training data (digits: rotated sklearn digits)")
     p.add_argument("--pool-size", type=int, help="number of training scenes rendered once and cached")
     p.add_argument("--seed", type=int, help="seed of model init and data order")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
@@ -40,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_with(
         PRESETS[args.preset], out_dir=args.out, size=args.size, batch_size=args.batch_size, lr=args.lr,
-        lr_decay=args.lr_decay, pool_size=args.pool_size, seed=args.seed, device=args.device, threads=args.threads,
+        lr_decay=args.lr_decay, dataset=args.dataset, pool_size=args.pool_size, seed=args.seed,
+        device=args.device, threads=args.threads,
         checkpoint_minutes=args.checkpoint_minutes, log_every=args.log_every, resume=args.resume,
     )
     if args.steps is not None:
