@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import torch
 
 from .errors import InputError
+from .memory import max_batch, split_calls
 
 if TYPE_CHECKING:
     from .model import DiffusionModel
@@ -111,6 +112,7 @@ class DiffusionOps(Protocol):
     def h_jvp_point(self, x: torch.Tensor, t: int | torch.Tensor, v: torch.Tensor, *, batching: str = "auto"
                     ) -> tuple[torch.Tensor, torch.Tensor]: ...
     def point_batching(self, batching: str = "auto", n: int = 2) -> str: ...
+    def max_batch(self) -> int | None: ...
 
 
 class ModelMaps:
@@ -138,33 +140,47 @@ class ModelMaps:
         return self.sigma(tt, tt.shape[0]).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
 
     # ---- public maps -------------------------------------------------------------------------------------------------
+    # Every map splits a batch larger than max_batch() into parts (pipeline.memory): the maps are per-sample, so the
+    # result is the same; only the peak memory changes.
     def h(self, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """h_t(x_t), the U-Net mid-block output.  (B, C, H, W) -> (B, C_h, H_h, W_h)"""
-        return self._h(*self._xt(x, t))
+        x, tt = self._xt(x, t)
+        return split_calls(self._h, self._batch_limit(x.shape[0]), x, tt)
 
     def h_jvp(self, x: torch.Tensor, t: int | torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(h_t(x), D h_t(x)[v]).  x, v: (B, C, H, W) -> 2 x (B, C_h, H_h, W_h)"""
-        return self._h_jvp(*self._xtv(x, t, v))
+        x, tt, v = self._xtv(x, t, v)
+        return split_calls(self._h_jvp, self._batch_limit(x.shape[0]), x, tt, v)
 
     def eps(self, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """Noise prediction eps(x_t, t).  (B, C, H, W) -> (B, C, H, W)"""
-        return self._eps(*self._xt(x, t))
+        x, tt = self._xt(x, t)
+        return split_calls(self._eps, self._batch_limit(x.shape[0]), x, tt)
 
     def eps_jvp(self, x: torch.Tensor, t: int | torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(eps(x, t), D eps(x, t)[v]).  x, v: (B, C, H, W) -> 2 x (B, C, H, W)"""
-        return self._eps_jvp(*self._xtv(x, t, v))
+        x, tt, v = self._xtv(x, t, v)
+        return split_calls(self._eps_jvp, self._batch_limit(x.shape[0]), x, tt, v)
 
     def score(self, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """s(x_t, t) = -eps(x_t, t) / sigma(t).  (B, C, H, W) -> (B, C, H, W)"""
         x, tt = self._xt(x, t)
-        return score_from_eps(self._eps(x, tt), self._sigma4(tt))
+        return score_from_eps(split_calls(self._eps, self._batch_limit(x.shape[0]), x, tt), self._sigma4(tt))
 
     def score_jvp(self, x: torch.Tensor, t: int | torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(s(x, t), D s(x, t)[v]) = -(eps, D eps[v]) / sigma(t).  -> 2 x (B, C, H, W)"""
         x, tt, v = self._xtv(x, t, v)
-        e, je = self._eps_jvp(x, tt, v)
+        e, je = split_calls(self._eps_jvp, self._batch_limit(x.shape[0]), x, tt, v)
         sig = self._sigma4(tt)
         return score_from_eps(e, sig), score_from_eps(je, sig)
+
+    def max_batch(self) -> int | None:
+        """Largest batch one call runs at once (bigger batches are split), None for no limit: measured once per
+        model from the memory budget (:func:`pipeline.memory.max_batch`; ``DIFFGEO_MAX_BATCH`` overrides)."""
+        return max_batch(self)
+
+    def _batch_limit(self, n: int) -> int | None:
+        return None if n <= 1 else self.max_batch()
 
     def h_jvp_point(self, x: torch.Tensor, t: int | torch.Tensor, v: torch.Tensor, *, batching: str = "auto"
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,7 +194,11 @@ class ModelMaps:
             raise InputError(f"directions v must have the shape (n, {', '.join(map(str, x.shape[1:]))}), "
                              f"got {tuple(v.shape)}")
         mode = self.point_batching(batching, v.shape[0])
-        return self._h_jvp_point(x, tt, v, mode)
+        limit = self._batch_limit(v.shape[0])
+        if limit is None or v.shape[0] <= limit:
+            return self._h_jvp_point(x, tt, v, mode)
+        parts = [self._h_jvp_point(x, tt, v[i:i + limit], mode) for i in range(0, v.shape[0], limit)]
+        return parts[0][0], torch.cat([jv for _, jv in parts])
 
     def point_batching(self, batching: str = "auto", n: int = 2) -> str:
         """The batching :meth:`h_jvp_point` runs for ``batching`` with ``n`` directions: "vmap", "repeat" or "graph"
