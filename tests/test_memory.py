@@ -75,8 +75,8 @@ def test_probe_sets_the_limit_from_the_budget(model, monkeypatch):
     """The limit from measured peaks: peak(1) = 300 MB, peak(2) = 500 MB -> 250 MB a sample (the larger of the
     difference and half of peak(2), on the safe side), 50 MB fixed."""
     monkeypatch.delenv("DIFFGEO_MAX_BATCH", raising=False)
-    monkeypatch.setattr(memory, "PROBE_MIN_PARAMS", 0)
-    peaks = iter([300e6, 500e6, 300e6, 500e6])
+    monkeypatch.setattr(memory, "PROBE_MIN_WORK", 0)
+    peaks = iter([500e6, 300e6, 500e6, 300e6])  # batch 2 first
     sizes = []
 
     def fake_peak(fn, device):
@@ -88,7 +88,7 @@ def test_probe_sets_the_limit_from_the_budget(model, monkeypatch):
     monkeypatch.setattr(model, "_eps_jvp", lambda *a: sizes.append(a[0].shape[0]) or inner(*a))
     monkeypatch.setenv("DIFFGEO_MEMORY_BUDGET", "1GB")
     assert model.max_batch() == (2**30 - 50_000_000) // 250_000_000 == 4
-    assert sizes == [1, 2], "the probe ran eps_jvp at batch 1 and 2"
+    assert sizes == [2, 1], "the probe ran eps_jvp at batch 2, then 1"
     fig = model.info["memory"]
     assert (fig["per_sample_bytes"], fig["fixed_bytes"], fig["limit"]) == (250_000_000, 50_000_000, 4)
     x, v = _inputs(model, 9)
@@ -104,7 +104,7 @@ def test_probe_sets_the_limit_from_the_budget(model, monkeypatch):
 def test_real_probe_records_its_figures(model, monkeypatch):
     monkeypatch.delenv("DIFFGEO_MAX_BATCH", raising=False)
     monkeypatch.delenv("DIFFGEO_MEMORY_BUDGET", raising=False)
-    monkeypatch.setattr(memory, "PROBE_MIN_PARAMS", 0)
+    monkeypatch.setattr(memory, "PROBE_MIN_WORK", 0)
     limit = model.max_batch()
     fig = model.info["memory"]
     assert len(fig["peak_bytes"]) == 2 and all(p >= 0 for p in fig["peak_bytes"])
@@ -114,7 +114,7 @@ def test_real_probe_records_its_figures(model, monkeypatch):
 
 def test_no_probe_inside_a_transform(model, monkeypatch):
     monkeypatch.delenv("DIFFGEO_MAX_BATCH", raising=False)
-    monkeypatch.setattr(memory, "PROBE_MIN_PARAMS", 0)
+    monkeypatch.setattr(memory, "PROBE_MIN_WORK", 0)
     x, v = _inputs(model, 2)
     seen = []
 

@@ -270,3 +270,33 @@ def test_load_by_hub_id_from_the_local_cache_offline(small_dir, tmp_path):
     assert got["eps"] == pytest.approx(float(direct.eps(x, 10).abs().sum()), rel=1e-6)
     assert "could not fetch 'google/ddpm-celebahq-256'" in got["missing"]  # not cached, network off: advice
 
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# benchmarks/scale.py on the small variants
+# --------------------------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak memory from /proc")
+def test_scale_benchmark_on_small_variants(small_dir, tmp_path, monkeypatch):
+    """The scale benchmark end to end (one measuring process per architecture) on the small pixel and latent
+    variants: every call row is measured with a peak at least the loaded model's resident set, the probe runs when
+    forced by a tiny threshold, a time limit turns calls into 'not run' rows, and the report hides the folder."""
+    from benchmarks import scale
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for arch in ("cifar10-32", "sd15"):
+        (refs / arch).symlink_to(small_dir(arch))
+    monkeypatch.setenv("DIFFGEO_MAX_BATCH", "4")  # inherited by the workers: 16 directions in 4 parts
+    out = tmp_path / "scale"
+    assert scale.main(["--folders", str(refs), "--archs", "cifar10-32,sd15", "--threads", "1", "--out",
+                       str(out)]) == 0
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert str(refs) not in out.with_suffix(".md").read_text() and str(refs) not in data["command"]
+    for rep in data["reports"]:
+        calls = {r["call"]: r for r in rep["rows"]}
+        assert set(calls) == {"load", "batch limit", "eps", "eps_jvp", "h_jvp", "h_jvp_point x16"}, rep
+        assert calls["batch limit"]["limit"] == 4 and calls["h_jvp_point x16"]["parts"] == 4
+        for r in rep["rows"]:
+            assert r["seconds"] >= 0 and r["peak_rss_gib"] >= calls["load"]["rss_after_gib"] * 0.5
+    report = scale.worker("cifar10-32", str(refs / "cifar10-32"), "float32", time_limit=0.0)
+    assert [r["call"] for r in report["rows"] if "skipped" in r] == ["eps_jvp", "h_jvp", "h_jvp_point x16"]
