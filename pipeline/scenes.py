@@ -1,4 +1,4 @@
-"""Procedural "scenes": smooth backgrounds with 1-3 coloured shapes, with ground truth.
+"""Procedural "scenes": smooth or textured backgrounds with 1-3 coloured shapes, with ground truth.
 
 Every scene is a pure function of its integer seed (a ``numpy.random.Generator`` seeded by it), so a seed names a
 scene forever. Besides the image, a :class:`Scene` carries ground truth the quality benchmarks use: the visible mask of
@@ -52,8 +52,13 @@ SPLITS: dict[str, range] = {"train": TRAIN_SEEDS, "tuning": TUNING_SEEDS, "heldo
 SUPERSAMPLE = 4
 #: Shape kinds, in the order ``params["kind"]`` may name them.
 SHAPE_KINDS = ("disk", "ellipse", "square", "triangle", "ring", "bar")
-#: Background kinds.
+#: Background kinds of the ``"smooth"`` family.
 BACKGROUND_KINDS = ("gradient", "horizon", "texture")
+#: Scene families: ``"smooth"`` (the default: smooth backgrounds, solid shapes; the embedded model's training data)
+#: and ``"textured"`` (texture backgrounds and mostly textured shapes: holes must be filled with structure).
+FAMILIES = ("smooth", "textured")
+#: Texture kinds of the ``"textured"`` family, for backgrounds and object fills.
+TEXTURE_KINDS = ("stripes", "checks", "dots", "noise", "wood", "marble")
 _MIN_SIZE = 8
 
 
@@ -137,8 +142,64 @@ def _sample_shape(rng: np.random.Generator, size: int, bg_mean: np.ndarray) -> d
     return p
 
 
-def _sample_spec(seed: int, size: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """seed -> (background parameters, shape parameters). Deterministic."""
+def _sample_texture(rng: np.random.Generator, *, lo: float, hi: float) -> dict[str, Any]:
+    """Texture parameters: kind, two colours, orientation, frequency in cycles per unit (the image side for a
+    background, the object's diameter for a fill) drawn log-uniformly in [lo, hi], phase, and per-kind extras."""
+    kind = TEXTURE_KINDS[int(rng.integers(len(TEXTURE_KINDS)))]
+    c0 = _random_color(rng)
+    c1 = _random_color(rng)
+    for _ in range(8):  # the two colours differ visibly, so the texture carries structure
+        if np.abs(c0 - c1).sum() > 0.6:
+            break
+        c1 = _random_color(rng)
+    p: dict[str, Any] = {"kind": kind, "c0": c0, "c1": c1, "angle": float(rng.uniform(0, np.pi)),
+                         "freq": float(np.exp(rng.uniform(np.log(lo), np.log(hi)))),
+                         "phase": float(rng.uniform(0, 2 * np.pi)), "sharp": float(rng.uniform(1.0, 6.0))}
+    if kind == "dots":
+        p["dot"] = float(rng.uniform(0.2, 0.4))  # dot radius as a fraction of the lattice period
+    elif kind in ("noise", "wood", "marble"):
+        k = 16
+        ang = rng.uniform(0, 2 * np.pi, size=k)
+        rad = rng.uniform(0.5, 1.0, size=k)  # band: half to the full frequency
+        p["waves"] = np.stack([rad * np.cos(ang), rad * np.sin(ang)], axis=1)  # (k, 2), in units of freq
+        p["wave_phases"] = rng.uniform(0, 2 * np.pi, size=k)
+        if kind == "wood":
+            p["origin"] = rng.uniform(-0.6, 0.6, size=2)
+            p["turbulence"] = float(rng.uniform(0.05, 0.15))
+        elif kind == "marble":
+            p["turbulence"] = float(rng.uniform(0.8, 2.0))
+    return p
+
+
+def _sample_textured_spec(seed: int, size: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """seed -> the ``"textured"`` family's parameters: a texture background (2-10 cycles per side) and 1-3 shapes,
+    70 % of them filled with their own texture (1.5-4 cycles per diameter) and the rest solid. An independent stream
+    ``[seed, 2]``, so the two families of one seed are unrelated scenes."""
+    rng = np.random.default_rng([seed, 2])
+    tex = _sample_texture(rng, lo=2.0, hi=10.0)
+    bg = {"kind": "textured", "texture": tex, "c0": tex["c0"], "c1": tex["c1"]}
+    n = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
+    bg_mean = (np.asarray(bg["c0"]) + np.asarray(bg["c1"])) / 2
+    shapes = []
+    for _ in range(n):
+        p = _sample_shape(rng, size, bg_mean)
+        if rng.uniform() < 0.7:
+            p["fill"] = _sample_texture(rng, lo=1.5, hi=4.0)
+            p["color"] = tuple(float(c) for c in (p["fill"]["c0"] + p["fill"]["c1"]) / 2)
+        shapes.append(p)
+    return bg, shapes
+
+
+def _check_family(family: str) -> str:
+    if family not in FAMILIES:
+        raise InputError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    return family
+
+
+def _sample_spec(seed: int, size: int, family: str = "smooth") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """seed -> (background parameters, shape parameters) of ``family``. Deterministic."""
+    if _check_family(family) == "textured":
+        return _sample_textured_spec(seed, size)
     rng = np.random.default_rng(seed)
     bg = _sample_background(rng)
     n = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
@@ -167,6 +228,8 @@ def _box_average(a: np.ndarray) -> np.ndarray:
 def _render_background(p: dict[str, Any], x: np.ndarray, y: np.ndarray, size: int) -> np.ndarray:
     """Background colour at the sub-samples, then box-averaged.  -> (H, W, 3) float32 in [0, 1]."""
     u, v = x / size - 0.5, y / size - 0.5  # centred unit coordinates
+    if p["kind"] == "textured":
+        return _box_average(_texture(p["texture"], u, v))
     d = np.cos(p["angle"]) * u + np.sin(p["angle"]) * v  # in [-0.71, 0.71]
     g = np.clip(d / 1.42 + 0.5, 0, 1)[..., None]  # gradient parameter in [0, 1]
     c0, c1 = np.asarray(p["c0"], np.float32), np.asarray(p["c1"], np.float32)
@@ -184,6 +247,58 @@ def _render_background(p: dict[str, Any], x: np.ndarray, y: np.ndarray, size: in
         t = np.clip(0.5 + f, 0, 1)[..., None]
         out = (1 - 0.5 * t) * out + 0.5 * t * np.asarray(p["c2"], np.float32)
     return _box_average(out.astype(np.float32))
+
+
+def _texture(p: dict[str, Any], u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """A texture's colour at coordinates (u, v) in its unit (see :func:`_sample_texture`).  -> (..., 3) float32.
+
+    Each kind is a field ``t`` in [0, 1] mixing the two colours: stripes and marble a wave along ``angle`` (marble
+    bent by band-limited noise), checks the product of two waves, dots a lattice of disks, noise a sum of 16 random
+    waves in the band [freq / 2, freq], wood rings around an origin bent by that noise. ``sharp`` steepens the
+    profile of the waves (1: sinusoidal, 6: nearly square); anti-aliasing comes from the supersampled grid."""
+    ca, sa = np.cos(p["angle"]), np.sin(p["angle"])
+    a, b = ca * u + sa * v, -sa * u + ca * v  # texture frame
+    f, ph, kind = p["freq"], p["phase"], p["kind"]
+
+    def wave(z):
+        return np.tanh(p["sharp"] * z) / np.tanh(p["sharp"])
+
+    def noise():
+        n = np.zeros_like(u)
+        for (kx, ky), q in zip(p["waves"], p["wave_phases"], strict=True):
+            n += np.cos(2 * np.pi * f * (kx * a + ky * b) + q)
+        return n / np.sqrt(len(p["wave_phases"]) / 2)  # unit variance
+
+    if kind == "stripes":
+        t = 0.5 + 0.5 * wave(np.cos(2 * np.pi * f * a + ph))
+    elif kind == "checks":
+        t = 0.5 + 0.5 * wave(np.sin(2 * np.pi * f * a + ph) * np.sin(2 * np.pi * f * b + ph))
+    elif kind == "dots":
+        da, db = a * f - np.round(a * f), b * f - np.round(b * f)  # offset from the nearest lattice point
+        t = (da * da + db * db <= p["dot"] ** 2).astype(np.float32)
+    elif kind == "noise":
+        t = 0.5 + 0.5 * wave(0.5 * noise())
+    elif kind == "wood":
+        ou, ov = p["origin"]
+        r = np.sqrt((u - ou) ** 2 + (v - ov) ** 2)
+        t = 0.5 + 0.5 * wave(np.cos(2 * np.pi * f * (r + p["turbulence"] / f * noise()) + ph))
+    elif kind == "marble":
+        t = 0.5 + 0.5 * wave(np.sin(2 * np.pi * f * a + p["turbulence"] * noise() + ph))
+    else:
+        raise InputError(f"unknown texture kind {kind!r}; accepted: {', '.join(TEXTURE_KINDS)}")
+    t = np.clip(t, 0, 1)[..., None].astype(np.float32)
+    return (1 - t) * np.asarray(p["c0"], np.float32) + t * np.asarray(p["c1"], np.float32)
+
+
+def _render_fill(p: dict[str, Any], x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A shape's colour: its solid ``color`` (3,), or its texture fill box-averaged (H, W, 3), in the shape's own frame
+    (centre, angle, unit = diameter), so that the texture moves and turns with the shape."""
+    if "fill" not in p:
+        return np.asarray(p["color"], np.float32)
+    cx, cy = p["center"]
+    ca, sa = np.cos(p["angle"]), np.sin(p["angle"])
+    dx, dy = (x - cx) / (2 * p["radius"]), (y - cy) / (2 * p["radius"])
+    return _box_average(_texture(p["fill"], ca * dx + sa * dy, -sa * dx + ca * dy))
 
 
 def _shape_inside(p: dict[str, Any], x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -267,7 +382,7 @@ def render(
     x, y = _fine_grid(size)
     bg = _render_background(bg_params, x, y, size)
     alphas = [_coverage(p, x, y) for p in shapes]
-    colors = [np.asarray(p["color"], np.float32) for p in shapes]
+    colors = [_render_fill(p, x, y) for p in shapes]
     image = _to_uint8(_composite(bg, alphas, colors))
     if not ground_truth:
         return Scene(seed, image, image, [], [], [], [dict(p) for p in shapes], dict(bg_params))
@@ -300,13 +415,15 @@ def _check_seed(seed: int) -> int:
     return check_int("seed", seed, 0)
 
 
-def make_scene(seed: int, *, size: int = 32) -> Scene:
-    """The scene named by ``seed`` at ``size`` x ``size`` pixels, with its ground truth. Deterministic in ``seed``.
+def make_scene(seed: int, *, size: int = 32, family: str = "smooth") -> Scene:
+    """The scene named by ``seed`` in ``family`` (:data:`FAMILIES`) at ``size`` x ``size`` pixels, with its ground
+    truth. Deterministic in ``seed``.
 
-    Shape geometry scales with ``size``: the same seed gives the same scene at every resolution.
+    Shape geometry and textures scale with ``size``: the same seed gives the same scene at every resolution (a
+    texture finer than the pixels averages out at small sizes).
     """
     seed, size = _check_seed(seed), _check_size(size)
-    bg, shapes = _sample_spec(seed, size)
+    bg, shapes = _sample_spec(seed, size, family)
     return render(bg, shapes, size=size, seed=seed)
 
 
@@ -317,7 +434,8 @@ SYMMETRY_PERIOD = {"disk": 0.0, "ring": 0.0, "ellipse": np.pi, "bar": np.pi, "sq
 _MAX_TURN = 2 * np.pi / 3  # the largest turn drawn for "rotate"
 
 
-def scene_path(seed: int, num: int, *, size: int = 32, motion: str | None = None) -> list[Scene]:
+def scene_path(seed: int, num: int, *, size: int = 32, motion: str | None = None, family: str = "smooth"
+               ) -> list[Scene]:
     """``num`` frames in which the top object of scene ``seed`` moves or rotates along a parameter s in [0, 1].
 
     motion: ``"translate"`` (the centre moves in a straight line by 0.25-0.45 of the side, clipped to stay in view;
@@ -330,12 +448,13 @@ def scene_path(seed: int, num: int, *, size: int = 32, motion: str | None = None
     (0, P / 2] and the last frame never coincides with the first (a square turns by 22.5-45 degrees, a triangle by
     30-60; ellipses and bars keep 60-120). The random draws are the same for every kind, so the scene itself is
     ``make_scene(seed)``, and ellipse and bar rotations and translations not shortened by the border are unchanged.
+    ``family``: as :func:`make_scene`; a textured object's fill moves and turns with it.
     """
     seed, size = _check_seed(seed), _check_size(size)
     num = check_int("num", num, 2)
     if motion not in (None, "translate", "rotate"):
         raise InputError(f"motion must be None, 'translate' or 'rotate', got {motion!r}")
-    bg, shapes = _sample_spec(seed, size)
+    bg, shapes = _sample_spec(seed, size, family)
     rng = np.random.default_rng([seed, 1])  # an independent stream: the scene itself is make_scene(seed)
     top = shapes[-1]
     if motion is None:
@@ -365,14 +484,20 @@ def scene_path(seed: int, num: int, *, size: int = 32, motion: str | None = None
 
 
 def make_dataset(
-    seeds: Sequence[int] | range, size: int = 32, *, progress: ProgressFn | None = None
+    seeds: Sequence[int] | range, size: int = 32, *, progress: ProgressFn | None = None,
+    family: str | Sequence[str] = "smooth",
 ) -> np.ndarray:
-    """Images of the scenes named by ``seeds``.  -> (N, size, size, 3) uint8 (no ground truth: fast)."""
+    """Images of the scenes named by ``seeds``.  -> (N, size, size, 3) uint8 (no ground truth: fast).
+
+    ``family``: one of :data:`FAMILIES` for all, or one per seed (a mixture)."""
     size = _check_size(size)
     seeds = list(seeds)
+    families = [family] * len(seeds) if isinstance(family, str) else list(family)
+    if len(families) != len(seeds):
+        raise InputError(f"family: give one name or one per seed ({len(seeds)}), got {len(families)}")
     out = np.empty((len(seeds), size, size, 3), np.uint8)
-    for k, s in enumerate(seeds):
-        bg_p, shapes = _sample_spec(_check_seed(s), size)
+    for k, (s, fam) in enumerate(zip(seeds, families, strict=True)):
+        bg_p, shapes = _sample_spec(_check_seed(s), size, fam)
         out[k] = render(bg_p, shapes, size=size, seed=s, ground_truth=False).image
         if (k + 1) % 1000 == 0 or k + 1 == len(seeds):
             report(progress, k + 1, len(seeds), "rendering scenes")
