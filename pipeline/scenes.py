@@ -18,6 +18,10 @@ Ground-truth invariant (exact, tested): every pixel where ``removed[i]`` differs
 ``a_j = 1`` (which overwrites the pixel exactly), so both composites agree there. The converse does not hold: a masked
 pixel may keep its value when the object's colour matches what lies under it.
 
+Families (:data:`FAMILIES`): ``"smooth"`` (the default; gradients, horizons, low-frequency texture, solid shapes: the
+embedded model's training data) and ``"textured"`` (a texture background and mostly textured shapes, from an
+independent random stream of the same seed: where removal must fill a hole with structure, not a smooth blend).
+
 Seed splits (disjoint; training uses only ``TRAIN_SEEDS``):
 
 | split        | seeds                        | use                                        |
