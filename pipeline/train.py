@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LR_DECAYS = ("none", "cosine")
-DATASETS = ("scenes", "digits")
+#: Training data: procedural scenes of the smooth family ("scenes"), of the textured family ("textured"), both
+#: ("mixed": even seeds smooth, odd seeds textured; pipeline.scenes.FAMILIES), or rotated sklearn digits.
+DATASETS = ("scenes", "textured", "mixed", "digits")
 PIPELINE_NAME = "pipeline"
 
 
@@ -72,7 +74,7 @@ class TrainConfig:
     steps: int | None = None  # total optimisation steps (None: only the time budget stops the run)
     minutes: float | None = 100.0  # training time budget of this invocation, in minutes (None: only ``steps``)
     # --- data ---
-    dataset: str = "scenes"  # "scenes" (procedural, pipeline.scenes) | "digits" (rotated sklearn digits)
+    dataset: str = "scenes"  # one of DATASETS: "scenes" | "textured" | "mixed" (pipeline.scenes families) | "digits"
     pool_size: int = 30_000  # training images rendered once (scenes: seeds TRAIN_SEEDS[:pool_size]; digits: random
     # training digits at random angles, from ``seed``)
     hflip: bool = True  # random horizontal flips
@@ -83,6 +85,8 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0  # write checkpoint + pipeline export every this many minutes (and at the end)
     log_every: int = 50  # steps between loss lines in train.log
     resume: bool = True  # continue from out_dir/checkpoint.pt when it exists
+    init_from: str | None = None  # fresh starts only: a model source (load_model: "default", a pipeline folder) whose
+    # U-Net weights initialise the model and its EMA (fine-tuning); its architecture must be this config's
 
 
 #: Named recipes. ``cpu32`` is the shipped default (2 CPU cores, ~100 minutes); ``gpu64`` a larger 64x64 model.
@@ -93,6 +97,11 @@ PRESETS: dict[str, TrainConfig] = {
         attention_levels=(False, False, True, True), layers_per_block=2, norm_num_groups=32, attention_head_dim=64,
         batch_size=128, lr=2e-4, warmup_steps=1000, ema_decay=0.9995, steps=200_000, minutes=None, pool_size=200_000,
         checkpoint_minutes=20.0,
+    ),
+    # the default model fine-tuned on smooth and textured scenes (pipeline.scenes.FAMILIES), 60 minutes on 2 CPU cores
+    "textured32": TrainConfig(
+        out_dir="runs/textured32", dataset="mixed", init_from="default", lr=3e-4, warmup_steps=100,
+        lr_decay="cosine", minutes=60.0,
     ),
     # rotated digits (pipeline.digits) for the geodesic benchmark: 16 x 16, ~20 minutes on one CPU thread
     "digits16": TrainConfig(
@@ -156,7 +165,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         raise InputError(f"dataset must be one of {', '.join(DATASETS)}, got {cfg.dataset!r}")
     if cfg.dataset == "digits" and cfg.size not in (16, 32):
         raise InputError(f"the digits dataset comes in sizes 16 and 32, got size {cfg.size}")
-    if cfg.dataset == "scenes" and cfg.pool_size > len(TRAIN_SEEDS):
+    if cfg.dataset != "digits" and cfg.pool_size > len(TRAIN_SEEDS):
         raise InputError(f"pool_size must be <= {len(TRAIN_SEEDS)} (the training split), got {cfg.pool_size}")
     return cfg
 
@@ -187,6 +196,20 @@ def build_unet(cfg: TrainConfig):
     )
 
 
+def init_weights(unet, source: str) -> None:
+    """Copy the U-Net weights of the model ``source`` (anything :func:`pipeline.load_model` accepts) into ``unet``;
+    raises :class:`InputError` when the architectures differ."""
+    from .model import load_model
+
+    src = load_model(source, device="cpu", dtype="float32").unet.state_dict()
+    own = unet.state_dict()
+    if set(src) != set(own) or any(src[k].shape != own[k].shape for k in own):
+        diff = sorted(set(src) ^ set(own)) or [k for k in own if src[k].shape != own[k].shape]
+        raise InputError(f"init_from {source!r}: its U-Net differs from this config's ({len(diff)} tensors, e.g. "
+                         f"{diff[0]}); use a model trained with the same architecture")
+    unet.load_state_dict(src)
+
+
 def make_scheduler(cfg: TrainConfig, kind: str = "ddpm"):
     """The noise schedule of ``cfg`` as a diffusers DDPMScheduler (training) or DDIMScheduler (export)."""
     from diffusers import DDIMScheduler, DDPMScheduler
@@ -201,8 +224,10 @@ def load_pool(cfg: TrainConfig, out: Path, progress: ProgressFn | None = None) -
     ``out/digits_{size}px_{n}_seed{seed}.npy`` (digits), or rendered and cached."""
     if cfg.dataset == "digits":
         path = out / f"digits_{cfg.size}px_{cfg.pool_size}_seed{cfg.seed}.npy"
-    else:
+    elif cfg.dataset == "scenes":
         path = out / f"data_{cfg.size}px_{cfg.pool_size}.npy"
+    else:
+        path = out / f"{cfg.dataset}_{cfg.size}px_{cfg.pool_size}.npy"
     if path.is_file():
         data = np.load(path)
         if data.shape == (cfg.pool_size, cfg.size, cfg.size, 3) and data.dtype == np.uint8:
@@ -214,7 +239,10 @@ def load_pool(cfg: TrainConfig, out: Path, progress: ProgressFn | None = None) -
 
         data = make_digit_pool(cfg.pool_size, size=cfg.size, seed=cfg.seed)
     else:
-        data = make_dataset(TRAIN_SEEDS[: cfg.pool_size], cfg.size, progress=progress)
+        seeds = TRAIN_SEEDS[: cfg.pool_size]
+        family = {"scenes": "smooth", "textured": "textured"}.get(cfg.dataset) or [
+            ("smooth", "textured")[s % 2] for s in seeds]
+        data = make_dataset(seeds, cfg.size, progress=progress, family=family)
     dt = time.time() - t0
     log.info("rendered %d scenes in %.1f s (%.0f scenes/s)", len(data), dt, len(data) / max(dt, 1e-9))
     tmp = path.with_suffix(".tmp.npy")
@@ -344,6 +372,10 @@ def train(
         step = resumed_from = int(state["step"])
         prev_seconds = float(state["train_seconds"])
         note(f"resumed from {ckpt} at step {step}")
+    elif cfg.init_from:
+        init_weights(model, cfg.init_from)
+        ema.load_state_dict(model.state_dict())
+        note(f"initialised from {cfg.init_from}")
     note(f"config {json.dumps(asdict(cfg))}")
     note(f"device {device}, threads {torch.get_num_threads()}, parameters {n_params}")
 

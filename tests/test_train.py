@@ -137,3 +137,28 @@ def test_lr_schedule(tmp_path):
     cos = tiny_config(tmp_path, lr=1.0, warmup_steps=10, lr_decay="cosine", lr_min_ratio=0.1)
     assert lr_at(cos, 50, 0.0) == 1.0 and lr_at(cos, 50, 1.0) == pytest.approx(0.1)
     assert lr_at(cos, 50, 0.5) == pytest.approx(0.55)
+
+
+def test_mixed_pool_and_init_from(trained, tmp_path):
+    """The mixed dataset alternates the scene families by seed; init_from starts from another model's weights (one
+    step at a negligible learning rate exports them unchanged to 1e-8; a fresh start differs by about 0.1) and refuses a
+    different architecture."""
+    from pipeline.scenes import make_scene
+
+    cfg = tiny_config(tmp_path / "mixed", dataset="mixed", pool_size=4)
+    (tmp_path / "mixed").mkdir()
+    pool = load_pool(cfg, tmp_path / "mixed")
+    for s in range(4):
+        assert (pool[s] == make_scene(s, size=16, family=("smooth", "textured")[s % 2]).image).all()
+    assert (tmp_path / "mixed" / "mixed_16px_4.npy").is_file()
+    src = str(trained[1].pipeline_dir)
+    res = train(tiny_config(tmp_path / "ft", dataset="textured", pool_size=16, steps=1, lr=1e-12, init_from=src))
+    fresh = train(tiny_config(tmp_path / "fresh", dataset="textured", pool_size=16, steps=1, lr=1e-12))
+    a = load_model(src).unet.state_dict()
+    b = load_model(res.pipeline_dir).unet.state_dict()
+    c = load_model(fresh.pipeline_dir).unet.state_dict()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-8
+    assert max(float((a[k] - c[k]).abs().max()) for k in a) > 0.02  # measured 0.099
+    assert "initialised from" in (tmp_path / "ft" / "train.log").read_text()
+    with pytest.raises(InputError, match="init_from .* differs"):
+        train(tiny_config(tmp_path / "bad", block_out_channels=(8, 8), pool_size=16, steps=1, init_from=src))

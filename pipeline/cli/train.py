@@ -6,7 +6,7 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    from ..train import PRESETS
+    from ..train import DATASETS, PRESETS
 
     p = sub.add_parser(
         "train", help="train a DDPM on procedural scenes (the embedded default model)",
@@ -21,7 +21,10 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, help="images per step")
     p.add_argument("--lr", type=float, help="AdamW peak learning rate")
     p.add_argument("--lr-decay", choices=("none", "cosine"), help="learning-rate decay over this invocation")
-    p.add_argument("--dataset", choices=("scenes", "digits"), help="training data (digits: rotated sklearn digits)")
+    p.add_argument("--dataset", choices=DATASETS, help="training data: scenes (smooth family), textured, mixed "
+                   "(both families), digits (rotated sklearn digits)")
+    p.add_argument("--init-from", help="fresh starts: initialise the U-Net from this model (default, a pipeline "
+                   "folder) of the same architecture (fine-tuning)")
     p.add_argument("--pool-size", type=int, help="number of training scenes rendered once and cached")
     p.add_argument("--seed", type=int, help="seed of model init and data order")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
@@ -44,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         lr_decay=args.lr_decay, dataset=args.dataset, pool_size=args.pool_size, seed=args.seed,
         device=args.device, threads=args.threads,
         checkpoint_minutes=args.checkpoint_minutes, log_every=args.log_every, resume=args.resume,
+        init_from=args.init_from,
     )
     if args.steps is not None:
         cfg = replace(cfg, steps=args.steps or None)
