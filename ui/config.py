@@ -21,6 +21,13 @@ MAX_FILE_SIZE = "80mb"
 #: Longest model source accepted (a folder path or a hub id ``owner/name``).
 MAX_SOURCE_CHARS = 256
 
+#: Public checkpoints the model list offers by hub id (loaded from the network, or offline from the local hub cache):
+#: the 35.7M-parameter CIFAR-10 DDPM (32x32), a 113.7M-parameter 256x256 DDPM (every google/ddpm-*-256 shares its
+#: architecture) and Stable Diffusion 1.5 (latent, 512x512 images, 859.5M-parameter U-Net). Hosted mode offers them
+#: only when allowed: ``DIFFGEO_ALLOWED_MODELS=public`` (all of them) or by id.
+PUBLIC_MODELS = ("google/ddpm-cifar10-32", "google/ddpm-ema-celebahq-256",
+                 "stable-diffusion-v1-5/stable-diffusion-v1-5")
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -110,10 +117,15 @@ class AppConfig:
         return replace(base, steps=steps, time_limit_s=limit)
 
     def model_choices(self) -> dict[str, str]:
-        """Names shown in the model dropdown -> model sources. Hosted mode names local folders without their path."""
+        """Names shown in the model dropdown -> model sources: "default", the selected model, the allowed ones
+        (``public`` stands for :data:`PUBLIC_MODELS`), and in normal mode the public checkpoints. Hosted mode offers
+        nothing else and names local folders without their path."""
         choices = {"default": "default"}
+        allowed = [m for a in self.allowed_models for m in (PUBLIC_MODELS if a == "public" else (a,))]
+        if not self.hosted:
+            allowed += PUBLIC_MODELS
         extra = [self.model] if self.model != "default" else []
-        extra += [m for m in self.allowed_models if m not in extra and m != "default"]
+        extra += [m for m in allowed if m not in extra and m != "default"]
         for i, src in enumerate(extra, 1):
             hosted_local = self.hosted and (os.sep in src or src.startswith(".")) and Path(src).expanduser().exists()
             choices[f"local model {i}" if hosted_local else src] = src

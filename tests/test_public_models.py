@@ -1,0 +1,62 @@
+"""The public checkpoints in the app: offered by hub id, allow-listed in hosted mode, loaded offline from the local
+hub cache (a small variant of the CIFAR-10 DDPM's architecture laid out as the cache lays out a download)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.reference import SMALL_DIVISOR, build_reference, small_sample_size
+from pipeline.errors import InputError
+from ui.config import PUBLIC_MODELS, AppConfig
+from ui.models import ModelManager
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_model_list_offers_the_public_checkpoints(monkeypatch):
+    assert PUBLIC_MODELS == ("google/ddpm-cifar10-32", "google/ddpm-ema-celebahq-256",
+                             "stable-diffusion-v1-5/stable-diffusion-v1-5")
+    assert list(AppConfig().model_choices()) == ["default", *PUBLIC_MODELS]
+    assert list(AppConfig(hosted=True).model_choices()) == ["default"], "hosted: nothing unless allowed"
+    assert list(AppConfig(hosted=True, allowed_models=("public",)).model_choices()) == ["default", *PUBLIC_MODELS]
+    one = AppConfig(hosted=True, allowed_models=("google/ddpm-cifar10-32",))
+    assert list(one.model_choices()) == ["default", "google/ddpm-cifar10-32"]
+    manager = ModelManager(one)
+    assert manager.resolve("google/ddpm-cifar10-32") == ("google/ddpm-cifar10-32", "google/ddpm-cifar10-32")
+    with pytest.raises(InputError, match="offers the models"):
+        manager.resolve("stable-diffusion-v1-5/stable-diffusion-v1-5")
+    monkeypatch.setenv("DIFFGEO_ALLOWED_MODELS", "public")
+    assert list(AppConfig.from_env(hosted=True).model_choices()) == ["default", *PUBLIC_MODELS]
+
+
+def test_hosted_app_loads_an_allowed_hub_id_offline(tmp_path):
+    from test_reference import place_in_hub_cache
+
+    folder = tmp_path / "cifar-small"
+    build_reference("cifar10-32", folder, seed=0, divisor=SMALL_DIVISOR, sample_size=small_sample_size("cifar10-32"))
+    hf_home = tmp_path / "hf-home"
+    place_in_hub_cache(folder, hf_home / "hub", "google/ddpm-cifar10-32")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HOME=str(hf_home), HF_HUB_CACHE=str(hf_home / "hub"), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
+               DIFFGEO_ALLOWED_MODELS="public", DIFFGEO_HOSTED="1")
+    code = (
+        "import json\n"
+        "from ui.config import AppConfig\n"
+        "from ui.models import ModelManager\n"
+        "m = ModelManager(AppConfig.from_env())\n"
+        "src, label = m.resolve('google/ddpm-cifar10-32')\n"
+        "model = m.model(src, 'cpu')\n"
+        "print(json.dumps(dict(src=src, kind=model.kind, size=model.sample_size, source=model.source)))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got == {"src": "google/ddpm-cifar10-32", "kind": "pixel", "size": small_sample_size("cifar10-32"),
+                   "source": "google/ddpm-cifar10-32"}
