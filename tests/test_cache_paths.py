@@ -141,3 +141,18 @@ def test_not_http_passes_through():
 
     asyncio.run(HideCachePaths(app, folders=[ROOT])({"type": "lifespan"}, None, None))
     assert calls == ["lifespan"]
+
+
+def test_a_stated_length_in_several_parts_is_rewritten_whole():
+    """A response that states its length but sends its body in parts (a path split between them) is gathered,
+    rewritten and sent with the new length."""
+    body = f'{{"path": "{ROOT}/abc/x.png"}}'.encode()
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body[:15], "more_body": True})
+        await send({"type": "http.response.body", "body": body[15:], "more_body": False})
+
+    r = TestClient(HideCachePaths(app, folders=[ROOT])).get("/")
+    assert r.json() == {"path": f"{ALIAS}/abc/x.png"} and int(r.headers["content-length"]) == len(r.content)

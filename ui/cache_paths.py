@@ -5,7 +5,8 @@ Gradio's file protocol hands the browser each file's absolute path (``{"path": "
 those paths back as inputs. :class:`HideCachePaths` is an ASGI middleware that rewrites the absolute cache folder to
 :data:`ALIAS` (``gradio-cache``) in every JSON, event-stream and text response, and back to the absolute folder in
 request bodies (all but multipart uploads) and in request paths (``/gradio_api/file=gradio-cache/...``). Gradio
-itself only ever sees absolute paths, so its own checks (a file must lie in its cache or an allowed folder) are unchanged.
+itself only ever sees absolute paths, so its own checks (a file must lie in its cache or an allowed folder) are
+unchanged.
 
 Wire it with ``demo.launch(app_kwargs={"middleware": [cache_paths.middleware()]})``: middleware given to the app's
 constructor sits inside gradio's compression middleware, so it sees plain bytes.
@@ -91,36 +92,40 @@ class HideCachePaths:
                                        urllib.parse.quote(folders[0], safe="/").encode())
         if not dict(scope.get("headers") or []).get(b"content-type", b"").startswith(b"multipart/"):
             receive = _revealing_receive(receive, first)  # JSON bodies, whatever they are labelled; not uploads
-        state = {"text": False, "tail": b"", "start": None}
+        state: dict = {"text": False, "tail": b"", "start": None, "parts": []}
         needles = [p[0] for p in pairs]
 
         async def send_hidden(message):
             if message["type"] == "http.response.start":
-                ctype = dict(message.get("headers") or []).get(b"content-type", b"")
+                headers = message.get("headers") or []
+                ctype = dict(headers).get(b"content-type", b"")
                 state["text"] = any(t in ctype for t in _TEXT_TYPES)
-                if not state["text"]:
-                    await send(message)
+                if state["text"] and any(k.lower() == b"content-length" for k, _ in headers):
+                    # A stated length changes with the rewrite: hold the start until the whole body is in.
+                    state["start"] = {**message, "headers": [(k, v) for k, v in headers
+                                                             if k.lower() != b"content-length"]}
                     return
-                # The length changes: Content-Length is recomputed for a one-part body, dropped for a stream.
-                message = dict(message)
-                message["headers"] = [(k, v) for k, v in message.get("headers") or []
-                                      if k.lower() != b"content-length"]
-                state["start"] = message
+                await send(message)  # files untouched; streams (no length) start at once
                 return
             if message["type"] != "http.response.body" or not state["text"]:
                 await send(message)
                 return
             more = message.get("more_body", False)
-            data = state["tail"] + message.get("body", b"")
+            if state["start"] is not None:  # a held response: gather, rewrite, send with its new length
+                state["parts"].append(message.get("body", b""))
+                if more:
+                    return
+                body = hide(b"".join(state["parts"]), pairs)
+                start, state["start"], state["parts"] = state["start"], None, []
+                start["headers"] = [*start["headers"], (b"content-length", str(len(body)).encode())]
+                await send(start)
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+                return
+            data = state["tail"] + message.get("body", b"")  # a stream: rewrite chunk by chunk
             keep = _held_tail(data, needles) if more else 0
             state["tail"] = data[len(data) - keep:] if keep else b""
-            body = hide(data[:len(data) - keep], pairs)
-            if state["start"] is not None:
-                start, state["start"] = state["start"], None
-                if not more:
-                    start["headers"] = [*start["headers"], (b"content-length", str(len(body)).encode())]
-                await send(start)
-            await send({"type": "http.response.body", "body": body, "more_body": more})
+            await send({"type": "http.response.body", "body": hide(data[:len(data) - keep], pairs),
+                        "more_body": more})
 
         await self.app(scope, receive, send_hidden)
 
