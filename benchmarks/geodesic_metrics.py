@@ -9,6 +9,8 @@ Parts (``--parts``, results merged into ``benchmarks/results/geodesic_metrics.js
    metric.
 2. ``scenes``: held-out moving-object scenes (:func:`pipeline.scenes.scene_path`, the first ``--pairs`` held-out seeds
    whose object moves), interpolation of first and last frame at each t* by every variant; the default model.
+4. ``energy``: for the same held-out pairs, the true frames DDIM-inverted to t* against LERP, in both metrics: the
+   Euclidean and metric parts of their energies, and the lam above which the true path would be the cheaper.
 3. ``digits``: held-out rotated digits (:mod:`pipeline.digits`): the same digit at angles theta and theta + ``SPAN``,
    interpolated by every variant with the digits model (``weights/digits16``), scored against the true rotations:
    nearest rotated frame, the angle recovered per frame (the best-matching rotation of that digit on a 2-degree grid)
@@ -163,9 +165,10 @@ def _aggregate(per: list[dict], interiors: list[np.ndarray], ref: np.ndarray) ->
 
 
 def _image_part(model, pairs: list[dict], ref: np.ndarray, *, variants: list[str], t_stars: list[int],
-                n_points: int, max_iter: int, num_steps: int, extra=None) -> dict:
+                n_points: int, max_iter: int, num_steps: int, extra=None, save=None) -> dict:
     """Run every variant on every pair at every t*; ``pairs``: dicts with a, b (uint8), truth01 (dense), own
-    (frame index per path point), gt (uint8 frames at the parameters), id."""
+    (frame index per path point), gt (uint8 frames at the parameters), id. ``save(partial)`` after every row, so an
+    interrupted run keeps the rows it finished."""
     rows, per_pair = [], {}
     for t_star in t_stars:
         for name in [GT, *variants]:
@@ -185,10 +188,12 @@ def _image_part(model, pairs: list[dict], ref: np.ndarray, *, variants: list[str
                       f"{rec['denoise_err']:.4f} step {rec['step_mean']:.4f} {info['seconds']:.0f}s", flush=True)
             rows.append({"t_star": t_star, "variant": name, **_aggregate(per, interiors, ref)})
             per_pair[f"t{t_star}/{name}"] = per
+            if save is not None:
+                save({"rows": rows, "per_pair": per_pair})
     return {"rows": rows, "per_pair": per_pair}
 
 
-def bench_scenes(variants, t_stars, n_pairs, n_points, max_iter, num_steps) -> dict:
+def bench_scenes(variants, t_stars, n_pairs, n_points, max_iter, num_steps, save=None) -> dict:
     """Held-out moving-object scenes with the default model."""
     from pipeline.model import load_model
     from pipeline.scenes import make_dataset, scene_path, split_seeds
@@ -208,10 +213,11 @@ def bench_scenes(variants, t_stars, n_pairs, n_points, max_iter, num_steps) -> d
         if len(pairs) == n_pairs:
             break
     ref = make_dataset(split_seeds("heldout", N_REF, offset=500_000), model.image_size)
+    head = {"seeds": [p["id"] for p in pairs], "n_points": n_points, "max_iter": max_iter, "num_steps": num_steps,
+            "reference": f"{N_REF} held-out scenes (seeds from offset 500000 of the held-out split)"}
     out = _image_part(model, pairs, ref, variants=variants, t_stars=t_stars, n_points=n_points, max_iter=max_iter,
-                      num_steps=num_steps)
-    return {"seeds": [p["id"] for p in pairs], "n_points": n_points, "max_iter": max_iter, "num_steps": num_steps,
-            "reference": f"{N_REF} held-out scenes (seeds from offset 500000 of the held-out split)", **out}
+                      num_steps=num_steps, save=None if save is None else (lambda part: save({**head, **part})))
+    return {**head, **out}
 
 
 def _digit_pairs(model, n_pairs: int, n_points: int, seed: int = 0) -> list[dict]:
@@ -245,7 +251,7 @@ def _angles(imgs_u8: np.ndarray, pr: dict) -> dict:
             "monotonic": float(bool(np.all(np.diff(rel) >= -ANGLE_GRID)))}
 
 
-def bench_digits(variants, t_stars, n_pairs, n_points, max_iter, num_steps) -> dict:
+def bench_digits(variants, t_stars, n_pairs, n_points, max_iter, num_steps, save=None) -> dict:
     """Held-out rotated digits with the digits model."""
     from pipeline.digits import DIGIT_SPLITS, make_digit_pool
     from pipeline.model import load_model
@@ -253,12 +259,87 @@ def bench_digits(variants, t_stars, n_pairs, n_points, max_iter, num_steps) -> d
     model = load_model(str(DIGITS_MODEL), device="cpu")
     pairs = _digit_pairs(model, n_pairs, n_points)
     ref = make_digit_pool(N_REF, size=model.image_size, seed=12345, split="heldout")
-    out = _image_part(model, pairs, ref, variants=variants, t_stars=t_stars, n_points=n_points, max_iter=max_iter,
-                      num_steps=num_steps, extra=_angles)
-    return {"pairs": [p["id"] for p in pairs], "span_degrees": SPAN, "n_points": n_points, "max_iter": max_iter,
+    head = {"pairs": [p["id"] for p in pairs], "span_degrees": SPAN, "n_points": n_points, "max_iter": max_iter,
             "num_steps": num_steps, "model": "weights/digits16",
             "heldout_digits": f"indices {DIGIT_SPLITS['heldout'].start}-{DIGIT_SPLITS['heldout'].stop - 1}",
-            "reference": f"{N_REF} held-out digits at random angles", **out}
+            "reference": f"{N_REF} held-out digits at random angles"}
+    out = _image_part(model, pairs, ref, variants=variants, t_stars=t_stars, n_points=n_points, max_iter=max_iter,
+                      num_steps=num_steps, extra=_angles,
+                      save=None if save is None else (lambda part: save({**head, **part})))
+    return {**head, **out}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# 4. what each metric charges for the true path
+# --------------------------------------------------------------------------------------------------------------------
+def _energy_terms(score, path: torch.Tensor, sigma: float) -> dict:
+    """The two parts of E = Eu + lam Q of a path for both metrics: Eu = (N/2) sum |d|^2, Q = (N/2) sum q_i."""
+    from pipeline.geodesic import denoiser_term, score_term
+
+    n = path.shape[0] - 1
+    d = path[1:] - path[:-1]
+    with torch.no_grad():
+        q_score = float(score_term(score, path).sum())
+    q_den = float(denoiser_term(score, path, sigma=sigma).sum())
+    return {"eu": 0.5 * n * float(d.double().pow(2).sum()), "q_score": 0.5 * n * q_score, "q_denoiser": 0.5 * n * q_den}
+
+
+def bench_energy(kind: str, t_stars, n_pairs: int, n_points: int, num_steps: int) -> dict:
+    """For each held-out pair and t*: the true frames at the path's parameters DDIM-inverted to t* (the path a geodesic
+    would have to find) against LERP between the same inverted ends, in both metrics. With E = Eu + lam Q, the true
+    path is cheaper than LERP for lam > lam* = (Eu_gt - Eu_lerp) / (Q_lerp - Q_gt) when Q_gt < Q_lerp, never when not.
+    """
+    from pipeline import ddim
+    from pipeline.images import image_to_tensor
+    from pipeline.interpolate import model_sigma, score_functions
+    from pipeline.model import load_model
+
+    if kind == "scenes":
+        from pipeline.scenes import scene_path, split_seeds
+
+        model = load_model("default", device="cpu")
+        dense = 4 * (n_points - 1) + 1
+        own = [round(i * (dense - 1) / (n_points - 1)) for i in range(n_points)]
+        frames = []
+        for seed in split_seeds("heldout", 200):
+            fr = scene_path(seed, 2, size=model.image_size)
+            if np.abs(fr[0].image.astype(int) - fr[1].image.astype(int)).mean() < 1.0:
+                continue
+            fr = scene_path(seed, dense, size=model.image_size)
+            frames.append((seed, [fr[k].image for k in own]))
+            if len(frames) == n_pairs:
+                break
+    else:
+        model = load_model(str(DIGITS_MODEL), device="cpu")
+        frames = [(p["id"], list(p["gt"])) for p in _digit_pairs(model, n_pairs, n_points)]
+    rows, per = [], {}
+    for t_star in t_stars:
+        score, _ = score_functions(model, t_star)
+        sigma = model_sigma(model, t_star)
+        recs = []
+        for pid, imgs in frames:
+            x = torch.cat([image_to_tensor(im, model.image_size) for im in imgs])
+            gt = ddim.invert(model, model.encode(x), t_end=t_star, num_steps=num_steps)  # (n, C, h, w)
+            t = torch.linspace(0, 1, n_points, dtype=gt.dtype).reshape(-1, 1, 1, 1)
+            lin = (1 - t) * gt[0] + t * gt[-1]
+            g, lo = _energy_terms(score, gt, sigma), _energy_terms(score, lin, sigma)
+            rec = {"id": pid, "gt": g, "lerp": lo, "euclid_ratio": g["eu"] / lo["eu"]}
+            for m in ("score", "denoiser"):
+                qg, ql = g[f"q_{m}"], lo[f"q_{m}"]
+                rec[f"q_ratio_{m}"] = qg / ql
+                rec[f"lam_star_{m}"] = (g["eu"] - lo["eu"]) / (ql - qg) if qg < ql else math.inf
+            recs.append(rec)
+            print(f"  {kind} t*={t_star} {pid}: Eu gt/lerp {rec['euclid_ratio']:.1f}, Q gt/lerp score "
+                  f"{rec['q_ratio_score']:.3g} denoiser {rec['q_ratio_denoiser']:.3g}", flush=True)
+        per[f"t{t_star}"] = recs
+        rows.append({"t_star": t_star, "pairs": len(recs),
+                     "euclid_ratio": float(np.median([r["euclid_ratio"] for r in recs])),
+                     **{f"q_ratio_{m}": float(np.median([r[f"q_ratio_{m}"] for r in recs]))
+                        for m in ("score", "denoiser")},
+                     **{f"lam_star_{m}": float(np.median([r[f"lam_star_{m}"] for r in recs]))
+                        for m in ("score", "denoiser")},
+                     **{f"gt_cheaper_{m}": sum(r[f"q_ratio_{m}"] < 1 for r in recs) for m in ("score", "denoiser")}})
+    return {"rows": rows, "per_pair": per, "n_points": n_points, "num_steps": num_steps}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -297,6 +378,24 @@ def _md_images(res: dict, title: str, digits: bool) -> list[str]:
     return out
 
 
+def _md_energy(res: dict) -> list[str]:
+    out = ["## 4. What each metric charges for the true path", "",
+           "The true frames at the path's parameters DDIM-inverted to t* (the path a geodesic would have to find) "
+           "against LERP between the same inverted ends. E = Eu + lam Q; Eu ratio = Eu(true) / Eu(LERP), Q ratio = "
+           "Q(true) / Q(LERP) per metric (medians over pairs); the true path is cheaper than LERP for "
+           "lam > lam* = (Eu_true - Eu_lerp) / (Q_lerp - Q_true) when its Q is smaller, for no lam when not "
+           "('pairs with Q smaller' counts them). LERP is not the minimiser, so this bounds what a metric of this "
+           "family can do: where the true path costs more than LERP, the geodesic will not find it.", "",
+           "| data | t* | pairs | Eu ratio | Q ratio score | Q ratio denoiser | pairs with Q smaller (score / "
+           "denoiser) | lam* score | lam* denoiser |", "|---|---|---|---|---|---|---|---|---|"]
+    for kind in ("scenes", "digits"):
+        for r in res.get(kind, {}).get("rows", []):
+            out.append(f"| {kind} | {r['t_star']} | {r['pairs']} | {r['euclid_ratio']:.1f} | "
+                       f"{r['q_ratio_score']:.3g} | {r['q_ratio_denoiser']:.3g} | {r['gt_cheaper_score']} / "
+                       f"{r['gt_cheaper_denoiser']} | {r['lam_star_score']:.3g} | {r['lam_star_denoiser']:.3g} |")
+    return out
+
+
 def markdown(res: dict) -> str:
     lines = ["# Geodesic metrics against LERP and SLERP", "",
              "Reproduce: " + "; ".join(f"`{c}`" for c in res.get("commands", [])), "",
@@ -329,6 +428,8 @@ def markdown(res: dict) -> str:
                             f"(recovered = the best-matching rotation of the same digit on a {ANGLE_GRID:g}-degree "
                             "grid); monotonic: fraction of paths whose recovered angles never step back by more than "
                             "one grid step.", digits=True) + [""]
+    if "energy" in res:
+        lines += _md_energy(res["energy"]) + [""]
     return "\n".join(lines)
 
 
@@ -365,11 +466,19 @@ def main(argv=None) -> int:
             print(f"{part}:", flush=True)
             if part == "synthetic":
                 res["synthetic"] = bench_synthetic(args.synthetic_pairs)
+            elif part == "energy":
+                res["energy"] = {k: bench_energy(k, t_stars, args.pairs, args.n_points, args.num_steps)
+                                 for k in ("scenes", "digits")}
             elif part in ("scenes", "digits"):
                 fn = bench_scenes if part == "scenes" else bench_digits
-                res[part] = fn(variants, t_stars, args.pairs, args.n_points, args.max_iter, args.num_steps)
+
+                def save(partial, part=part):
+                    res[part] = partial
+                    out_json.write_text(json.dumps(res, indent=1, default=float))
+
+                res[part] = fn(variants, t_stars, args.pairs, args.n_points, args.max_iter, args.num_steps, save)
             else:
-                p.error(f"unknown part {part!r}; known: synthetic, scenes, digits")
+                p.error(f"unknown part {part!r}; known: synthetic, scenes, digits, energy")
             out_json.write_text(json.dumps(res, indent=1, default=float))
     out_md.write_text(markdown(res))
     print(f"wrote {out_md}")

@@ -991,7 +991,9 @@ def _md_images(res: dict) -> list[str]:
               "a method: the ground-truth frames themselves inverted to t* and decoded, i.e. the path the geodesic "
               "should find. Its energy is far above the geodesic's (its Euclidean length alone is several chords, "
               "and G = I + lam s s^T >= I never makes a path shorter than Euclidean), so no lam makes it the "
-              "minimiser; see benchmarks/results/geodesic_image_study.md."
+              "minimiser; see benchmarks/results/geodesic_image_study.md. Realism (SFD, KID, denoising error) and "
+              "step smoothness of the same comparison, for every metric in pipeline.geodesic.METRICS and on "
+              "rotated digits too: benchmarks/results/geodesic_metrics.md (benchmarks/geodesic_metrics.py)."
               + ("" if im["model"] == "default" else " Not the embedded default model: the weights "
                  "given by --model.") + "\n",
               "| t* | method | nearest-GT RMSE (mean) | (worst) | own-frame RMSE | endpoint RMSE | step CV "
