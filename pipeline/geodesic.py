@@ -598,7 +598,7 @@ def geodesic_bvp(
     a: torch.Tensor,
     b: torch.Tensor,
     *,
-    lam: float = DEFAULT_LAM,
+    lam: float | None = None,
     n_points: int = 16,
     score_jvp: ScoreJvpFn | None = None,
     init: str = "linear",
@@ -626,7 +626,8 @@ def geodesic_bvp(
     Args:
         score: batched score, (N, *shape) -> (N, *shape).
         a, b: endpoints, (*shape) each (any shape; a single point, no batch axis).
-        lam: metric weight (>= 0; 0 gives the Euclidean straight line).
+        lam: metric weight (>= 0; 0 gives the Euclidean straight line); None: the metric's default,
+            :data:`METRIC_LAMS`.
         n_points: points of the path including both endpoints (>= 3).
         score_jvp: ``(x, v) -> D s(x)[v]`` or ``(s(x), D s(x)[v])``; enables the JVP-assembled gradient.
         init: starting curve, ``"linear"`` or ``"slerp"`` (ignored when ``init_path`` is given).
@@ -650,14 +651,16 @@ def geodesic_bvp(
         raise InputError(f"score must be a callable (N, *shape) -> (N, *shape), got {type(score).__name__}")
     if score_jvp is not None and not callable(score_jvp):
         raise InputError(f"score_jvp must be None or a callable (x, v) -> D s(x)[v], got {type(score_jvp).__name__}")
+    metric = check_choice("metric", metric, METRICS)
     cfg = BVPConfig(
-        lam=_check_lam(lam), n_points=_check_n_points(n_points), init=check_choice("init", init, INITS),
+        lam=_check_lam(METRIC_LAMS[metric] if lam is None else lam), n_points=_check_n_points(n_points),
+        init=check_choice("init", init, INITS),
         optimizer=check_choice("optimizer", optimizer, OPTIMIZERS),
         gradient=check_choice("gradient", gradient, GRADIENTS), max_iter=check_int("max_iter", max_iter, 1),
         tol=check_float("tol", tol, 0.0, lo_open=True), history_size=check_int("history_size", history_size, 1),
         precondition=bool(precondition), lr=check_float("lr", lr, 0.0, lo_open=True),
         chunk=None if chunk is None else check_int("chunk", chunk, 1), rule=check_choice("rule", rule, RULES),
-        metric=check_choice("metric", metric, METRICS), sigma=None,
+        metric=metric, sigma=None,
     )
     cfg = replace(cfg, sigma=_check_sigma(sigma, cfg.metric))
     if cfg.metric != "score" and cfg.rule != "midpoint":

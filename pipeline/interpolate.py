@@ -39,10 +39,10 @@ import torch
 from . import ddim
 from .errors import InputError
 from .geodesic import (
-    DEFAULT_LAM,
     DEFAULT_METRIC,
     GRADIENTS,
     MAX_PATH_POINTS,
+    METRIC_LAMS,
     METRICS,
     GeodesicResult,
     ScoreFn,
@@ -65,6 +65,10 @@ from .protocols import DiffusionOps
 from .validate import check_choice, check_float, check_int
 
 METHODS = ("geodesic", "lerp", "slerp")
+
+#: The metric of :func:`interpolate_images` when none is named (:data:`pipeline.geodesic.METRICS`), chosen from the
+#: held-out figures of benchmarks/results/geodesic_metrics.md (see benchmarks/results/geodesic_metric_study.md).
+DEFAULT_IMAGE_METRIC = DEFAULT_METRIC
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,12 @@ def _path_stats(score, path, lam, chunk, rule="midpoint", metric=DEFAULT_METRIC,
     return e, curve_length(score, path, **kw), eu
 
 
+def _resolve_lam(lam: float | None, metric: str) -> float:
+    """lam, or the metric's default (:data:`pipeline.geodesic.METRIC_LAMS`) when None; the metric is checked."""
+    metric = check_choice("metric", metric, METRICS)
+    return METRIC_LAMS[metric] if lam is None else check_float("lam", lam, 0.0)
+
+
 def _differentiable(score):
     """The score as the denoiser metric's forward-mode JVP needs it (evaluated with gradients enabled)."""
     def f(x):
@@ -216,9 +226,9 @@ def interpolate_images(
     *,
     n_points: int = 9,
     t_star: int = 400,
-    lam: float = DEFAULT_LAM,
+    lam: float | None = None,
     method: str = "geodesic",
-    metric: str = DEFAULT_METRIC,
+    metric: str = DEFAULT_IMAGE_METRIC,
     num_steps: int = 50,
     gradient: str = "auto",
     batch_size: int = 16,
@@ -236,7 +246,8 @@ def interpolate_images(
         n_points: path points including both ends (>= 3).
         t_star: noise level of the path (DDIM inversion target), in [1, T - 1].
         lam: metric weight lambda (``G = I + lam s s^T`` for ``metric="score"``, ``G = I + lam (I - J_D)^2`` for
-            ``"denoiser"``, where lam is already relative: a step off the data costs ~(1 + lam) |u|^2).
+            ``"denoiser"``, where lam is already relative: a step off the data costs ~(1 + lam) |u|^2); None: the
+            metric's default, :data:`pipeline.geodesic.METRIC_LAMS`.
         method: ``"geodesic"`` | ``"lerp"`` | ``"slerp"``.
         metric: the geodesic's metric, one of :data:`pipeline.geodesic.METRICS` (``"score"``: the paper's;
             ``"denoiser"``: every direction off the data stretched, with sigma = sqrt(1 - alpha_bar(t_star))). Energy
@@ -254,6 +265,7 @@ def interpolate_images(
     Returns:
         :class:`ImagePath` with ``n_points`` uint8 images at the model's image size.
     """
+    lam = _resolve_lam(lam, metric)
     score, score_jvp, grad_mode, xa, xb, lam_rel, secs = _start(
         model, image_a, image_b, t_star=t_star, num_steps=num_steps, method=method, lam=lam, gradient=gradient,
         inversion=inversion, progress=progress, cancel=cancel, metric=metric)
@@ -290,7 +302,7 @@ def extrapolate_images(
     beyond: float = 0.5,
     n_points: int = 9,
     t_star: int = 400,
-    lam: float = DEFAULT_LAM,
+    lam: float | None = None,
     method: str = "geodesic",
     metric: str = "score",
     num_steps: int = 50,
@@ -323,7 +335,7 @@ def extrapolate_images(
     if n_points + n_extra > MAX_PATH_POINTS:
         raise InputError(f"beyond={beyond:g} with n_points={n_points} asks for {n_extra} extra points; the whole path "
                          f"must stay within {MAX_PATH_POINTS} points")
-    check_choice("metric", metric, METRICS)
+    lam = _resolve_lam(lam, metric)
     if method == "geodesic":
         check_shoot_metric(metric)
     score, score_jvp, grad_mode, xa, xb, lam_rel, secs = _start(
