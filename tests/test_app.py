@@ -966,7 +966,8 @@ def test_no_private_helper_is_a_server_endpoint():
         if fn.fn is not None and fn.api_visibility == "private":
             # the lab's slider events (checked as /lab); an editor's upload (its value is checked like an edit's
             # image: read_editor); "Edit this result further" (its only input is the session's own gr.State)
-            assert getattr(fn.fn, "__name__", "") in ("lab", "upload", "send_back", "send_back_file"), fn.api_name
+            assert getattr(fn.fn, "__name__", "") in ("lab", "upload", "upload_file", "send_back",
+                                                           "send_back_file"), fn.api_name
     copy = [fn for fn in demo.fns.values() if fn.js and "background" in fn.js]
     assert len(copy) == 1 and copy[0].fn is None
 

@@ -469,7 +469,8 @@ def test_hosted_responses_show_no_server_path(hosted_server, files, tiny_pixel_d
     # private server events: the lab's sliders (checked as /lab), the editors' uploads (their value is checked like
     # an edit's image) and "Edit this result further" (its only input is the session's own gr.State)
     assert not [d for d in config["dependencies"] if d.get("backend_fn") and d.get("api_visibility") == "private"
-                and not re.match(r"(lab|upload|send_back)(_\d+|_file)?$", str(d.get("api_name", "")))]
+                and not re.match(r"(lab|upload|upload_file|send_back|send_back_file)(_\d+)?$",
+                                 str(d.get("api_name", "")))]
     calls = list((folder / "gradio" / "diffgeo-outputs" / "sessions").glob("*/*"))
     assert calls and all(re.fullmatch(r"[0-9a-f]{32}", p.name) and re.fullmatch(r"[0-9a-f]{32}", p.parent.name)
                          for p in calls)

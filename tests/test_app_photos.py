@@ -146,6 +146,16 @@ def test_a_stale_or_lost_original_is_not_used(big, tmp_path):
     assert p.full.shape == work.shape
 
 
+def test_the_photo_button_sends_only_the_working_copy_to_the_canvas(big, tmp_path):
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(big).save(path, quality=90)
+    canvas, original, note = edit_tab.upload_file_event(True)(str(path))
+    assert picture(canvas["background"]).shape == (768, 1024, 3) and original.full_shape == BIG
+    assert "4000x3000" in note
+    with pytest.raises(gr.Error, match="not a readable image"):
+        edit_tab.upload_file_event(True)(__file__)
+
+
 def test_upload_errors_are_messages(tmp_path):
     huge = np.zeros((20, 5000, 3), np.uint8)
     with pytest.raises(gr.Error, match="5000x20 pixels"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import time
 import urllib.request
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def test_paint_mask_and_remove_object(browser, page_url, tmp_path):
     page.get_by_role("radio", name="torch", exact=True).check()  # "auto" would export ONNX graphs first
     set_number(page, "Steps", 2)
     page.get_by_role("tab", name="Remove object").click()
-    set_number(page, "Remove object: edit depth t_edit", 100)
+    set_number(page, "Remove object: edit depth (t_edit)", 100)
     page.locator("#remove-advanced").get_by_text("Advanced", exact=True).click()
     set_number(page, "Remove object: gradient steps per timestep", 1)
     page.get_by_label("Remove object: measure curves before/after").uncheck()
@@ -98,6 +99,8 @@ def test_paint_mask_and_remove_object(browser, page_url, tmp_path):
     with page.expect_file_chooser() as chooser:
         editor.get_by_role("button", name="Upload", exact=True).click()
     chooser.value.set_files(str(example))
+    # the upload goes to the server (a large photo comes back as a working copy): paint once it is back
+    page.locator("#remove-editor-note").get_by_text("at its own size").wait_for(timeout=60_000)
     editor.get_by_role("button", name="Brush", exact=True).click()
     page.wait_for_timeout(500)
     box = editor.locator("canvas").first.bounding_box()
@@ -108,6 +111,7 @@ def test_paint_mask_and_remove_object(browser, page_url, tmp_path):
         page.mouse.move(cx - 30 + 4 * i, cy - 15 + 2 * i)
     page.mouse.up()
 
+    page.wait_for_timeout(800)  # the editor commits a stroke a moment after the mouse is released
     page.get_by_role("button", name="Remove object", exact=True).click()
     status = page.locator("#remove-status")
     status.get_by_text("backend:").wait_for(timeout=RESULT_TIMEOUT_MS)
@@ -166,5 +170,163 @@ def test_transfer_upload_fills_the_source_canvas(browser, page_url, tmp_path):
             break
         page.wait_for_timeout(200)
     assert change > 10, f"the source canvas did not receive the uploaded image (mean change {change:.1f})"
+    assert not errors, errors
+    page.close()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Issue 19: a phone-size photo, an example's mask, Stop's final state, a phone viewport
+# --------------------------------------------------------------------------------------------------------------------
+BIG = (3000, 4000)  # (H, W): a 12 MP phone photo
+
+
+def open_app(browser, url: str, **context) -> tuple:
+    page = browser.new_page(**({"viewport": {"width": 1400, "height": 1100}} | context))
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url, timeout=60_000)
+    page.get_by_text("diffgeo: inside a diffusion model").wait_for(timeout=60_000)
+    return page, errors
+
+
+def fast_settings(page, steps: int = 2) -> None:
+    page.get_by_text("Settings", exact=True).click()
+    page.get_by_role("radio", name="torch", exact=True).check()  # "auto" would export ONNX graphs first
+    set_number(page, "Steps", steps)
+
+
+def fetch_image(page_url: str, img) -> np.ndarray:
+    src = img.get_attribute("src")
+    with urllib.request.urlopen(src if src.startswith("http") else page_url.rstrip("/") + src, timeout=60) as r:
+        return np.asarray(Image.open(io.BytesIO(r.read())).convert("RGB"))
+
+
+def magenta_pixels(shot: bytes) -> int:
+    """Pixels of a screenshot that show the mask's magenta (alone or over the picture)."""
+    rgb = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB")).astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return int(((r - g > 90) & (b - g > 90)).sum())
+
+
+def paint_stroke(page, editor, dx: float = 60, dy: float = 30) -> None:
+    editor.get_by_role("button", name="Brush", exact=True).click()
+    page.wait_for_timeout(300)
+    box = editor.locator("canvas").first.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - dx / 2, cy - dy / 2)
+    page.mouse.down()
+    for i in range(1, 16):
+        page.mouse.move(cx - dx / 2 + dx * i / 15, cy - dy / 2 + dy * i / 15)
+    page.mouse.up()
+    page.wait_for_timeout(800)  # the editor commits a stroke a moment after the mouse is released
+
+
+def test_a_12mp_photo_is_painted_and_comes_back_full_size(browser, page_url, tmp_path):
+    """The issue's hang: a 4000x3000 photo uploaded into the editor (more than the former 10 MB limit) is shown as a
+    working copy, painted, and the result comes back at 4000x3000 with the pixels away from the stroke unchanged."""
+    import skimage.data
+
+    big = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((BIG[1], BIG[0]), Image.BILINEAR))
+    grain = np.random.default_rng(0).normal(0, 4, big.shape)  # a camera's noise: the PNG is as large as a photo's
+    big = np.clip(big + grain, 0, 255).astype(np.uint8)
+    path = tmp_path / "phone_photo.png"
+    Image.fromarray(big).save(path, compress_level=1)
+    assert path.stat().st_size > 10 * 2**20  # above the old limit that made the upload fail with HTTP 413
+    page, errors = open_app(browser, page_url)
+    fast_settings(page)
+    page.get_by_role("tab", name="Remove object").click()
+    set_number(page, "Remove object: edit depth (t_edit)", 100)
+    page.locator("#remove-advanced").get_by_text("Advanced", exact=True).click()
+    set_number(page, "Remove object: gradient steps per timestep", 1)
+    page.get_by_label("Remove object: measure curves before/after").uncheck()
+
+    editor = page.locator("#remove-editor")
+    editor.locator("canvas").first.wait_for(timeout=60_000)
+    with page.expect_file_chooser() as chooser:  # the page's button for large photos: the server makes the copy
+        page.locator("#remove-editor-photo").click()
+    chooser.value.set_files(str(path))
+    note = page.locator("#remove-editor-note")
+    note.get_by_text("1024x768 working copy").wait_for(timeout=120_000)
+    assert "4000x3000" in note.inner_text()
+    page.wait_for_timeout(1500)  # the working copy replaces the upload on the canvas
+    paint_stroke(page, editor)
+    t0 = time.monotonic()
+    page.get_by_role("button", name="Remove object", exact=True).click()
+    status = page.locator("#remove-status")
+    status.get_by_text("backend:").wait_for(timeout=RESULT_TIMEOUT_MS)
+    seconds = time.monotonic() - t0
+    print(f"\n4000x3000 photo, click to result: {seconds:.1f} s")
+    text = status.inner_text()
+    assert "1024x768 working copy of your 4000x3000 photo" in text and "Changed:" in text
+    result = fetch_image(page_url, page.locator("#remove-result img"))
+    assert result.shape == big.shape
+    for corner in ((slice(0, 300), slice(0, 300)), (slice(-300, None), slice(-300, None))):
+        np.testing.assert_array_equal(result[corner], big[corner])
+    assert (result != big).any()
+    assert not errors, errors
+    page.close()
+
+
+def test_an_example_shows_its_mask_on_the_canvas(browser, page_url):
+    page, errors = open_app(browser, page_url)
+    page.get_by_role("tab", name="Remove object").click()
+    editor = page.locator("#remove-editor")
+    editor.locator("canvas").first.wait_for(timeout=60_000)
+    before = magenta_pixels(editor.screenshot())
+    page.locator("#remove-examples .gallery-item").first.click()  # the astronaut, shuttle masked
+    painted = 0
+    for _ in range(50):
+        page.wait_for_timeout(200)
+        painted = magenta_pixels(editor.screenshot())
+        if painted > before + 500:
+            break
+    assert painted > before + 500, f"the example's mask is not on the canvas ({before} -> {painted} magenta px)"
+    assert not errors, errors
+    page.close()
+
+
+def test_stop_ends_in_a_final_state(browser, page_url):
+    page, errors = open_app(browser, page_url)
+    fast_settings(page, steps=100)
+    page.get_by_role("tab", name="Remove object").click()
+    status = page.locator("#remove-status")
+    page.locator("#remove-stop").click()
+    status.get_by_text("Stopped: nothing was running.").wait_for(timeout=30_000)
+    page.locator("#remove-examples .gallery-item").first.click()
+    page.wait_for_timeout(1000)
+    set_number(page, "Remove object: edit depth (t_edit)", 900)
+    page.get_by_role("button", name="Remove object", exact=True).click()
+    page.wait_for_timeout(4000)  # running: inverting 100 steps on the tiny model takes longer than this
+    assert "backend:" not in status.inner_text()
+    page.locator("#remove-stop").click()
+    status.get_by_text("Stopped: the job ended").wait_for(timeout=60_000)
+    page.wait_for_timeout(1000)
+    assert "Stopped: the job ended" in status.inner_text()  # the final state stays
+    assert not errors, errors
+    page.close()
+
+
+def test_phone_viewport(browser, page_url):
+    """390x844: every tab can be opened from the tab bar, the editor's toolbar does not cover the picture, and the
+    result's status sits just below the Run button."""
+    page, errors = open_app(browser, page_url, viewport={"width": 390, "height": 844}, is_mobile=True,
+                            has_touch=True)
+    for name in ("Generation curves", "Remove object", "Transfer", "Saliency", "Blend", "Geodesics",
+                 "Geometry lab"):
+        tab = page.get_by_role("tab", name=name, exact=True)
+        assert tab.is_visible(), f"tab {name!r} is not reachable on a phone"
+        box = tab.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    page.get_by_role("tab", name="Remove object", exact=True).click()
+    page.locator("#remove-examples .gallery-item").first.click()
+    page.wait_for_timeout(1500)
+    editor = page.locator("#remove-editor")
+    picture_box = editor.locator("canvas").first.bounding_box()
+    assert picture_box["x"] >= 0 and picture_box["x"] + picture_box["width"] <= 390
+    run = page.get_by_role("button", name="Remove object", exact=True).bounding_box()
+    status = page.locator("#remove-status").bounding_box()
+    assert 0 <= status["y"] - (run["y"] + run["height"]) < 250, (run, status)
+    if os.environ.get("DIFFGEO_SCREENSHOT_DIR"):
+        page.screenshot(path=str(Path(os.environ["DIFFGEO_SCREENSHOT_DIR"]) / "phone_remove.png"))
     assert not errors, errors
     page.close()

@@ -26,6 +26,7 @@ from ui.photos import (
     Photo,
     editor_photo,
     full_size,
+    prepare_file,
     prepare_upload,
     shrink_mask,
     size_note,
@@ -305,10 +306,21 @@ def upload_event(keep: bool, name: str = "image"):
     the sizes (``ui.photos.prepare_upload``)."""
 
     @ui_errors
-    def upload(editor, request: gr.Request = None):
-        return prepare_upload(editor, request, keep=keep, name=name)
+    def upload(editor, original=None, request: gr.Request = None):
+        return prepare_upload(editor, request, keep=keep, name=name, original=original)
 
     return upload
+
+
+def upload_file_event(keep: bool, name: str = "image"):
+    """The "Upload a photo" button's handler: the photo's working copy on the canvas (the browser never draws the
+    full-size photo), the original kept (``keep``), a note on the sizes (``ui.photos.prepare_file``)."""
+
+    @ui_errors
+    def upload_file(path, request: gr.Request = None):
+        return prepare_file(path, request, keep=keep, name=name)
+
+    return upload_file
 
 
 @ui_errors
@@ -359,7 +371,7 @@ def edit_result_column(name: str, api: str) -> tuple[list[gr.components.Componen
 @dataclass
 class EditInputs:
     """What a tab's ``build_inputs`` makes: the handler's leading inputs, the canvas that keeps a full-size original
-    (with its state and size note), and a function that adds the examples (called below the results)."""
+    (with its state and size note), and a function that adds the examples (called below the inputs)."""
 
     inputs: list
     canvas: Any
@@ -370,16 +382,18 @@ class EditInputs:
 
 def edit_tab(page: Page, title: str, api: str, text: str, handler: Callable, run_label: str,
              build_inputs: Callable[[Page], EditInputs], defaults) -> list:
-    """One editing tab: inputs built by ``build_inputs`` (the handler's leading inputs), then the edit depth, the
-    Run/Stop buttons, and the shared outputs; the examples below. The depth and gradient-step sliders start at
+    """One editing tab: inputs built by ``build_inputs`` (the handler's leading inputs) with their examples, then the
+    edit depth, the Run/Stop buttons, and the shared outputs. The depth and gradient-step sliders start at
     ``defaults``, the task's tuned config (``pipeline.edit.<Task>Config()``)."""
     with gr.Tab(title, id=api):
-        gr.Markdown(text + " Large photos are edited on a working copy (at most "
-                    f"{WORKING_SIDE} px a side) and the result is composited on the full-size original. Brush size: "
-                    "the brush button's slider.")
+        gr.Markdown(text + f" Large photos are edited on a working copy (at most {WORKING_SIDE} px a side) and the "
+                    "result is composited on the full-size original; the *Upload a photo* button sends a large "
+                    "photo straight to the server, so the page only ever draws its working copy. Brush size: the "
+                    "slider of the brush button.")
         with gr.Row(equal_height=False):
             with gr.Column():
                 made = build_inputs(page)
+                made.examples()
                 depth = gr.Slider(*EDIT_DEPTH_RANGE, value=defaults.t_edit, step=10,
                                   label=f"{title}: edit depth (t_edit)",
                                   info="how far the image is turned towards noise before it is generated back: "
@@ -393,7 +407,6 @@ def edit_tab(page: Page, title: str, api: str, text: str, handler: Callable, run
                 run, stop = run_stop(run_label, api)
             with gr.Column():
                 outs, again = edit_result_column(title, api)
-        made.examples()
         ev = run.click(handler, [*made.inputs, depth, iters, measure, *page.settings, made.original], outs,
                        api_name=api, **page.queue_kw)
         stop.click(stop_event(page.models), None, outs[4], cancels=[ev], api_name=f"cancel_{api}", queue=False)
@@ -409,10 +422,18 @@ def _editor(page: Page, label: str, elem_id: str, *, keep: bool = True):
     """A mask editor whose uploads become working copies (the original kept when ``keep``), with its size note:
     -> (editor, original state, note, the upload event)."""
     canvas = mask_editor(label, elem_id)
-    note = gr.Markdown(elem_id=f"{elem_id}-note")
+    with gr.Row():
+        note = gr.Markdown(elem_id=f"{elem_id}-note")
+        button = gr.UploadButton("Upload a photo (any size)", file_types=["image"], type="filepath", size="sm",
+                                 variant="secondary", elem_id=f"{elem_id}-photo", scale=0, min_width=200)
     original = gr.State(None)
-    uploaded = canvas.upload(upload_event(keep), canvas, [canvas, original, note], api_visibility="private",
-                             concurrency_id="uploads", concurrency_limit=2)
+    outputs = [canvas, original, note]
+    # the editor reports an upload also when the server puts a working copy on it: show_progress "minimal" keeps the
+    # canvas paintable meanwhile (a full overlay swallowed the first stroke)
+    uploaded = canvas.upload(upload_event(keep), [canvas, original], outputs, api_visibility="private",
+                             concurrency_id="uploads", concurrency_limit=2, show_progress="minimal")
+    button.upload(upload_file_event(keep), button, outputs, api_visibility="private", concurrency_id="uploads",
+                  concurrency_limit=2)
     return canvas, original, note, uploaded
 
 
@@ -436,7 +457,7 @@ def _transfer_inputs(page: Page) -> EditInputs:
     source_note = gr.Markdown(elem_id="transfer-source-note")
     # a large source image gets its working copy too (no original kept: it enters the result through the model)
     source.upload(upload_event(False, "source image"), source, [source, gr.State(None), source_note],
-                  api_visibility="private", concurrency_id="uploads", concurrency_limit=2)
+                  api_visibility="private", concurrency_id="uploads", concurrency_limit=2, show_progress="minimal")
     # then the target's working copy is offered as the source canvas too (in the browser: no server endpoint)
     uploaded.then(None, [target, source], source, js=COPY_TO_SOURCE_JS, queue=False)
     return EditInputs([target, source], target, original, _editor_examples(page, target, "transfer"), note)

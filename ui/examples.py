@@ -31,13 +31,14 @@ class Example:
 
 
 def _brush_layer(mask: Path, out: Path) -> str:
-    """A mask file as the editor's brush layer: magenta where the mask is set, transparent elsewhere (made once)."""
+    """A mask file as the editor's brush layer: see-through magenta where the mask is set, transparent elsewhere (made
+    once)."""
     out.mkdir(parents=True, exist_ok=True)
-    layer = out / f"layer_{mask.name}"
+    layer = out / f"mask_layer_{mask.name}"
     if not layer.exists():
         alpha = np.asarray(Image.open(mask).convert("L"))
         rgba = np.zeros((*alpha.shape, 4), np.uint8)
-        rgba[alpha > 0] = (255, 0, 255, 255)
+        rgba[alpha > 0] = (255, 0, 255, 170)  # the object shows through (any alpha > 0 is the mask)
         Image.fromarray(rgba, "RGBA").save(layer)
     return str(layer)
 

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.images import resize_uint8
-from ui.inputs import read_editor
+from ui.inputs import read_editor, read_image
 from ui.outputs import image_file, output_dir
 
 log = logging.getLogger("diffgeo.app")
@@ -192,19 +192,36 @@ def size_note(full_shape: tuple[int, ...], work_shape: tuple[int, ...]) -> str:
             f"{w}x{h} original (pixels outside the mask stay exactly as they are).")
 
 
-def prepare_upload(value: Any, session: Any = None, *, keep: bool = True, name: str = "image"):
+def prepare_upload(value: Any, session: Any = None, *, keep: bool = True, name: str = "image",
+                   original: Original | None = None):
     """An editor's upload -> (editor value with the working copy, :class:`Original` or None, note).
 
     The original is kept only when it is larger than the working copy and ``keep`` (the canvases whose pixels end up
-    in the result: not a transfer source or a blend object, which enter the result through the model only).
-    Raises ``InputError`` for an unreadable or out-of-range upload (the page shows it).
+    in the result: not a transfer source or a blend object, which enter the result through the model only). The
+    editor also reports an upload when the server has put a working copy on it: when the canvas shows the working
+    copy of the kept ``original``, nothing changes. Raises ``InputError`` for an unreadable or out-of-range upload
+    (the page shows it).
     """
     image, _ = read_editor(value, name, need_mask=False)
-    work = working_copy(image)
-    if work.shape == image.shape:
-        return gr.skip(), None, size_note(image.shape, work.shape)
-    out = output_dir(session)
-    original = Original.keep(image, work, out) if keep else None
-    path = image_file(work, out, "working_copy")
-    return {"background": path, "layers": [], "composite": path}, original, size_note(image.shape, work.shape)
+    if isinstance(original, Original) and original.matches(image):
+        return gr.skip(), gr.skip(), gr.skip()
+    return prepare_image(image, session, keep=keep, canvas_has_it=True)
 
+
+def prepare_file(path: Any, session: Any = None, *, keep: bool = True, name: str = "image"):
+    """A photo uploaded with the "Upload a photo" button (a file path) -> (editor value, :class:`Original` or None,
+    note). The browser never draws the full-size photo: the canvas gets the working copy only."""
+    return prepare_image(read_image(path, name), session, keep=keep, canvas_has_it=False)
+
+
+def prepare_image(image: np.ndarray, session: Any = None, *, keep: bool = True, canvas_has_it: bool = False):
+    """-> (editor value with ``image``'s working copy, or ``gr.skip()`` when the canvas already shows ``image`` at
+    its own size; the kept :class:`Original` or None; the note on the sizes)."""
+    work = working_copy(image)
+    note = size_note(image.shape, work.shape)
+    if work.shape == image.shape and canvas_has_it:
+        return gr.skip(), None, note
+    out = output_dir(session)
+    original = Original.keep(image, work, out) if keep and work.shape != image.shape else None
+    path = image_file(work, out, "working_copy")
+    return {"background": path, "layers": [], "composite": path}, original, note
