@@ -29,6 +29,7 @@ import os
 import threading
 
 from ui import AppConfig, ModelManager, build_demo, cache_paths
+from ui.layout import PAGE_CSS
 
 __all__ = ["AppConfig", "ModelManager", "build_demo", "main", "parse_args", "warm_up"]
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         threading.Thread(target=warm_up, args=(models, cfg.model), name="diffgeo-warmup", daemon=True).start()
     # cache_paths: gradio's cache folder reaches the browser as a relative alias, never as a server path.
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=cfg.max_file_size,
-                show_error=False, ssr_mode=False, footer_links=["api"],
+                show_error=False, ssr_mode=False, footer_links=["api"], css=PAGE_CSS,
                 app_kwargs={"middleware": [cache_paths.middleware()]})
 
 

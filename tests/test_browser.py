@@ -323,10 +323,28 @@ def test_phone_viewport(browser, page_url):
     editor = page.locator("#remove-editor")
     picture_box = editor.locator("canvas").first.bounding_box()
     assert picture_box["x"] >= 0 and picture_box["x"] + picture_box["width"] <= 390
+    toolbar = editor.locator(".toolbar-wrap").bounding_box()  # the editor's tools sit left of the canvas
+    assert toolbar["x"] + toolbar["width"] <= picture_box["x"] + 1, (toolbar, picture_box)
     run = page.get_by_role("button", name="Remove object", exact=True).bounding_box()
     status = page.locator("#remove-status").bounding_box()
     assert 0 <= status["y"] - (run["y"] + run["height"]) < 250, (run, status)
     if os.environ.get("DIFFGEO_SCREENSHOT_DIR"):
         page.screenshot(path=str(Path(os.environ["DIFFGEO_SCREENSHOT_DIR"]) / "phone_remove.png"))
+    assert not errors, errors
+    page.close()
+
+
+def test_the_lab_reruns_on_enter(browser, page_url):
+    """A value typed into a lab field and confirmed with Enter recomputes at once (it used to wait for the field to
+    lose focus)."""
+    page, errors = open_app(browser, page_url)
+    page.get_by_role("tab", name="Geometry lab", exact=True).click()
+    plot = page.locator("#lab-plot")
+    plot.get_by_text("sphere: λ = 200").wait_for(timeout=60_000)
+    box = page.get_by_label("number input for Metric weight (λ)", exact=True)
+    box.fill("600")
+    box.press("Enter")
+    plot.get_by_text("sphere: λ = 600").wait_for(timeout=60_000)
+    assert box.evaluate("e => document.activeElement === e")  # still focused: Enter alone did it
     assert not errors, errors
     page.close()

@@ -14,6 +14,14 @@ from ui.inputs import MAX_SEED
 from ui.models import ModelManager
 from ui.widgets import VALUE_COMPONENTS, Page, checked_by_handler
 
+#: The page's own CSS (``demo.launch(css=PAGE_CSS)``). On a phone the mask editors' tool bar (30 px wide, 15 px from
+#: the left, over the canvas) covered the picture's left edge: there the canvas starts right of it.
+PAGE_CSS = """
+@media (max-width: 640px) {
+  .image-container .pixi-target { left: 50px !important; width: calc(100% - 50px) !important; }
+}
+"""
+
 #: Label of the settings' model dropdown (browser tests find widgets by their labels: keep them stable).
 MODEL_LABEL = "Model"
 
