@@ -14,8 +14,8 @@ BACKENDS = ("auto", "torch", "torch-compile", "onnxruntime", "tensorrt")
 
 #: Largest accepted upload. The mask editors send their canvas as PNG files (background, composite, each layer): a
 #: PNG of the largest accepted image (``pipeline.images.MAX_SIDE`` = 4096 a side, RGBA) holds at most 64 MiB of pixels,
-#: so every image the app accepts fits (a 12 MP phone photo is 5-35 MB). Images beyond the side limit are refused
-#: with a message by the handlers, after the upload.
+#: so every image the app accepts fits (a 12 MP photo holds 36 MB of RGB pixels). Images beyond the side limit are
+#: refused with a message by the handlers, after the upload.
 MAX_FILE_SIZE = "80mb"
 
 #: Longest model source accepted (a folder path or a hub id ``owner/name``).
