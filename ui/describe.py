@@ -93,14 +93,14 @@ def mismatch_words(before: float | None, after: float | None) -> str:
     if before is None or after is None:
         return ""
     if after < before:
-        trend = "closer to"
+        trend = "closer to the reference"
     elif after > before:
-        trend = ("farther from (the edit did not bring the curves closer at these settings: try a deeper edit or "
-                 "more gradient steps)")
+        trend = ("farther from the reference: the edit did not bring the curves closer at these settings (try a "
+                 "deeper edit or more gradient steps)")
     else:
-        trend = "as far from"
+        trend = "as far from the reference as before"
     return (f"**Curve mismatch** (measured on the input and on the result; 0 = on the reference): {before:.3g} → "
-            f"{after:.3g}, {trend} the reference.")
+            f"{after:.3g}, {trend}.")
 
 
 def edit_summary(task: str, result: Any, *, size_note: str, model: Any, work_shape: tuple[int, ...],
