@@ -152,7 +152,7 @@ def _run_variant(model, a, b, *, name: str, t_star: int, n_points: int, max_iter
                                   "seconds": time.perf_counter() - t0}
 
 
-def _aggregate(per: list[dict], interiors: list[np.ndarray], ref: np.ndarray) -> dict:
+def _aggregate(per: list[dict], interiors: list[np.ndarray], ref: np.ndarray, truth: np.ndarray) -> dict:
     keys = ["nearest_rmse", "nearest_rmse_max", "own_rmse", "denoise_err", "step_mean", "step_max", "step_cv",
             "iterations", "seconds", "angle_err", "monotonic"]
     out = {k: float(np.mean([p[k] for p in per])) for k in keys if per and k in per[0]}
@@ -160,6 +160,9 @@ def _aggregate(per: list[dict], interiors: list[np.ndarray], ref: np.ndarray) ->
     out["step_max_worst"] = max(p["step_max"] for p in per)
     pooled = np.concatenate(interiors)
     out.update(realism(pooled, ref))
+    # the same against the pooled dense true frames of these pairs: realism given the scenes (0 for a perfect path)
+    own = realism(pooled, truth)
+    out.update(sfd_truth=own["sfd"], kid_truth=own["kid"], n_truth=int(truth.shape[0]))
     out["pairs"] = len(per)
     return out
 
@@ -186,19 +189,21 @@ def _image_part(model, pairs: list[dict], ref: np.ndarray, *, variants: list[str
                 interiors.append(imgs[1:-1])
                 print(f"  t*={t_star} {name} {pr['id']}: nearest {rec['nearest_rmse']:.4f} den "
                       f"{rec['denoise_err']:.4f} step {rec['step_mean']:.4f} {info['seconds']:.0f}s", flush=True)
-            rows.append({"t_star": t_star, "variant": name, **_aggregate(per, interiors, ref)})
+            truth = np.concatenate([np.round(pr["truth01"] * 255).astype(np.uint8) for pr in pairs])
+            rows.append({"t_star": t_star, "variant": name, **_aggregate(per, interiors, ref, truth)})
             per_pair[f"t{t_star}/{name}"] = per
             if save is not None:
                 save({"rows": rows, "per_pair": per_pair})
     return {"rows": rows, "per_pair": per_pair}
 
 
-def bench_scenes(variants, t_stars, n_pairs, n_points, max_iter, num_steps, save=None) -> dict:
-    """Held-out moving-object scenes with the default model."""
+def bench_scenes(variants, t_stars, n_pairs, n_points, max_iter, num_steps, save=None,
+                 model_source: str = "default") -> dict:
+    """Held-out moving-object scenes with the default model (or ``model_source``)."""
     from pipeline.model import load_model
     from pipeline.scenes import make_dataset, scene_path, split_seeds
 
-    model = load_model("default", device="cpu")
+    model = load_model(model_source, device="cpu")
     dense = 4 * (n_points - 1) + 1
     own = [round(i * (dense - 1) / (n_points - 1)) for i in range(n_points)]
     pairs = []
@@ -213,7 +218,8 @@ def bench_scenes(variants, t_stars, n_pairs, n_points, max_iter, num_steps, save
         if len(pairs) == n_pairs:
             break
     ref = make_dataset(split_seeds("heldout", N_REF, offset=500_000), model.image_size)
-    head = {"seeds": [p["id"] for p in pairs], "n_points": n_points, "max_iter": max_iter, "num_steps": num_steps,
+    head = {"model": model_source, "seeds": [p["id"] for p in pairs],
+            "n_points": n_points, "max_iter": max_iter, "num_steps": num_steps,
             "reference": f"{N_REF} held-out scenes (seeds from offset 500000 of the held-out split)"}
     out = _image_part(model, pairs, ref, variants=variants, t_stars=t_stars, n_points=n_points, max_iter=max_iter,
                       num_steps=num_steps, save=None if save is None else (lambda part: save({**head, **part})))
@@ -251,16 +257,18 @@ def _angles(imgs_u8: np.ndarray, pr: dict) -> dict:
             "monotonic": float(bool(np.all(np.diff(rel) >= -ANGLE_GRID)))}
 
 
-def bench_digits(variants, t_stars, n_pairs, n_points, max_iter, num_steps, save=None) -> dict:
-    """Held-out rotated digits with the digits model."""
+def bench_digits(variants, t_stars, n_pairs, n_points, max_iter, num_steps, save=None,
+                 model_source: str = str(DIGITS_MODEL)) -> dict:
+    """Held-out rotated digits with the digits model (or ``model_source``)."""
     from pipeline.digits import DIGIT_SPLITS, make_digit_pool
     from pipeline.model import load_model
 
-    model = load_model(str(DIGITS_MODEL), device="cpu")
+    model = load_model(model_source, device="cpu")
     pairs = _digit_pairs(model, n_pairs, n_points)
     ref = make_digit_pool(N_REF, size=model.image_size, seed=12345, split="heldout")
     head = {"pairs": [p["id"] for p in pairs], "span_degrees": SPAN, "n_points": n_points, "max_iter": max_iter,
-            "num_steps": num_steps, "model": "weights/digits16",
+            "num_steps": num_steps,
+            "model": "weights/digits16" if Path(model_source) == DIGITS_MODEL else model_source,
             "heldout_digits": f"indices {DIGIT_SPLITS['heldout'].start}-{DIGIT_SPLITS['heldout'].stop - 1}",
             "reference": f"{N_REF} held-out digits at random angles"}
     out = _image_part(model, pairs, ref, variants=variants, t_stars=t_stars, n_points=n_points, max_iter=max_iter,
@@ -284,7 +292,7 @@ def _energy_terms(score, path: torch.Tensor, sigma: float) -> dict:
     return {"eu": 0.5 * n * float(d.double().pow(2).sum()), "q_score": 0.5 * n * q_score, "q_denoiser": 0.5 * n * q_den}
 
 
-def bench_energy(kind: str, t_stars, n_pairs: int, n_points: int, num_steps: int) -> dict:
+def bench_energy(kind: str, t_stars, n_pairs: int, n_points: int, num_steps: int, model_source: str) -> dict:
     """For each held-out pair and t*: the true frames at the path's parameters DDIM-inverted to t* (the path a geodesic
     would have to find) against LERP between the same inverted ends, in both metrics. With E = Eu + lam Q, the true
     path is cheaper than LERP for lam > lam* = (Eu_gt - Eu_lerp) / (Q_lerp - Q_gt) when Q_gt < Q_lerp, never when not.
@@ -297,7 +305,7 @@ def bench_energy(kind: str, t_stars, n_pairs: int, n_points: int, num_steps: int
     if kind == "scenes":
         from pipeline.scenes import scene_path, split_seeds
 
-        model = load_model("default", device="cpu")
+        model = load_model(model_source, device="cpu")
         dense = 4 * (n_points - 1) + 1
         own = [round(i * (dense - 1) / (n_points - 1)) for i in range(n_points)]
         frames = []
@@ -310,7 +318,7 @@ def bench_energy(kind: str, t_stars, n_pairs: int, n_points: int, num_steps: int
             if len(frames) == n_pairs:
                 break
     else:
-        model = load_model(str(DIGITS_MODEL), device="cpu")
+        model = load_model(model_source, device="cpu")
         frames = [(p["id"], list(p["gt"])) for p in _digit_pairs(model, n_pairs, n_points)]
     rows, per = [], {}
     for t_star in t_stars:
@@ -367,13 +375,14 @@ def _md_synthetic(rows: list[dict]) -> list[str]:
 def _md_images(res: dict, title: str, digits: bool) -> list[str]:
     head = ("| t* | variant | pairs | nearest RMSE (mean) | (worst) | own-frame RMSE | "
             + ("angle err (deg) | monotonic | " if digits else "")
-            + "SFD | KID | denoise err | step mean | step max | step CV | iters | s/pair |")
+            + "SFD | KID | KID vs true frames | denoise err | step mean | step max | step CV | iters | s/pair |")
     out = [title, "", head, "|" + "---|" * (head.count("|") - 1)]
     for r in res["rows"]:
         out.append(f"| {r['t_star']} | {r['variant']} | {r['pairs']} | {r['nearest_rmse']:.4f} | "
                    f"{r['nearest_rmse_worst']:.4f} | {r['own_rmse']:.4f} | "
                    + (f"{r['angle_err']:.1f} | {r['monotonic']:.2f} | " if digits else "")
-                   + f"{r['sfd']:.2f} | {r['kid']:.3f} | {r['denoise_err']:.4f} | {r['step_mean']:.4f} | "
+                   + f"{r['sfd']:.2f} | {r['kid']:.3f} | {_f(r.get('kid_truth'), '.3f')} | {r['denoise_err']:.4f} | "
+                   f"{r['step_mean']:.4f} | "
                    f"{r['step_max_worst']:.4f} | {r['step_cv']:.3f} | {r['iterations']:.0f} | {r['seconds']:.0f} |")
     return out
 
@@ -405,7 +414,10 @@ def markdown(res: dict) -> str:
              "RMSE: to the true frame at the same parameter; SFD / KID: the pooled interior frames (pairs x "
              "(points - 2) images) against held-out real images on 68 standardised scene statistics (SFD is biased "
              "upwards at this sample size: compare rows, not to other tables; KID is the unbiased MMD^2 estimate, "
-             "0 for matching distributions); denoise err: the model's epsilon error at t = 50 per interior frame "
+             "0 for matching distributions; the interior frames all come from the few pairs, so even the true frames "
+             "score far from 0 against the varied reference); KID vs true frames: the same pooled frames against "
+             "the pooled dense true frames of the same pairs (realism given the scenes; near 0 for the true "
+             "frames); denoise err: the model's epsilon error at t = 50 per interior frame "
              "(4 fixed noise draws; lower is more like the training data); step mean / max / CV: consecutive-frame "
              "RMSE, its largest value and its coefficient of variation (evenness). `gt frames` are the true frames "
              "at the path's parameters: the realism and smoothness floor, no model involved. No LPIPS or Inception "
@@ -415,7 +427,8 @@ def markdown(res: dict) -> str:
         lines += _md_synthetic(res["synthetic"]) + [""]
     if "scenes" in res:
         s = res["scenes"]
-        lines += _md_images(s, f"## 2. Held-out moving-object scenes\n\nDefault model; held-out seeds {s['seeds']}; "
+        lines += _md_images(s, "## 2. Held-out moving-object scenes\n\n"
+                            f"Model {s.get('model', 'default')}; held-out seeds {s['seeds']}; "
                             f"{s['n_points']} points, {s['num_steps']} DDIM steps, geodesic max_iter "
                             f"{s['max_iter']}; realism reference: {s['reference']}.", digits=False) + [""]
     if "digits" in res:
@@ -445,6 +458,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-iter", type=int, default=50)
     p.add_argument("--num-steps", type=int, default=50)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--scenes-model", default="default", help="model of the scenes part (default: the embedded one)")
+    p.add_argument("--digits-model", default=str(DIGITS_MODEL), help="model of the digits part (weights/digits16)")
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--report-only", action="store_true", help="only rewrite the markdown from the JSON")
     args = p.parse_args(argv)
@@ -467,7 +482,8 @@ def main(argv=None) -> int:
             if part == "synthetic":
                 res["synthetic"] = bench_synthetic(args.synthetic_pairs)
             elif part == "energy":
-                res["energy"] = {k: bench_energy(k, t_stars, args.pairs, args.n_points, args.num_steps)
+                res["energy"] = {k: bench_energy(k, t_stars, args.pairs, args.n_points, args.num_steps,
+                                                 args.scenes_model if k == "scenes" else args.digits_model)
                                  for k in ("scenes", "digits")}
             elif part in ("scenes", "digits"):
                 fn = bench_scenes if part == "scenes" else bench_digits
@@ -476,7 +492,8 @@ def main(argv=None) -> int:
                     res[part] = partial
                     out_json.write_text(json.dumps(res, indent=1, default=float))
 
-                res[part] = fn(variants, t_stars, args.pairs, args.n_points, args.max_iter, args.num_steps, save)
+                res[part] = fn(variants, t_stars, args.pairs, args.n_points, args.max_iter, args.num_steps, save,
+                               args.scenes_model if part == "scenes" else args.digits_model)
             else:
                 p.error(f"unknown part {part!r}; known: synthetic, scenes, digits, energy")
             out_json.write_text(json.dumps(res, indent=1, default=float))

@@ -4,7 +4,9 @@ Seed 001 judges interpolations by LPIPS smoothness and FID / KID realism. Their 
 be had offline, so the same two properties are measured with what the project has:
 
 - **realism of the interior frames** as a distribution distance to held-out real images, on the 68 scene statistics
-  of :func:`benchmarks.default_model.scene_features` (standardised by the reference set): the Fréchet distance (SFD;
+  of :func:`benchmarks.default_model.scene_features` (standardised by the reference set, each feature's standard
+  deviation floored at ``SD_FLOOR``, so a statistic that never varies in the reference, such as the colour bins of
+  grey digits, does not turn a trace of colour into millions of standard deviations): the Fréchet distance (SFD;
   biased upwards at small sample sizes, compare it only between rows of equal counts) and the KID-style unbiased
   estimate of the squared MMD with the cubic polynomial kernel ``k(x, y) = (x . y / d + 1)^3`` (Binkowski et al. 2018;
   its expectation is 0 for two samples of one distribution, whatever the sample sizes);
@@ -15,16 +17,34 @@ be had offline, so the same two properties are measured with what the project ha
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from benchmarks.default_model import frechet_distance, scene_features
 
+#: Floor of the reference standard deviation a feature is divided by (features are fractions, means and gradients of
+#: pixels in [0, 1]; the smallest standard deviation over 500 held-out scenes is 0.0085, so scenes are unaffected).
+SD_FLOOR = 0.005
 
-def standardised_features(images: np.ndarray, ref_features: np.ndarray) -> np.ndarray:
-    """Scene statistics of ``images`` (N, H, W, 3) uint8, standardised by the reference features.  -> (N, 68)"""
-    mu, sd = ref_features.mean(0), ref_features.std(0) + 1e-6
-    return (scene_features(images) - mu) / sd
+
+def frechet(fa: np.ndarray, fb: np.ndarray, *, offset: float = 1e-6) -> float:
+    """:func:`benchmarks.default_model.frechet_distance`, retried with ``offset * I`` added to both covariances when
+    the matrix square root is not finite (a few samples give singular covariances; pytorch-fid does the same)."""
+    from scipy import linalg
+
+    try:
+        fd = frechet_distance(fa, fb)
+    except (ValueError, linalg.LinAlgError):
+        fd = float("nan")
+    if math.isfinite(fd):
+        return fd
+    mu_a, mu_b = fa.mean(0), fb.mean(0)
+    eye = offset * np.eye(fa.shape[1])
+    sa, sb = np.cov(fa, rowvar=False) + eye, np.cov(fb, rowvar=False) + eye
+    covmean = np.real(linalg.sqrtm(sa @ sb))
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(sa + sb - 2 * covmean))
 
 
 def kid(fa: np.ndarray, fb: np.ndarray) -> float:
@@ -42,12 +62,15 @@ def kid(fa: np.ndarray, fb: np.ndarray) -> float:
 
 
 def realism(images: np.ndarray, ref_images: np.ndarray) -> dict:
-    """SFD and KID of ``images`` against ``ref_images`` (both (N, H, W, 3) uint8), on standardised scene
-    statistics.  -> {"sfd", "kid", "n"}"""
+    """SFD and KID of ``images`` against ``ref_images`` (both (N, H, W, 3) uint8), on scene statistics standardised
+    by the reference (standard deviations floored at :data:`SD_FLOOR`); NaN for fewer than 2 images (no covariance,
+    no unbiased estimate).  -> {"sfd", "kid", "n"}"""
+    if images.shape[0] < 2:
+        return {"sfd": float("nan"), "kid": float("nan"), "n": int(images.shape[0])}
     fr = scene_features(ref_images)
-    mu, sd = fr.mean(0), fr.std(0) + 1e-6
+    mu, sd = fr.mean(0), np.maximum(fr.std(0), SD_FLOOR)
     fa, fb = (scene_features(images) - mu) / sd, (fr - mu) / sd
-    return {"sfd": frechet_distance(fa, fb), "kid": kid(fa, fb), "n": int(images.shape[0])}
+    return {"sfd": frechet(fa, fb), "kid": kid(fa, fb), "n": int(images.shape[0])}
 
 
 @torch.no_grad()

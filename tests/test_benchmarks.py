@@ -52,3 +52,21 @@ def test_default_model_benchmark_smoke(tiny_pixel_dir, tmp_path):
     assert all(math.isfinite(v) for v in (r["sfd"]["samples_vs_heldout"], r["sfd"]["floor_heldout_vs_heldout"]))
     assert "| `explicit` | 3 + 3 |" in (tmp_path / "default_model.md").read_text()
     assert (tmp_path / "default_model.samples.png").is_file()
+
+
+def test_geodesic_metrics_benchmark_smoke(tiny_pixel_dir, tmp_path):
+    _run(["benchmarks/geodesic_metrics.py", "--parts", "digits,scenes,energy", "--pairs", "1", "--t-stars", "200",
+          "--variants", "lerp,denoiser lam=10", "--n-points", "4", "--max-iter", "2", "--num-steps", "2",
+          "--scenes-model", tiny_pixel_dir, "--digits-model", tiny_pixel_dir, "--out", str(tmp_path)])
+    r = json.loads((tmp_path / "geodesic_metrics.json").read_text())
+    for part in ("digits", "scenes"):
+        rows = {x["variant"]: x for x in r[part]["rows"]}
+        assert set(rows) == {"gt frames", "lerp", "denoiser lam=10"} and all(x["pairs"] == 1 for x in rows.values())
+        assert rows["gt frames"]["nearest_rmse"] == 0 and rows["lerp"]["nearest_rmse"] > 0
+        assert all(math.isfinite(x[k]) for x in rows.values() for k in ("sfd", "kid", "kid_truth", "denoise_err"))
+        # the true frames are closer to themselves than the tiny (untrained) model's decoded frames
+        assert rows["gt frames"]["kid_truth"] < rows["lerp"]["kid_truth"]
+    assert r["digits"]["rows"][0]["angle_err"] < 2.0 and r["digits"]["rows"][0]["monotonic"] == 1.0
+    assert {x["t_star"] for x in r["energy"]["digits"]["rows"]} == {200}
+    md = (tmp_path / "geodesic_metrics.md").read_text()
+    assert "## 3. Held-out rotated digits" in md and "## 4. What each metric charges" in md
