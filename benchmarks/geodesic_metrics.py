@@ -66,7 +66,8 @@ OUT = ROOT / "benchmarks" / "results"
 # --------------------------------------------------------------------------------------------------------------------
 # 1. synthetic manifolds
 # --------------------------------------------------------------------------------------------------------------------
-SYNTH_METRICS = {"score lam=1000": ("score", 1000.0), "denoiser lam=100": ("denoiser", 100.0),
+SYNTH_METRICS = {"score lam=1000": ("score", 1000.0), "denoiser lam=10": ("denoiser", 10.0),
+                 "denoiser lam=100": ("denoiser", 100.0),
                  "denoiser lam=1000": ("denoiser", 1000.0)}
 
 
