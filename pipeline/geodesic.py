@@ -4,6 +4,11 @@ The metric at x is ``G(x) = I + lam s(x) s(x)^T`` (never formed: ``g_x(u, u) = |
 stretches the direction of the score, i.e. across the data manifold, and leaves tangential directions Euclidean, so
 short curves follow the data.
 
+``metric=`` chooses among :data:`METRICS`: ``"score"`` (above, the paper's, the default) or ``"denoiser"``,
+``G(x) = I + lam (I - J_D)^T (I - J_D)`` with ``D(x) = x + sigma^2 s(x)`` the Tweedie denoiser at the score's noise
+level sigma (``g_x(u, u) = |u|^2 + lam sigma^4 |D s(x)[u]|^2``, one JVP): it stretches every direction off the data,
+not only the score's (docs/maths.md section 5.11; boundary value problem only, see :data:`SHOOT_METRICS`).
+
 Notation:
 
 | code             | math                                                                                |

@@ -1,7 +1,8 @@
 """Image interpolation and extrapolation along score-metric geodesics, with LERP/SLERP baselines (docs/maths.md 5.8).
 
 1. Both images go to model space (``model.encode``) and are inverted by DDIM (eta = 0) to the noise level ``t_star``.
-2. A path between them at ``t_star``: the geodesic of ``G(x) = I + lam s(x) s(x)^T`` with
+2. A path between them at ``t_star``: the geodesic of ``G(x) = I + lam s(x) s(x)^T`` (``metric="score"``) or of
+   the denoiser metric (``metric="denoiser"``, docs/maths.md section 5.11) with
    ``s(x) = -eps(x, t_star) / sigma(t_star)`` (:func:`pipeline.geodesic.geodesic_bvp`), or LERP / SLERP.
 3. Every path point is generated back to t = 0 by DDIM and decoded (``model.decode``, the VAE for latent models).
 
