@@ -3,6 +3,7 @@ spherical (SLERP) interpolation, its continuation beyond the second image, the e
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,11 +11,12 @@ import gradio as gr
 import numpy as np
 
 from pipeline import interpolate, viz
-from pipeline.geodesic import DEFAULT_LAM
+from pipeline.errors import InputError
+from pipeline.geodesic import DEFAULT_LAM, DEFAULT_METRIC, METRIC_LAMS, METRICS, SHOOT_METRICS
 from ui.config import LOCAL_LIMITS, Limits
 from ui.describe import model_resolution
 from ui.errors import ui_errors
-from ui.inputs import Settings, number, read_image, whole_number
+from ui.inputs import Settings, choice, number, read_image, whole_number
 from ui.models import ModelManager
 from ui.outputs import image_file, output_dir
 from ui.photos import working_copy
@@ -46,10 +48,11 @@ class GeodesicRequest:
     beyond: float
     max_iter: int
     settings: Settings
+    metric: str = DEFAULT_METRIC
 
     @classmethod
     def from_gradio(cls, image_a, image_b, n_points, t_star, lam, beyond, max_iter, model, backend, steps, seed,
-                    limits: Limits = LOCAL_LIMITS) -> GeodesicRequest:
+                    limits: Limits = LOCAL_LIMITS, metric: str = DEFAULT_METRIC) -> GeodesicRequest:
         """The ``/geodesic`` event's values in the order Gradio passes them, checked (numbers first, against
         ``limits``)."""
         n_points = whole_number(n_points, "path points", *limits.path_points)
@@ -57,9 +60,13 @@ class GeodesicRequest:
         lam = number(lam, "lambda", *LAM_RANGE)
         beyond = number(beyond, "extrapolation beyond b", *BEYOND_RANGE)
         max_iter = whole_number(max_iter, "solver iterations", *limits.solver_iterations)
+        metric = choice(metric, "metric", METRICS)
+        if beyond > 0 and metric not in SHOOT_METRICS:
+            raise InputError(f"extrapolation beyond b needs the {' or '.join(SHOOT_METRICS)} metric (the "
+                             f"{metric} metric has no geodesic equation to shoot with): set it to 0 or change metric")
         settings = Settings.from_gradio(model, backend, steps, seed, limits)
         a, b = read_image(image_a, "first image"), read_image(image_b, "second image")
-        return cls(a, b, n_points, t_star, lam, beyond, max_iter, settings)
+        return cls(a, b, n_points, t_star, lam, beyond, max_iter, settings, metric)
 
     def crop_note(self) -> str:
         """How the inputs were made square (empty when both already are)."""
@@ -84,7 +91,7 @@ def run_geodesic(req: GeodesicRequest, models: ModelManager, progress: Any = Non
     paths = {}
     with models.run(req.settings, progress, session) as run:
         common = dict(n_points=req.n_points, t_star=req.t_star, lam=req.lam, num_steps=min(run.steps, req.t_star),
-                      cancel=run.cancel)
+                      cancel=run.cancel, metric=req.metric)
         solver = dict(max_iter=req.max_iter)
         for method in ("geodesic", "lerp", "slerp"):
             stage = lambda d, t, desc, m=method: run.progress(d, t, f"{m}: {desc}")
@@ -117,9 +124,10 @@ def run_geodesic(req: GeodesicRequest, models: ModelManager, progress: Any = Non
     summary = (f"**Paths between the two images** with {req.n_points} points, at noise level (t*) {req.t_star}, "
                f"metric weight (λ) {req.lam:g}.  \n**Worked at:** the model's "
                f"{model_resolution(run.model, a.shape)}; the pictures are the model's outputs, enlarged.  \n"
-               f"**Length under the score metric** (shorter = a more direct path through likely images): {table}; "
+               f"**Length under the {req.metric} metric** (shorter = a more direct path through likely images): "
+               f"{table}; "
                f"the shortest is {shorter}. {req.crop_note()}  \n*Internals:* {req.n_points} points, "
-               f"t* = {req.t_star}, λ = {req.lam:g}{solver_note}.")
+               f"t* = {req.t_star}, λ = {req.lam:g}, metric {req.metric}{solver_note}.")
     status = run.status(summary)
     return strip, extrapolated, fig, gif, status, files
 
@@ -129,10 +137,11 @@ def geodesic_event(models: ModelManager):
 
     @ui_errors(hosted=models.config.hosted)
     def geodesic(image_a, image_b, n_points, t_star, lam, beyond, max_iter, model, backend, steps, seed,
-                 progress=PROGRESS, request: gr.Request = None):
-        """Two images -> the score-metric geodesic between them (above LERP and SLERP), its extrapolation, a GIF."""
+                 metric=DEFAULT_METRIC, progress=PROGRESS, request: gr.Request = None):
+        """Two images -> the geodesic between them under the score metric (or the denoiser metric), above LERP and
+        SLERP, its extrapolation, a GIF."""
         req = GeodesicRequest.from_gradio(image_a, image_b, n_points, t_star, lam, beyond, max_iter, model, backend,
-                                          steps, seed, models.config.limits)
+                                          steps, seed, models.config.limits, metric)
         return run_geodesic(req, models, progress, request)
 
     return geodesic
@@ -141,9 +150,9 @@ def geodesic_event(models: ModelManager):
 def build(page: Page) -> None:
     """The tab's widgets and events."""
     with gr.Tab("Geodesics", id="geodesic"):
-        gr.Markdown("Shortest paths between two images under the score metric G = I + λ s sᵀ at noise level t*, "
-                    "above linear (LERP) and spherical (SLERP) interpolation; optionally continued beyond the second "
-                    "image. Non-square images are cropped to their central square.")
+        gr.Markdown("Shortest paths between two images under the score metric G = I + λ s sᵀ (or the denoiser "
+                    "metric) at noise level t*, above linear (LERP) and spherical (SLERP) interpolation; optionally "
+                    "continued beyond the second image. Non-square images are cropped to their central square.")
         with gr.Row():
             a = image_input("First image", "geodesic-a")
             b = image_input("Second image", "geodesic-b")
@@ -161,6 +170,11 @@ def build(page: Page) -> None:
             iters = gr.Slider(*limits.solver_iterations, value=min(100, limits.solver_iterations[1]), step=1,
                               label="Solver iterations",
                               info="L-BFGS iterations of the boundary value problem")
+            metric = gr.Dropdown(list(METRICS), value=DEFAULT_METRIC, label="Metric",
+                                 info="score: G = I + λ s sᵀ (the paper's); denoiser: G = I + λ (I - J_D)ᵀ(I - J_D), "
+                                      "every direction off the data costs (no extrapolation)")
+        # The metric's own default λ, set in the browser (no server event).
+        metric.change(None, metric, lam, js=f"(m) => ({json.dumps(METRIC_LAMS)})[m]")
         run, stop = run_stop("Compute geodesic", "geodesic")
         ex = page.examples
         if len(ex) >= 2:
@@ -173,6 +187,6 @@ def build(page: Page) -> None:
             gif = gr.Image(label="Animation", type="filepath", interactive=False, height=GIF_SIDE + 40)
         status = gr.Markdown(elem_id="geodesic-status")
         files = gr.File(label="Geodesic downloads", file_count="multiple")
-        ev = run.click(geodesic_event(page.models), [a, b, n, t, lam, extra, iters, *page.settings],
+        ev = run.click(geodesic_event(page.models), [a, b, n, t, lam, extra, iters, *page.settings, metric],
                        [strip, extrapolation, energy, gif, status, files], api_name="geodesic", **page.queue_kw)
         stop.click(stop_event(page.models), None, status, cancels=[ev], api_name="cancel_geodesic", queue=False)

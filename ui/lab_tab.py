@@ -1,5 +1,6 @@
 """Tab "Geometry lab" (``/lab``): noise-smoothed data on a sphere or a torus, whose score is known in closed form, so
-the score-metric geodesic can be drawn against the chord and the true geodesic. No model: it runs live."""
+the geodesic of a score-built metric (the paper's, or the denoiser metric) can be drawn against the chord and the
+true geodesic. No model: it runs live."""
 
 from __future__ import annotations
 
@@ -40,15 +41,17 @@ class LabRequest:
     angle_2: float
     n_points: int
     iterations: int
+    metric: str = geodesic.DEFAULT_METRIC
 
     @classmethod
     def from_gradio(cls, manifold, lam, sigma, angle_1, angle_2, n_points, iterations,
-                    limits: Limits = LOCAL_LIMITS) -> LabRequest:
+                    limits: Limits = LOCAL_LIMITS, metric: str = geodesic.DEFAULT_METRIC) -> LabRequest:
         """The ``/lab`` event's values in the order Gradio passes them, checked."""
         req = cls(choice(manifold, "manifold", MANIFOLDS), number(lam, "lambda", *LAM_RANGE),
                   number(sigma, "noise level sigma", *SIGMA_RANGE), number(angle_1, "angle 1", *ANGLE_1_RANGE),
                   number(angle_2, "angle 2", *ANGLE_2_RANGE), whole_number(n_points, "points", *limits.lab_points),
-                  whole_number(iterations, "iterations", *limits.lab_iterations))
+                  whole_number(iterations, "iterations", *limits.lab_iterations),
+                  choice(metric, "metric", geodesic.METRICS))
         if req.angle_1 == 0 and req.angle_2 == 0:  # the endpoint a: (0, 0) on both manifolds
             raise InputError("angle 1 and angle 2 must not both be 0: endpoint b would be endpoint a")
         return req
@@ -80,17 +83,18 @@ def run_lab(req: LabRequest, cancel: Any = None):
     figure, Markdown table of lengths). ``cancel``: the library's stop flag."""
     m, a, b = lab_manifold(req.manifold, req.sigma, req.angle_1, req.angle_2)
     res = geodesic.geodesic_bvp(m.score, a, b, lam=req.lam, n_points=req.n_points, score_jvp=m.score_jvp,
-                                max_iter=req.iterations, cancel=cancel)
+                                max_iter=req.iterations, cancel=cancel, metric=req.metric, sigma=req.sigma)
+    name = f"{req.metric}-metric geodesic"
     path = as_array(res.path)
     true_path = true_geodesic(req.manifold, req.angle_1, req.angle_2)
     chord = np.stack([path[0], path[-1]])
     mesh = viz.sphere_mesh(1.0) if req.manifold == "sphere" else viz.torus_mesh(1.0, 0.4)
-    fig = viz.surface_figure(mesh, {"score-metric geodesic": path, "true geodesic": true_path, "chord": chord},
+    fig = viz.surface_figure(mesh, {name: path, "true geodesic": true_path, "chord": chord},
                              points={"a": path[0], "b": path[-1]},
-                             title=f"{req.manifold}: λ = {req.lam:g}, σ = {req.sigma:g}")
+                             title=f"{req.manifold}, {req.metric} metric: λ = {req.lam:g}, σ = {req.sigma:g}")
     energy = viz.history_figure({"energy": res.energy}) if len(res.energy) > 1 else None
     length = lambda p: float(np.linalg.norm(np.diff(p, axis=0), axis=1).sum())
-    table = (f"| path | Euclidean length |\n|---|---|\n| score-metric geodesic | {length(path):.4f} |\n"
+    table = (f"| path | Euclidean length |\n|---|---|\n| {name} | {length(path):.4f} |\n"
              f"| true geodesic | {length(true_path):.4f} |\n| chord | {length(chord):.4f} |\n\n"
              f"{res.iterations} iterations ({res.reason}), metric length {res.length:.4g} "
              f"(start {res.initial_length:.4g}), {res.seconds:.2f} s")
@@ -103,10 +107,12 @@ def lab_handler(models: ModelManager | None = None):
     limits = models.config.limits if models is not None else LOCAL_LIMITS
 
     @ui_errors
-    def lab(manifold, lam, sigma, angle_1, angle_2, n_points, iterations, request: gr.Request = None):
-        """Score-metric geodesic on a noise-smoothed sphere or torus, with the chord and the true geodesic, in 3D."""
+    def lab(manifold, lam, sigma, angle_1, angle_2, n_points, iterations, metric=geodesic.DEFAULT_METRIC,
+            request: gr.Request = None):
+        """Geodesic under the score metric (or the denoiser metric) on a noise-smoothed sphere or torus, with the
+        chord and the true geodesic, in 3D."""
         # Gradio shows this docstring as the /lab endpoint's description.
-        req = LabRequest.from_gradio(manifold, lam, sigma, angle_1, angle_2, n_points, iterations, limits)
+        req = LabRequest.from_gradio(manifold, lam, sigma, angle_1, angle_2, n_points, iterations, limits, metric)
         if models is None:
             return run_lab(req)
         with models.job(request) as cancel:
@@ -128,6 +134,9 @@ def build(page: Page) -> None:
         with gr.Row():
             with gr.Column(scale=1):
                 kind = gr.Radio(list(MANIFOLDS), value="sphere", label="Manifold")
+                metric = gr.Radio(list(geodesic.METRICS), value=geodesic.DEFAULT_METRIC, label="Metric",
+                                  info="score: G = I + λ s sᵀ (the paper's); denoiser: G = I + λ (I - J_D)ᵀ(I - J_D),"
+                                       " every direction off the data costs")
                 lam = gr.Slider(*LAM_RANGE, value=200, step=10, label="Metric weight (λ)",
                                 info="0: the straight chord; larger: the path follows the data more closely")
                 sigma = gr.Slider(*SIGMA_RANGE, value=0.15, step=0.01, label="Noise level (σ)",
@@ -141,11 +150,11 @@ def build(page: Page) -> None:
                 with gr.Row():
                     energy = gr.Plot(label="Lab energy")
                     table = gr.Markdown()
-        inputs, outputs = [kind, lam, sigma, a1, a2, n, iters], [plot, energy, table]
+        inputs, outputs = [kind, lam, sigma, a1, a2, n, iters, metric], [plot, energy, table]
         # No model: its own small queue, so it stays live while model jobs run; only the latest value runs. "change"
         # fires on a drag, on a typed value + Enter, and on the arrows (release would wait for the field to lose focus).
         lab_kw = dict(concurrency_id="lab", concurrency_limit=4, trigger_mode="always_last")
         handler = lab_handler(page.models)
         tab.select(handler, inputs, outputs, api_name="lab", **lab_kw)
-        for widget in (lam, sigma, a1, a2, n, iters, kind):
+        for widget in (lam, sigma, a1, a2, n, iters, kind, metric):
             widget.change(handler, inputs, outputs, api_visibility="private", **lab_kw)
