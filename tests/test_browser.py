@@ -340,11 +340,11 @@ def test_the_lab_reruns_on_enter(browser, page_url):
     page, errors = open_app(browser, page_url)
     page.get_by_role("tab", name="Geometry lab", exact=True).click()
     plot = page.locator("#lab-plot")
-    plot.get_by_text("sphere: λ = 200").wait_for(timeout=60_000)
+    plot.get_by_text("sphere, score metric: λ = 200").wait_for(timeout=60_000)
     box = page.get_by_label("number input for Metric weight (λ)", exact=True)
     box.fill("600")
     box.press("Enter")
-    plot.get_by_text("sphere: λ = 600").wait_for(timeout=60_000)
+    plot.get_by_text("sphere, score metric: λ = 600").wait_for(timeout=60_000)
     assert box.evaluate("e => document.activeElement === e")  # still focused: Enter alone did it
     assert not errors, errors
     page.close()

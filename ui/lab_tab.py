@@ -129,8 +129,8 @@ def build(page: Page) -> None:
     """The tab's widgets and events. Runs on its own small queue, so it stays live while model jobs run."""
     with gr.Tab("Geometry lab", id="lab") as tab:
         gr.Markdown("Noise-smoothed data on a sphere or a torus, whose score is known in closed form. The "
-                    "score-metric geodesic (solid) bends from the chord (dotted) towards the true geodesic "
-                    "(dashed) as λ grows and σ shrinks.")
+                    "geodesic of the chosen metric (solid) bends from the chord (dotted) towards the true geodesic "
+                    "(dashed) as λ grows and σ shrinks; the denoiser metric keeps it nearer the surface.")
         with gr.Row():
             with gr.Column(scale=1):
                 kind = gr.Radio(list(MANIFOLDS), value="sphere", label="Manifold")
