@@ -250,3 +250,31 @@ def test_ray_worker_killed_from_outside_is_survived(ray_local, scenes, tiny_pixe
     row = next(r for r in s.rows if r["id"] == "s1")
     assert row["worker"] != str(killed[0]), "s1 was retried on a restarted worker"
     assert sorted(r["id"] for r in s.rows) == [f"s{i}" for i in range(5)]
+
+
+def test_ray_exported_backend_built_once_and_shared(ray_local, scenes, tiny_pixel_dir, tiny_model, tmp_path):
+    """--backend onnxruntime on Ray: the driver exports the graphs once under OUT/artifacts, both workers load them
+    (no export of their own: the artifact files are not rewritten), and the curves match the PyTorch library call
+    to float32 tolerance."""
+    from pipeline.batch import ModelSpec
+
+    out = tmp_path / "ort"
+    spec = ModelSpec(tiny_pixel_dir, backend="onnxruntime")
+    s = run_batch("rates", scenes / "img", out=out, model=spec, options=OPTS, workers=2, progress=False)
+    assert (s.done, s.failed, s.workers) == (5, 0, 2), [r.get("error") for r in s.rows]
+    assert len({r["worker"] for r in s.rows}) == 2
+    graphs = sorted((out / "artifacts").rglob("*.onnx"))
+    assert graphs, "the driver exported the graphs into OUT/artifacts"
+    stamps = {p: p.stat().st_mtime_ns for p in graphs}
+    first_done = min(r["finished"] for r in s.rows)
+    assert all(p.stat().st_mtime < first_done for p in graphs), "every graph existed before the first item finished"
+    s2 = run_batch("rates", scenes / "img", out=tmp_path / "ort2", model=ModelSpec(
+        tiny_pixel_dir, backend="onnxruntime", artifacts=str(out / "artifacts")), options=OPTS, workers=2,
+        progress=False)
+    assert s2.done == 5 and {p: p.stat().st_mtime_ns for p in graphs} == stamps, "a second run reuses them"
+    for i in range(5):
+        got = _arrays(out, f"s{i}")
+        ref = _library_curves(tiny_model, scenes / "img" / f"s{i}.png")
+        for k in ref:
+            if np.issubdtype(ref[k].dtype, np.floating):
+                np.testing.assert_allclose(got[k], ref[k], rtol=1e-3, atol=1e-4, err_msg=k)
