@@ -253,8 +253,8 @@ def base_data(api: str, model: str) -> list:
         "transfer": [editor, Editor("rgb.png", ("source.png",)), *EDIT, model, *FAST],
         "saliency": [editor, 2.0, *EDIT, model, *FAST],
         "blend": [b, editor, *EDIT, model, *FAST],
-        "geodesic": [a, b, 3, 100, 100.0, 0.5, 3, model, *FAST],
-        "lab": ["sphere", 200, 0.15, 90, 0, 7, 30],
+        "geodesic": [a, b, 3, 100, 100.0, 0.5, 3, model, *FAST, "score"],
+        "lab": ["sphere", 200, 0.15, 90, 0, 7, 30, "score"],
     }[api]
 
 
@@ -269,9 +269,10 @@ FIELDS = [
     ("geodesic", 2, "path points", "error"), ("geodesic", 3, "noise level t*", "error"),
     ("geodesic", 4, "lambda", "error"), ("geodesic", 5, "extrapolation beyond b", "error"),
     ("geodesic", 6, "solver iterations", "error"), ("geodesic", 10, "seed", "default"),
+    ("geodesic", 11, "metric", "error"),
     ("lab", 0, "manifold", "error"), ("lab", 1, "lambda", "error"), ("lab", 2, "noise level sigma", "error"),
     ("lab", 3, "angle 1", "error"), ("lab", 4, "angle 2", "error"), ("lab", 5, "points", "error"),
-    ("lab", 6, "iterations", "error"),
+    ("lab", 6, "iterations", "error"), ("lab", 7, "metric", "error"),
 ]
 #: The status (or table) output of each api, for checking a result.
 STATUS = {"rates": 3, "remove": 4, "transfer": 4, "saliency": 4, "blend": 4, "geodesic": 4, "lab": 2}
