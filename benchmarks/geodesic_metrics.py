@@ -28,6 +28,7 @@ Usage:  python benchmarks/geodesic_metrics.py [--parts synthetic,scenes,digits] 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -43,7 +44,14 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.path_quality import denoising_error, nearest_frames, realism, smoothness  # noqa: E402
+from benchmarks.path_quality import (  # noqa: E402
+    denoising_error,
+    nearest_frames,
+    perceptual_metric,
+    perceptual_scores,
+    realism,
+    smoothness,
+)
 
 #: name -> arguments of pipeline.interpolate.interpolate_images (method, metric, lam).
 VARIANTS: dict[str, dict] = {
@@ -136,9 +144,17 @@ def _score_path(model, imgs_u8: np.ndarray, truth01: np.ndarray, own: list[int])
     nearest, idx = nearest_frames(imgs, truth01)
     own_rmse = np.sqrt(((imgs - truth01[own]) ** 2).mean(axis=(1, 2, 3)))
     den = denoising_error(model, imgs_u8[1:-1], t=DENOISE_T)
+    dist, _ = _perceptual()
+    extra = perceptual_scores(dist, imgs, truth01) if dist is not None else {}
     return {"nearest_rmse": float(nearest[1:-1].mean()), "nearest_rmse_max": float(nearest[1:-1].max()),
             "own_rmse": float(own_rmse[1:-1].mean()), "endpoint_rmse": float(nearest[[0, -1]].mean()),
-            "nearest_frame": [int(k) for k in idx], "denoise_err": float(den.mean()), **smoothness(imgs)}
+            "nearest_frame": [int(k) for k in idx], "denoise_err": float(den.mean()), **smoothness(imgs), **extra}
+
+
+@functools.lru_cache(maxsize=1)
+def _perceptual():
+    """LPIPS when its package and weights are on this machine (benchmarks.path_quality.perceptual_metric)."""
+    return perceptual_metric()
 
 
 def _run_variant(model, a, b, *, name: str, t_star: int, n_points: int, max_iter: int, num_steps: int):
@@ -155,7 +171,7 @@ def _run_variant(model, a, b, *, name: str, t_star: int, n_points: int, max_iter
 
 def _aggregate(per: list[dict], interiors: list[np.ndarray], ref: np.ndarray, truth: np.ndarray) -> dict:
     keys = ["nearest_rmse", "nearest_rmse_max", "own_rmse", "denoise_err", "step_mean", "step_max", "step_cv",
-            "iterations", "seconds", "angle_err", "monotonic"]
+            "iterations", "seconds", "angle_err", "monotonic", "lpips_nearest", "lpips_step_mean"]
     out = {k: float(np.mean([p[k] for p in per])) for k in keys if per and k in per[0]}
     out["nearest_rmse_worst"] = max(p["nearest_rmse_max"] for p in per)
     out["step_max_worst"] = max(p["step_max"] for p in per)
@@ -376,7 +392,8 @@ def _md_synthetic(rows: list[dict]) -> list[str]:
 def _md_images(res: dict, title: str, digits: bool) -> list[str]:
     head = ("| t* | variant | pairs | nearest RMSE (mean) | (worst) | own-frame RMSE | "
             + ("angle err (deg) | monotonic | " if digits else "")
-            + "SFD | KID | KID vs true frames | denoise err | step mean | step max | step CV | iters | s/pair |")
+            + "SFD | KID | KID vs true frames | denoise err | step mean | step max | step CV | iters | s/pair |"
+            + (" LPIPS nearest | LPIPS step |" if any("lpips_nearest" in r for r in res["rows"]) else ""))
     out = [title, "", head, "|" + "---|" * (head.count("|") - 1)]
     for r in res["rows"]:
         out.append(f"| {r['t_star']} | {r['variant']} | {r['pairs']} | {r['nearest_rmse']:.4f} | "
@@ -384,7 +401,8 @@ def _md_images(res: dict, title: str, digits: bool) -> list[str]:
                    + (f"{r['angle_err']:.1f} | {r['monotonic']:.2f} | " if digits else "")
                    + f"{r['sfd']:.2f} | {r['kid']:.3f} | {_f(r.get('kid_truth'), '.3f')} | {r['denoise_err']:.4f} | "
                    f"{r['step_mean']:.4f} | "
-                   f"{r['step_max_worst']:.4f} | {r['step_cv']:.3f} | {r['iterations']:.0f} | {r['seconds']:.0f} |")
+                   f"{r['step_max_worst']:.4f} | {r['step_cv']:.3f} | {r['iterations']:.0f} | {r['seconds']:.0f} |"
+                   + (f" {r['lpips_nearest']:.4f} | {r['lpips_step_mean']:.4f} |" if "lpips_nearest" in r else ""))
     return out
 
 
@@ -421,9 +439,10 @@ def markdown(res: dict) -> str:
              "frames); denoise err: the model's epsilon error at t = 50 per interior frame "
              "(4 fixed noise draws; lower is more like the training data); step mean / max / CV: consecutive-frame "
              "RMSE, its largest value and its coefficient of variation (evenness). `gt frames` are the true frames "
-             "at the path's parameters: the realism and smoothness floor, no model involved. No LPIPS or Inception "
-             "weights are available offline (the lpips and clean-fid packages are not installed), so those are not "
-             "reported.", ""]
+             "at the path's parameters: the realism and smoothness floor, no model involved. LPIPS columns (nearest "
+             "true frame, consecutive frames) appear when the lpips package and its AlexNet weights are on the "
+             f"machine; this run: {res.get('perceptual', 'not recorded')}. No Inception features (clean-fid's "
+             "weights are not available offline).", ""]
     if "synthetic" in res:
         lines += _md_synthetic(res["synthetic"]) + [""]
     if "scenes" in res:
@@ -475,6 +494,8 @@ def main(argv=None) -> int:
         t_stars = [int(t) for t in args.t_stars.split(",")]
         res["machine"] = (f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
                           f"{args.threads} thread(s)")
+        dist, why = _perceptual()
+        res["perceptual"] = why if dist is not None else f"not available ({why})"
         cmd = "python benchmarks/geodesic_metrics.py " + " ".join(
             f"'{a}'" if " " in a else a for a in (argv if argv is not None else sys.argv[1:]))
         res["commands"] = [*[c for c in res.get("commands", []) if c != cmd], cmd.strip()]

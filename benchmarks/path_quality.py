@@ -18,6 +18,7 @@ be had offline, so the same two properties are measured with what the project ha
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -104,3 +105,43 @@ def nearest_frames(images: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, n
     truth (m, H, W, 3) in [0, 1] -> (n,), (n,)"""
     rmse = np.sqrt(((images[:, None] - truth[None]) ** 2).mean(axis=(2, 3, 4)))  # (n, m)
     return rmse.min(axis=1), rmse.argmin(axis=1)
+
+
+#: The torchvision AlexNet weights file LPIPS's default backbone loads (from torch.hub's cache; never downloaded here).
+LPIPS_BACKBONE = "alexnet-owt-7be5be79.pth"
+
+
+def perceptual_metric() -> tuple[object | None, str]:
+    """LPIPS (the ``lpips`` package, AlexNet backbone) when the package and its weights are on this machine, without
+    the network: ``(dist, "LPIPS (AlexNet)")`` with ``dist(a, b)`` -> (n,) distances of two (n, H, W, 3) stacks in
+    [0, 1]; else ``(None, why not)``. The benchmark reports LPIPS columns only in the first case."""
+    try:
+        import lpips
+    except ImportError:
+        return None, "the lpips package is not installed"
+    backbone = os.path.join(torch.hub.get_dir(), "checkpoints", LPIPS_BACKBONE)
+    if not os.path.isfile(backbone):
+        return None, f"LPIPS's AlexNet weights ({LPIPS_BACKBONE}) are not in torch.hub's cache"
+    try:
+        net = lpips.LPIPS(net="alex", verbose=False).eval()
+    except Exception as err:  # noqa: BLE001 -- any failure to build it means: not available here
+        return None, f"lpips could not be built offline ({type(err).__name__})"
+
+    def dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ta = torch.as_tensor(a, dtype=torch.float32).permute(0, 3, 1, 2) * 2 - 1
+        tb = torch.as_tensor(b, dtype=torch.float32).permute(0, 3, 1, 2) * 2 - 1
+        with torch.no_grad():
+            return net(ta, tb).flatten().numpy().astype(np.float64)
+
+    return dist, "LPIPS (AlexNet)"
+
+
+def perceptual_scores(dist, images: np.ndarray, truth: np.ndarray) -> dict:
+    """With an LPIPS ``dist``: the interior frames' distance to their perceptually nearest true frame (mean) and
+    the mean consecutive-frame distance.  images (n, H, W, 3), truth (m, H, W, 3) in [0, 1]."""
+    inner = images[1:-1]
+    m = truth.shape[0]
+    near = [dist(np.repeat(im[None], m, axis=0), truth).min() for im in inner]
+    steps = dist(images[1:], images[:-1])
+    return {"lpips_nearest": float(np.mean(near)), "lpips_step_mean": float(steps.mean())}
+

@@ -74,3 +74,40 @@ def test_digit_angles_are_recovered_from_true_rotations():
     np.testing.assert_allclose(out["angles"], SPAN * np.arange(n) / (n - 1), atol=ANGLE_GRID)
     back = _angles(frames[::-1], pr)  # the same frames played backwards: not monotonic, angles far off
     assert back["monotonic"] == 0.0 and back["angle_err"] > 20
+
+
+def test_lpips_used_only_when_its_package_and_weights_are_here(monkeypatch, tmp_path):
+    """perceptual_metric: the reason when lpips is missing or its backbone is not cached; with both present (a stand-in
+    package and weights file), a distance that perceptual_scores uses per frame."""
+    import sys
+    import types
+
+    import numpy as np
+    import pytest
+    import torch
+
+    from benchmarks import path_quality as pq
+
+    monkeypatch.setitem(sys.modules, "lpips", None)  # import fails
+    assert pq.perceptual_metric() == (None, "the lpips package is not installed")
+
+    class FakeLPIPS(torch.nn.Module):  # mean absolute difference, in [-1, 1] inputs
+        def __init__(self, **kw):
+            super().__init__()
+
+        def forward(self, a, b):
+            return (a - b).abs().mean(dim=(1, 2, 3), keepdim=True)
+
+    monkeypatch.setitem(sys.modules, "lpips", types.SimpleNamespace(LPIPS=FakeLPIPS))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    dist, why = pq.perceptual_metric()
+    assert dist is None and "not in torch.hub's cache" in why
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / pq.LPIPS_BACKBONE).write_bytes(b"weights")
+    dist, why = pq.perceptual_metric()
+    assert why == "LPIPS (AlexNet)"
+    truth = np.stack([np.full((4, 4, 3), v) for v in (0.0, 0.5, 1.0)])
+    path = np.stack([np.full((4, 4, 3), v) for v in (0.0, 0.4, 1.0)])
+    got = pq.perceptual_scores(dist, path, truth)
+    assert got["lpips_nearest"] == pytest.approx(0.2)  # |0.4 - 0.5| x 2 (inputs in [-1, 1])
+    assert got["lpips_step_mean"] == pytest.approx((0.8 + 1.2) / 2)
