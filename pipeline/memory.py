@@ -176,7 +176,9 @@ def max_batch(model) -> int | None:
     info = getattr(owner, "info", None)
     if isinstance(info, dict) and "memory" in info:
         return info["memory"]["limit"]
-    if model_work(model) < PROBE_MIN_WORK:
+    if model_work(model) < PROBE_MIN_WORK:  # decided once: the maps ask on every call
+        if isinstance(info, dict):
+            info["memory"] = {"limit": None, "reason": "under the probe threshold"}
         return None
     if in_transform():
         return None  # not measured from inside a transform; the next plain call does it

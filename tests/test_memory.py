@@ -33,7 +33,7 @@ def _inputs(model, n, seed=0):
 
 def test_small_models_are_not_split(model, monkeypatch):
     monkeypatch.delenv("DIFFGEO_MAX_BATCH", raising=False)
-    assert model.max_batch() is None and "memory" not in model.info
+    assert model.max_batch() is None and model.info["memory"] == {"limit": None, "reason": "under the probe threshold"}
 
 
 def test_split_maps_equal_whole_batch(model64, monkeypatch):

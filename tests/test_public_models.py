@@ -3,10 +3,6 @@ hub cache (a small variant of the CIFAR-10 DDPM's architecture laid out as the c
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -36,15 +32,12 @@ def test_model_list_offers_the_public_checkpoints(monkeypatch):
 
 
 def test_hosted_app_loads_an_allowed_hub_id_offline(tmp_path):
-    from test_reference import place_in_hub_cache
+    from test_reference import place_in_hub_cache, run_offline
 
     folder = tmp_path / "cifar-small"
     build_reference("cifar10-32", folder, seed=0, divisor=SMALL_DIVISOR, sample_size=small_sample_size("cifar10-32"))
     hf_home = tmp_path / "hf-home"
     place_in_hub_cache(folder, hf_home / "hub", "google/ddpm-cifar10-32")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HF_HOME=str(hf_home), HF_HUB_CACHE=str(hf_home / "hub"), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
-               DIFFGEO_ALLOWED_MODELS="public", DIFFGEO_HOSTED="1")
     code = (
         "import json\n"
         "from ui.config import AppConfig\n"
@@ -54,9 +47,6 @@ def test_hosted_app_loads_an_allowed_hub_id_offline(tmp_path):
         "model = m.model(src, 'cpu')\n"
         "print(json.dumps(dict(src=src, kind=model.kind, size=model.sample_size, source=model.source)))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = run_offline(code, hf_home, ROOT, DIFFGEO_ALLOWED_MODELS="public", DIFFGEO_HOSTED="1")
     assert got == {"src": "google/ddpm-cifar10-32", "kind": "pixel", "size": small_sample_size("cifar10-32"),
                    "source": "google/ddpm-cifar10-32"}

@@ -239,13 +239,22 @@ def place_in_hub_cache(folder: Path, cache: Path, repo_id: str, commit: str = "0
     return snap
 
 
+def run_offline(code: str, hf_home: Path, cwd: Path, **env_vars: str) -> dict:
+    """Run ``code`` in a new Python with the hub cache under ``hf_home``, the network off (``HF_HUB_OFFLINE``), no
+    other ``HF_*`` variable and ``env_vars`` added; -> the JSON object its last output line prints."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HOME=str(hf_home), HF_HUB_CACHE=str(hf_home / "hub"), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
+               **env_vars)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def test_load_by_hub_id_from_the_local_cache_offline(small_dir, tmp_path):
     hf_home = tmp_path / "hf-home"
     snap = place_in_hub_cache(Path(small_dir("cifar10-32")), hf_home / "hub", "google/ddpm-cifar10-32")
     assert (snap / "diffusion_pytorch_model.safetensors").is_symlink()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HF_HOME=str(hf_home), HF_HUB_CACHE=str(hf_home / "hub"), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
-               TEST_TORCH_THREADS="1")
     code = (
         "import json, sys, torch\n"
         "from pipeline import load_model, ModelLoadError\n"
@@ -259,10 +268,7 @@ def test_load_by_hub_id_from_the_local_cache_offline(small_dir, tmp_path):
         "    out['missing'] = str(err)\n"
         "print(json.dumps(out))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = run_offline(code, hf_home, tmp_path, TEST_TORCH_THREADS="1")
     direct = load_model(small_dir("cifar10-32"), device="cpu")
     x = torch.zeros(1, 3, direct.sample_size, direct.sample_size)
     assert got["source"] == "google/ddpm-cifar10-32" and got["kind"] == "pixel" and got["size"] == direct.sample_size
