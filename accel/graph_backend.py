@@ -9,6 +9,9 @@
 - ``h_jvp_point`` (many directions at one point, as rate maps ask) runs the ``h_jvp_point`` graphs when
   ``point_graph=True``: h(x) once, the tangents batched; otherwise x is repeated along the batch of ``h_jvp``.
 - Outputs are plain tensors without autograd history; asking for gradients through them raises.
+- A graph that cannot be exported (recorded in the manifest's ``failures``: exception, parity, memory or time limit)
+  runs in eager PyTorch, with a logged warning that says why (:attr:`GraphBackend.fallbacks`); the others still run
+  on their graphs.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from pipeline.errors import InputError
 from .base import Backend, Tensors, _pad, plan_chunks, run_chunked
 
 log = logging.getLogger(__name__)
+
+#: The handle of a graph that could not be exported: it runs in eager PyTorch (:func:`export.trace.graph_function`).
+_TORCH_FALLBACK = object()
 
 
 class GraphBackend(Backend):
@@ -73,12 +79,23 @@ class GraphBackend(Backend):
             with self._lock:  # UI threads may ask for the same graph at once: make it once
                 if key not in self._handles:
                     from export.cache import ensure_artifact
+                    from export.errors import GraphUnavailable
 
                     spec = self.spec(graph, batch, size)
-                    path, _ = ensure_artifact(self.model, spec, weights=self.weights, directory=self.artifacts,
-                                              kind=self.kind, precision=self.precision, check=self.check)
-                    self._handles[key] = (spec, self._load(spec, path))
+                    try:
+                        path, _ = ensure_artifact(self.model, spec, weights=self.weights, directory=self.artifacts,
+                                                  kind=self.kind, precision=self.precision, check=self.check)
+                        self._handles[key] = (spec, self._load(spec, path))
+                    except GraphUnavailable as err:  # per-graph fallback: the others still run on the graphs
+                        log.warning("%s: %s; running %s in PyTorch instead", self.name, err, spec.name)
+                        self.info.setdefault("torch_fallback", {})[spec.name] = str(err)
+                        self._handles[key] = (spec, _TORCH_FALLBACK)
         return self._handles[key]
+
+    @property
+    def fallbacks(self) -> dict[str, str]:
+        """``{graph file stem: reason}`` of the graphs this backend runs in PyTorch because they did not export."""
+        return dict(self.info.get("torch_fallback", {}))
 
     def prepare(self, graphs: Sequence[str] = ("h", "h_jvp", "eps", "eps_jvp"), size: tuple[int, int] | None = None,
                 *, jobs: int = 1):
@@ -91,7 +108,8 @@ class GraphBackend(Backend):
         keys = [(g, b) for g in graphs for b in ((None,) if g in ("h", "eps") else self.batch_sizes)]
         specs = [self.spec(g, b, size) for g, b in keys]
         export_specs(self.model, self.artifacts or model_cache_dir(self.weights), specs, precision=self.precision,
-                     tensorrt=self.kind == "engine", check=self.check, jobs=jobs, weights=self.weights)
+                     tensorrt=self.kind == "engine", check=self.check, jobs=jobs, weights=self.weights,
+                     keep_going=True)  # a graph that fails runs in PyTorch (see _handle)
         for g, b in keys:
             self._handle(g, b, size)
         return self
@@ -106,6 +124,11 @@ class GraphBackend(Backend):
     # ---- running ------------------------------------------------------------------------------------------------
     def _run(self, graph: str, batch: int | None, size: tuple[int, int], *inputs: torch.Tensor) -> Tensors:
         spec, handle = self._handle(graph, batch, size)
+        if handle is _TORCH_FALLBACK:
+            from export.trace import graph_function
+
+            with torch.no_grad():
+                return tuple(graph_function(self.model, graph)(*(t.detach() for t in inputs)))
         feeds = {s.name: t.detach().contiguous() for s, t in zip(spec.inputs, inputs, strict=True)}
         return self._execute(handle, spec, feeds)
 

@@ -11,14 +11,15 @@ manifest (:mod:`export.manifest`). onnx, onnxruntime, polygraphy and tensorrt ar
 
 from .build import check_exportable, export_graphs, export_specs, model_specs
 from .cache import CACHE_ENV, cache_root, ensure_artifact, model_cache_dir
-from .errors import ExportError, ManifestError, ParityError
+from .errors import ExportError, GraphUnavailable, ManifestError, ParityError
 from .fingerprint import artifact_key, code_digest, code_version, weights_hash
 from .manifest import TOLERANCES, Artifact, CheckResult, Manifest, Tolerance
 from .specs import DEFAULT_GRAPHS, GRAPHS, PRECISIONS, GraphSpec, TensorSpec, graph_spec
 
 __all__ = [
     "CACHE_ENV", "DEFAULT_GRAPHS", "GRAPHS", "PRECISIONS", "TOLERANCES", "Artifact", "CheckResult", "ExportError",
-    "GraphSpec", "Manifest", "ManifestError", "ParityError", "TensorSpec", "Tolerance", "artifact_key", "cache_root",
+    "GraphSpec", "GraphUnavailable", "Manifest", "ManifestError",
+    "ParityError", "TensorSpec", "Tolerance", "artifact_key", "cache_root",
     "check_exportable", "code_digest", "code_version", "ensure_artifact", "export_graphs", "export_specs",
     "graph_spec", "model_cache_dir", "model_specs", "weights_hash",
 ]

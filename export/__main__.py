@@ -12,6 +12,7 @@ from .specs import DEFAULT_GRAPHS, GRAPHS, PRECISIONS
 log = logging.getLogger("export")
 
 
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m export",
@@ -32,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="export ONNX graphs in this many processes (default 1)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="model-space size (default: the model's)")
     p.add_argument("--device", default=None, help="torch device for tracing (default: cuda if available, else cpu)")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first graph that fails (default: record "
+                   "it in the manifest's failures, export the others, exit 2)")
+    p.add_argument("--max-rss-gib", type=float, default=None, metavar="GIB",
+                   help="export each graph in a child process and stop it when its resident memory passes GIB "
+                   "(recorded as a failure with the measured peak)")
+    p.add_argument("--graph-timeout", type=float, default=None, metavar="S",
+                   help="export each graph in a child process and stop it after S seconds (recorded as a failure)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -50,9 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = load_model(args.model, device=args.device)
         log.info("model %s: %s, %d channels, %dx%d", args.model, model.info.get("unet_class"), model.channels,
                  model.sample_size, model.sample_size)
-        manifest = export_graphs(model, args.out, batch_sizes=args.batch_sizes, graphs=args.graphs,
-                                 precision=args.precision, tensorrt=args.tensorrt, check=not args.skip_check,
-                                 force=args.force, jobs=args.jobs, size=tuple(args.size) if args.size else None)
+        size = tuple(args.size) if args.size else None
+        if args.max_rss_gib is not None or args.graph_timeout is not None:
+            box = [model]
+            del model  # _export_isolated frees it before the children load their own copies
+            manifest = _export_isolated(box, args, size)
+        else:
+            manifest = export_graphs(model, args.out, batch_sizes=args.batch_sizes, graphs=args.graphs,
+                                     precision=args.precision, tensorrt=args.tensorrt, check=not args.skip_check,
+                                     force=args.force, jobs=args.jobs, size=size, keep_going=not args.fail_fast)
     except (InputError, ModelLoadError, ExportError) as err:
         log.error("%s: %s", type(err).__name__, err)
         return 1
@@ -64,8 +78,73 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{c.runner}: " + ", ".join(f"{k} {v:.1e}" for k, v in c.max_rel.items()) + (" ok" if c.passed else " FAIL")
             for c in art.checks) or "not checked"
         print(f"{name:<28} {art.kind:<7} {art.seconds:>8.1f}  {checks}")
+    from .specs import STATIC_GRAPHS
+
+    asked = {(g if g not in STATIC_GRAPHS else f"{g}_b{b}") + ".onnx" for g in args.graphs for b in args.batch_sizes}
+    failed = {k: v for k, v in manifest.failures.items() if k in asked}
+    for name, rec in sorted(failed.items()):
+        print(f"{name:<28} FAILED  {rec.get('seconds', 0):>8.1f}  {rec['reason']}")
     print(f"manifest: {args.out}/manifest.json")
+    if failed:
+        log.warning("%d graph(s) not exported (%s): the backends run them in PyTorch", len(failed),
+                    ", ".join(sorted(failed)))
+        return 2
     return 0
+
+
+def _export_isolated(box: list, args, size):
+    """Export each graph in a child ``python -m export`` under :func:`export.watch.run_watched`; a child stopped for
+    memory or time (or dying) is recorded in the manifest's failures with its measured peak; each artifact's
+    ``extra`` gets the child's wall seconds and peak resident memory."""
+    import gc
+    from dataclasses import replace
+    from pathlib import Path
+
+    from .build import model_specs, onnx_key, onnx_name
+    from .errors import ManifestError
+    from .fingerprint import code_version, weights_hash
+    from .manifest import Manifest, directory_lock
+    from .watch import describe, run_watched
+
+    model = box.pop()
+    specs = model_specs(model, graphs=args.graphs, batch_sizes=args.batch_sizes, size=size)
+    weights, source = weights_hash(model), str(model.source)
+    device = args.device or str(model.device)
+    del model
+    gc.collect()  # the children load their own copy
+    max_rss = int(args.max_rss_gib * 2**30) if args.max_rss_gib is not None else None
+    out = Path(args.out)
+    for spec in specs:
+        name = onnx_name(spec)
+        cmd = [sys.executable, "-m", "export", "--model", args.model, "--out", str(out), "--graphs", spec.graph,
+               "--batch-sizes", str(spec.batch or args.batch_sizes[0]), "--precision", args.precision,
+               "--device", device, "--size", *(str(d) for d in spec.inputs[0].shape[-2:])]
+        cmd += [f for f, on in (("--tensorrt", args.tensorrt), ("--skip-check", args.skip_check),
+                                ("--force", args.force), ("-v", args.verbose)) if on]
+        log.info("exporting %s in a child process (limits: %s GiB, %s s) ...", name, args.max_rss_gib,
+                 args.graph_timeout)
+        w = run_watched(cmd, max_rss_bytes=max_rss, timeout_s=args.graph_timeout)
+        figures = {"seconds": w.seconds, "peak_rss_bytes": w.peak_rss_bytes}
+        with directory_lock(out):
+            try:
+                manifest = Manifest.load(out)
+            except ManifestError as err:  # nothing recorded yet (the first graph failed)
+                log.debug("new manifest (%s)", err)
+                manifest = Manifest(model_source=source, weights_hash=weights, code_version=code_version())
+            art = manifest.artifacts.get(name)
+            if not w.killed and art is not None and name not in manifest.failures:
+                extra = {**art.extra, "wall_seconds": f"{w.seconds:.1f}",
+                         "peak_rss_gib": f"{w.peak_rss_bytes / 2**30:.2f}"}
+                manifest = manifest.with_artifact(replace(art, extra=extra))
+                log.info("%s: %.1f s, peak resident memory %.2f GiB", name, w.seconds, w.peak_rss_bytes / 2**30)
+            else:
+                rec = manifest.failures.get(name)
+                reason = rec["reason"] if rec is not None and not w.killed else describe(
+                    w, max_rss_bytes=max_rss, timeout_s=args.graph_timeout)
+                manifest = manifest.with_failure(name, reason, key=onnx_key(spec, weights), **figures)
+                log.warning("%s not exported: %s", name, reason)
+            manifest.save(out)
+    return manifest
 
 
 if __name__ == "__main__":

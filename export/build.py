@@ -113,6 +113,7 @@ def export_specs(
     jobs: int = 1,
     weights: str | None = None,
     progress: ProgressFn | None = None,
+    keep_going: bool = False,
 ) -> Manifest:
     """Make sure every spec has a valid ONNX artifact (and TensorRT engine if ``tensorrt``) in ``out_dir``.
 
@@ -120,7 +121,9 @@ def export_specs(
     ``check=False``; a failed check raises :class:`~export.errors.ParityError` and records nothing) and recorded.
     ``jobs > 1`` exports ONNX graphs in that many worker processes (tracing and export are single-threaded Python;
     engines are built one at a time). ``weights`` is the model's :func:`weights_hash`, if the caller already has it.
-    Returns the updated manifest.
+    ``keep_going=True``: a graph that fails (export error, parity, ``MemoryError``) is recorded in the manifest's
+    ``failures`` with its reason and the others are still exported (its engine is not built); backends run a failed
+    graph in PyTorch. Otherwise the first failure raises. Returns the updated manifest.
     """
     check_exportable(model)
     precision = check_precision(precision)
@@ -139,6 +142,13 @@ def export_specs(
 
     def stale(manifest: Manifest, name: str, key: str) -> bool:
         nonlocal done
+        failure = manifest.failure(name, key)
+        if failure is not None and not force:  # failed before with these weights, spec and code: do not retry
+            done += 1
+            log.warning("[%d/%d] %s: not exported (recorded failure: %s); force=True / --force retries", done, total,
+                        name, failure["reason"])
+            report(progress, done, total, f"{name} failed before")
+            return False
         problem = manifest.problem(name, out_dir, key)
         if problem is None and not force:
             done += 1
@@ -168,14 +178,27 @@ def export_specs(
     with directory_lock(out_dir):
         manifest = _open_manifest(out_dir, model, weights, code)
         todo = [s for s in specs if stale(manifest, onnx_name(s), onnx_key(s, weights, cdig))]
-        for spec, files, checks, seconds in _produce_onnx(model, todo, out_dir, check, jobs):
-            art = artifact(spec, "onnx", onnx_name(spec), onnx_key(spec, weights, cdig), files, checks, seconds,
-                           "fp32", {})
-            manifest = record(manifest, art)
+        failed: set[str] = set()
+        for spec, result, seconds in _produce_onnx(model, todo, out_dir, check, jobs, keep_going):
+            name, key = onnx_name(spec), onnx_key(spec, weights, cdig)
+            if isinstance(result, BaseException):
+                reason = f"{type(result).__name__}: {result}"
+                log.warning("%s could not be exported (%s); recorded in the manifest, the backends run it in "
+                            "PyTorch", name, reason)
+                manifest = manifest.with_failure(name, reason, key=key, seconds=seconds)
+                manifest.save(out_dir)
+                failed.add(name)
+                done += 1
+                report(progress, done, total, f"{name} failed")
+                continue
+            files, checks = result
+            manifest = record(manifest, artifact(spec, "onnx", name, key, files, checks, seconds, "fp32", {}))
         if tensorrt:
             from .trt import engine_name
 
             for spec in specs:
+                if onnx_name(spec) in failed:
+                    continue
                 name, key = engine_name(spec, precision), engine_key(spec, weights, precision, trt_version, cdig)
                 if not stale(manifest, name, key):
                     continue
@@ -188,19 +211,30 @@ def export_specs(
     return manifest
 
 
-def _export_and_check(model, spec: GraphSpec, out_dir: Path, check: bool) -> tuple:
-    """Export one spec and check it: (spec, files, checks, seconds)."""
+#: What a failed graph raises that ``keep_going`` records (anything else is a bug and propagates).
+_GRAPH_FAILURES = (ExportError, MemoryError, RuntimeError)
+
+
+def _export_and_check(model, spec: GraphSpec, out_dir: Path, check: bool, keep_going: bool = False) -> tuple:
+    """Export one spec and check it: (spec, (files, checks) or the exception when ``keep_going``, seconds)."""
     from .onnx_export import export_onnx
 
     log.info("exporting %s ...", onnx_name(spec))
     start = time.perf_counter()
-    files = export_onnx(model, spec, out_dir / onnx_name(spec))
-    checks = ()
-    if check:
-        from .check import check_onnx
+    try:
+        files = export_onnx(model, spec, out_dir / onnx_name(spec))
+        checks = ()
+        if check:
+            from .check import check_onnx
 
-        checks = (check_onnx(model, spec, files[0]),)
-    return spec, files, checks, round(time.perf_counter() - start, 3)
+            checks = (check_onnx(model, spec, files[0]),)
+    except _GRAPH_FAILURES as err:
+        if not keep_going:
+            raise
+        for stale in (out_dir / onnx_name(spec), out_dir / (onnx_name(spec) + ".data")):
+            stale.unlink(missing_ok=True)  # a file that failed its check must not be picked up
+        return spec, err, round(time.perf_counter() - start, 3)
+    return spec, (files, checks), round(time.perf_counter() - start, 3)
 
 
 _WORKER_MODEL = None
@@ -213,15 +247,15 @@ def _worker_init(model) -> None:
     _WORKER_MODEL = model
 
 
-def _worker_export(spec: GraphSpec, out_dir: Path, check: bool) -> tuple:
-    return _export_and_check(_WORKER_MODEL, spec, out_dir, check)
+def _worker_export(spec: GraphSpec, out_dir: Path, check: bool, keep_going: bool) -> tuple:
+    return _export_and_check(_WORKER_MODEL, spec, out_dir, check, keep_going)
 
 
-def _produce_onnx(model, specs: list[GraphSpec], out_dir: Path, check: bool, jobs: int):
-    """Yield (spec, files, checks, seconds) for each spec, exporting in ``jobs`` processes when > 1."""
+def _produce_onnx(model, specs: list[GraphSpec], out_dir: Path, check: bool, jobs: int, keep_going: bool = False):
+    """Yield (spec, (files, checks) or exception, seconds) for each spec, exporting in ``jobs`` processes when > 1."""
     if jobs == 1 or len(specs) < 2:
         for spec in specs:
-            yield _export_and_check(model, spec, out_dir, check)
+            yield _export_and_check(model, spec, out_dir, check, keep_going)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -231,9 +265,14 @@ def _produce_onnx(model, specs: list[GraphSpec], out_dir: Path, check: bool, job
     ctx = multiprocessing.get_context("spawn")  # fork is unsafe with torch's thread pools
     with ProcessPoolExecutor(max_workers=min(jobs, len(order)), mp_context=ctx, initializer=_worker_init,
                              initargs=(model,)) as pool:
-        futures = [pool.submit(_worker_export, s, out_dir, check) for s in order]
+        futures = {pool.submit(_worker_export, s, out_dir, check, keep_going): s for s in order}
         for fut in as_completed(futures):
-            yield fut.result()
+            try:
+                yield fut.result()
+            except Exception as err:  # a worker that died (killed for memory: BrokenProcessPool)
+                if not keep_going:
+                    raise
+                yield futures[fut], err, 0.0
 
 
 def _build_one(model, spec, out_dir: Path, manifest: Manifest, precision: str, check: bool, weights: str,
@@ -266,14 +305,16 @@ def export_graphs(
     jobs: int = 1,
     size: tuple[int, int] | None = None,
     progress: ProgressFn | None = None,
+    keep_going: bool = False,
 ) -> Manifest:
     """Export ``graphs`` of ``model`` into ``out_dir`` (see :mod:`export.specs` for the graphs and their contracts).
 
     Static-batch graphs (the JVPs) get one file per entry of ``batch_sizes``; ``h`` and ``eps`` one file with a
     dynamic batch. Each export is checked against PyTorch (polygraphy's ONNX Runtime runner and Comparator) and
     recorded in ``out_dir/manifest.json``; with ``tensorrt=True`` engines are built at ``precision`` and checked the
-    same way. Up-to-date artifacts are reused; ``jobs > 1`` exports in parallel processes. Returns the manifest.
+    same way. Up-to-date artifacts are reused; ``jobs > 1`` exports in parallel processes; ``keep_going``: see
+    :func:`export_specs`. Returns the manifest.
     """
     specs = model_specs(model, graphs=graphs, batch_sizes=batch_sizes, size=size)
     return export_specs(model, out_dir, specs, precision=precision, tensorrt=tensorrt, check=check, force=force,
-                        jobs=jobs, progress=progress)
+                        jobs=jobs, progress=progress, keep_going=keep_going)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .build import export_specs, onnx_name
+from .build import export_specs, onnx_key, onnx_name
+from .errors import GraphUnavailable
 from .manifest import Artifact
 from .specs import GraphSpec
 
@@ -31,10 +32,16 @@ def model_cache_dir(weights: str) -> Path:
 def ensure_artifact(model, spec: GraphSpec, *, weights: str, directory: str | os.PathLike | None = None,
                     kind: str = "onnx", precision: str = "fp32", check: bool = True) -> tuple[Path, Artifact]:
     """The path of a valid artifact for ``spec`` (``kind="onnx"`` or ``"engine"``), exporting it first when it is
-    missing, stale or corrupt (with a warning for the latter two). ``directory`` defaults to the model's cache dir."""
+    missing, stale or corrupt (with a warning for the latter two). ``directory`` defaults to the model's cache dir.
+
+    Raises :class:`GraphUnavailable` (with the reason) when the graph cannot be exported, now or in an earlier run
+    recorded in the manifest's ``failures``; the failure is recorded so that it is not retried on every start."""
     directory = Path(directory) if directory is not None else model_cache_dir(weights)
     manifest = export_specs(model, directory, [spec], precision=precision, tensorrt=kind == "engine", check=check,
-                            weights=weights)
+                            weights=weights, keep_going=True)
+    failure = manifest.failure(onnx_name(spec), onnx_key(spec, weights))
+    if failure is not None:
+        raise GraphUnavailable(f"{onnx_name(spec)} could not be exported: {failure['reason']}")
     if kind == "onnx":
         art = manifest.artifacts[onnx_name(spec)]
     else:

@@ -13,3 +13,7 @@ class ParityError(ExportError):
 
 class ManifestError(ExportError):
     """A manifest is missing, unreadable, or does not have the expected format."""
+
+
+class GraphUnavailable(ExportError):
+    """A graph that could not be exported (recorded in the manifest's ``failures``): backends run it in PyTorch."""

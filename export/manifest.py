@@ -108,6 +108,10 @@ class Manifest:
     code_version: dict[str, str]
     artifacts: dict[str, Artifact] = field(default_factory=dict)
     format: int = FORMAT
+    #: Graphs that could not be exported (exception, parity, memory or time limit): artifact name -> record with at
+    #: least ``reason`` and ``created`` (and ``seconds``, ``peak_rss_bytes`` where measured). A later successful
+    #: export of the same name removes its record. Backends run such a graph in PyTorch and log the reason.
+    failures: dict[str, dict] = field(default_factory=dict)
 
     # ---- I/O --------------------------------------------------------------------------------------------------------
     @classmethod
@@ -121,8 +125,9 @@ class Manifest:
             if d.get("format") != FORMAT:
                 raise ManifestError(f"{path} has format {d.get('format')!r}; this code reads format {FORMAT}")
             arts = {k: Artifact.from_dict(v) for k, v in d["artifacts"].items()}
+            failures = {str(k): dict(v) for k, v in d.get("failures", {}).items()}
             return cls(model_source=d["model_source"], weights_hash=d["weights_hash"],
-                       code_version=dict(d["code_version"]), artifacts=arts, format=d["format"])
+                       code_version=dict(d["code_version"]), artifacts=arts, format=d["format"], failures=failures)
         except ManifestError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as err:
@@ -133,7 +138,8 @@ class Manifest:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         d = {"format": self.format, "model_source": self.model_source, "weights_hash": self.weights_hash,
-             "code_version": self.code_version, "artifacts": {k: a.to_dict() for k, a in self.artifacts.items()}}
+             "code_version": self.code_version, "artifacts": {k: a.to_dict() for k, a in self.artifacts.items()},
+             "failures": self.failures}
         fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".json", dir=directory)
         with os.fdopen(fd, "w") as f:
             json.dump(d, f, indent=1, sort_keys=True)
@@ -142,7 +148,26 @@ class Manifest:
 
     def with_artifact(self, artifact: Artifact, **fields) -> Manifest:
         """A copy with ``artifact`` added (or replaced) and top-level ``fields`` updated."""
-        return replace(self, artifacts={**self.artifacts, artifact.name: artifact}, **fields)
+        failures = {k: v for k, v in self.failures.items() if k != artifact.name}
+        return replace(self, artifacts={**self.artifacts, artifact.name: artifact}, failures=failures, **fields)
+
+    def with_failure(self, name: str, reason: str, **figures) -> Manifest:
+        """A copy recording that artifact ``name`` could not be made, and why (``figures``: e.g. ``seconds``,
+        ``peak_rss_bytes``, ``key``). A stale artifact of that name is dropped: the failure is the newer news."""
+        from datetime import datetime, timezone
+
+        record = {"reason": str(reason), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  **figures}
+        artifacts = {k: v for k, v in self.artifacts.items() if k != name}
+        return replace(self, artifacts=artifacts, failures={**self.failures, name: record})
+
+    def failure(self, name: str, expected_key: str | None = None) -> dict | None:
+        """The failure record of ``name`` (None if none; with ``expected_key``, only one made for that key or with
+        no key recorded)."""
+        rec = self.failures.get(name)
+        if rec is None or (expected_key is not None and rec.get("key") not in (None, expected_key)):
+            return None
+        return rec
 
     # ---- validation -------------------------------------------------------------------------------------------------
     def problem(self, name: str, directory: str | os.PathLike, expected_key: str) -> str | None:

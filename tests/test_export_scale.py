@@ -1,0 +1,130 @@
+"""Export at scale, on the tiny model: the external-data path (forced by lowering its threshold) end to end, the
+per-graph fallback (a graph that fails is recorded in the manifest, the others export, the ONNX Runtime backend runs
+the failed one in PyTorch with a logged reason), and the memory/time watchdog of ``python -m export``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+import torch
+
+from export import ExportError, Manifest, export_specs, model_specs
+from export.fingerprint import file_sha256
+from export.watch import describe, run_watched
+
+
+def _rel(a, b) -> float:
+    a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def test_external_data_end_to_end(tiny_model, tmp_path, monkeypatch, caplog):
+    """Weights over the threshold go to NAME.onnx.data: exported, checked, both files hashed in the manifest, reused
+    from the cache, loaded and run by the ONNX Runtime backend; a corrupt .data file is noticed."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    import export.onnx_export as onnx_export
+    from accel.ort_backend import OnnxRuntimeBackend
+
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)  # every model "passes 1 GiB"
+    specs = model_specs(tiny_model, graphs=("h",))
+    man = export_specs(tiny_model, tmp_path, specs)
+    art = man.artifacts["h.onnx"]
+    assert set(art.files) == {"h.onnx", "h.onnx.data"}, art.files
+    assert art.checked and max(art.checks[0].max_rel.values()) <= 1e-4
+    proto = onnx.load(str(tmp_path / "h.onnx"), load_external_data=False)
+    external = [t.name for t in proto.graph.initializer if uses_external_data(t)]
+    assert external and all(e.value == "h.onnx.data" for t in proto.graph.initializer if uses_external_data(t)
+                            for e in t.external_data if e.key == "location")
+    assert file_sha256(tmp_path / "h.onnx.data") == art.files["h.onnx.data"]
+    assert Manifest.load(tmp_path).artifacts.keys() == {"h.onnx"}
+
+    with caplog.at_level(logging.INFO, logger="export"):  # the cache: a valid artifact is reused
+        export_specs(tiny_model, tmp_path, specs)
+    assert "exporting" not in caplog.text and "up to date" in caplog.text
+
+    backend = OnnxRuntimeBackend(tiny_model, artifacts=tmp_path, batch_sizes=(1,), threads=1)
+    x = torch.randn(3, tiny_model.channels, tiny_model.sample_size, tiny_model.sample_size,
+                    generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert _rel(backend.h(x, 500), tiny_model.h(x, 500)) <= 1e-4
+    assert backend.fallbacks == {} and backend.running_on == {"h": "CPUExecutionProvider"}
+
+    data = tmp_path / "h.onnx.data"
+    data.write_bytes(data.read_bytes()[:-16] + b"\0" * 16)
+    assert "corrupt" in Manifest.load(tmp_path).problem("h.onnx", tmp_path, art.key)
+
+
+def test_failed_graph_is_recorded_and_the_backend_falls_back(tiny_model, tmp_path, monkeypatch, caplog):
+    import export.onnx_export as onnx_export
+    from accel.ort_backend import OnnxRuntimeBackend
+
+    real, calls = onnx_export.export_onnx, []
+
+    def flaky(model, spec, path):
+        calls.append(spec.name)
+        if spec.graph == "h_jvp":
+            raise ExportError(f"exporting {spec.name} to ONNX failed (MemoryError: simulated)")
+        return real(model, spec, path)
+
+    monkeypatch.setattr(onnx_export, "export_onnx", flaky)
+    specs = model_specs(tiny_model, graphs=("h", "h_jvp"), batch_sizes=(1,))
+    with pytest.raises(ExportError, match="simulated"):  # the default: the first failure raises
+        export_specs(tiny_model, tmp_path / "strict", specs[::-1])
+
+    with caplog.at_level(logging.WARNING, logger="export"):
+        man = export_specs(tiny_model, tmp_path, specs, keep_going=True)
+    assert "h_jvp_b1.onnx could not be exported" in caplog.text
+    assert man.artifacts.keys() == {"h.onnx"} and man.artifacts["h.onnx"].checked
+    rec = Manifest.load(tmp_path).failures["h_jvp_b1.onnx"]
+    assert "simulated" in rec["reason"] and rec["key"] and rec["created"]
+    assert not (tmp_path / "h_jvp_b1.onnx").exists()
+
+    calls.clear()  # a recorded failure is not retried on every start (same weights, spec and code) ...
+    again = export_specs(tiny_model, tmp_path, specs, keep_going=True)
+    assert calls == [] and "h_jvp_b1.onnx" in again.failures
+
+    caplog.clear()
+    backend = OnnxRuntimeBackend(tiny_model, artifacts=tmp_path, batch_sizes=(1,), threads=1)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, tiny_model.channels, tiny_model.sample_size, tiny_model.sample_size, generator=gen)
+    v = torch.randn(x.shape, generator=gen)
+    with caplog.at_level(logging.WARNING), torch.no_grad():
+        h, jh = backend.h_jvp(x, 300, v)
+        assert _rel(backend.h(x, 300), tiny_model.h(x, 300)) <= 1e-4
+        h_ref, jh_ref = tiny_model.h_jvp(x, 300, v)
+    assert _rel(h, h_ref) <= 1e-6 and _rel(jh, jh_ref) <= 1e-6  # PyTorch itself
+    assert "running h_jvp_b1 in PyTorch instead" in caplog.text and "simulated" in caplog.text
+    assert list(backend.fallbacks) == ["h_jvp_b1"] and backend.running_on == {"h": "CPUExecutionProvider"}
+
+    calls.clear()  # ... force retries it
+    retried = export_specs(tiny_model, tmp_path, specs[1:], keep_going=True, force=True)
+    assert calls == ["h_jvp_b1"] and retried.failures["h_jvp_b1.onnx"]["created"] >= rec["created"]
+
+
+def test_watchdog_stops_on_memory_and_time():
+    grow = [sys.executable, "-c", "import time; b = bytearray(400 * 2**20); b[::4096] = b'x' * len(b[::4096]); "
+            "time.sleep(60)"]
+    w = run_watched(grow, max_rss_bytes=200 * 2**20, timeout_s=50, poll_s=0.05)
+    assert w.killed == "memory" and w.peak_rss_bytes > 200 * 2**20 and w.seconds < 40
+    assert "resident memory passed the limit of 0.195 GiB" in describe(w, max_rss_bytes=200 * 2**20)
+    w = run_watched([sys.executable, "-c", "import time; time.sleep(60)"], timeout_s=1.0, poll_s=0.05)
+    assert w.killed == "time" and 1.0 <= w.seconds < 30 and "after the limit of 1 s" in describe(w, timeout_s=1)
+    w = run_watched([sys.executable, "-c", "print('fine')"], max_rss_bytes=2**30, timeout_s=30)
+    assert w.ok and "fine" in w.output
+
+
+def test_cli_records_a_graph_stopped_by_the_watchdog(tiny_pixel_dir, tmp_path, capsys):
+    """``--max-rss-gib``: each graph in a watched child; one stopped is a failure with its measured peak, exit 2."""
+    from export.__main__ import main
+
+    rc = main(["--model", tiny_pixel_dir, "--out", str(tmp_path), "--graphs", "h", "--device", "cpu",
+               "--max-rss-gib", "0.05", "--graph-timeout", "120"])
+    assert rc == 2
+    rec = Manifest.load(tmp_path).failures["h.onnx"]
+    assert rec["reason"].startswith("stopped: resident memory passed the limit of 0.05 GiB")
+    assert rec["peak_rss_bytes"] > 0.05 * 2**30 and rec["seconds"] > 0
+    assert "h.onnx" in capsys.readouterr().out
