@@ -61,7 +61,7 @@ from pipeline import load_model  # noqa: E402
 from pipeline import masks as M  # noqa: E402
 from pipeline.errors import InputError  # noqa: E402
 from pipeline.images import tensor_to_uint8  # noqa: E402
-from pipeline.scenes import SPLITS, make_scene, render  # noqa: E402
+from pipeline.scenes import FAMILIES, SPLITS, make_scene, render  # noqa: E402
 
 OFFSETS = {"remove": 30_000, "saliency": 31_000, "transfer": 32_000, "blend_a": 33_000, "blend_b": 34_000}
 TASKS = ("remove", "saliency", "transfer", "blend")
@@ -72,6 +72,7 @@ class BenchConfig:
     model: str = "default"  # model source for load_model
     out: str = "benchmarks/results"  # output folder
     split: str = "heldout"  # scene split: "heldout" for reported numbers, "tuning" for tuning runs
+    family: str = "smooth"  # scene family (pipeline.scenes.FAMILIES): "smooth" (the default) or "textured"
     tasks: tuple[str, ...] = TASKS  # which parts to run
     n_remove: int = 24  # scenes for removal
     n_saliency: int = 24  # scenes for the saliency AUC
@@ -246,7 +247,7 @@ def run_removal(model, cfg: BenchConfig) -> dict:
     kw = cfg.overrides.get("remove", {})
     rows, times = [], {"curve": [], "ablation": [], "repaint": []}
     for seed in _seeds(cfg, "remove", cfg.n_remove):
-        sc = make_scene(seed, size=model.image_size)
+        sc = make_scene(seed, size=model.image_size, family=cfg.family)
         i = sc.num_objects - 1
         m, gt, img = sc.masks[i], sc.removed[i], sc.image
         outs = {}
@@ -324,7 +325,7 @@ def opencv_saliency(img: np.ndarray, kind: str) -> np.ndarray:
 def run_saliency(model, cfg: BenchConfig) -> dict:
     rows = []
     for seed in _seeds(cfg, "saliency", cfg.n_saliency):
-        sc = make_scene(seed, size=model.image_size)
+        sc = make_scene(seed, size=model.image_size, family=cfg.family)
         label = np.any(sc.masks, axis=0)
         if label.all() or not label.any():
             continue
@@ -337,7 +338,7 @@ def run_saliency(model, cfg: BenchConfig) -> dict:
     adjust, times = [], []
     kw = cfg.overrides.get("saliency", {})
     for seed in _seeds(cfg, "saliency", cfg.n_adjust):
-        sc = make_scene(seed, size=model.image_size)
+        sc = make_scene(seed, size=model.image_size, family=cfg.family)
         m = sc.masks[-1]
         base = {"curve": contrast(_curve_saliency(model, sc.image, cfg), m),
                 "spectral": contrast(opencv_saliency(sc.image, "spectral"), m)}
@@ -369,7 +370,7 @@ def _transfer_scenes(cfg: BenchConfig, size: int, n: int):
     k = OFFSETS["transfer"]
     found = []
     while len(found) < n:
-        sc = make_scene(r[k], size=size)
+        sc = make_scene(r[k], size=size, family=cfg.family)
         if sc.num_objects >= 2 and sc.masks[0].sum() >= 4 and sc.masks[-1].sum() >= 4:
             found.append(sc)
         k += 1
@@ -408,7 +409,7 @@ def run_blend(model, cfg: BenchConfig) -> dict:
     for a_seed, b_seed in zip(_seeds(cfg, "blend_a", cfg.n_blend), _seeds(cfg, "blend_b", cfg.n_blend),
                                   strict=False):
         size = model.image_size
-        a, b = make_scene(a_seed, size=size), make_scene(b_seed, size=size)
+        a, b = make_scene(a_seed, size=size, family=cfg.family), make_scene(b_seed, size=size, family=cfg.family)
         m = a.masks[-1]
         truth = render(b.background_params, b.params + [a.params[-1]], size=size, ground_truth=False).image
         outs = {"naive paste": np.where(m[..., None], a.image, b.image),
@@ -462,7 +463,7 @@ def run_saliency_study(model, cfg: BenchConfig, n: int, curves: tuple = STUDY_CU
     scores: dict[str, list[float]] = {}
     seconds: dict[str, float] = {}
     for j, seed in enumerate(seeds):
-        sc = make_scene(seed, size=model.image_size)
+        sc = make_scene(seed, size=model.image_size, family=cfg.family)
         label = np.any(sc.masks, axis=0)
         for name, kw in curves:
             t = time.process_time()
@@ -529,7 +530,7 @@ def run_removal_study(model, cfg: BenchConfig, configs: list[dict], scenes: tupl
     for conf in configs:
         key = json.dumps(conf, sort_keys=True)
         for seed in seeds:
-            sc = make_scene(seed, size=model.image_size)
+            sc = make_scene(seed, size=model.image_size, family=cfg.family)
             i = sc.num_objects - 1
             m, gt = sc.masks[i], sc.removed[i]
             t = _Timer()
@@ -593,6 +594,13 @@ def _run_part(cfg: BenchConfig, task: str) -> tuple[str, dict, float]:
     return task, part, time.perf_counter() - t0
 
 
+def result_stem(cfg: BenchConfig, name: str, *, split: bool = True) -> str:
+    """File stem of a result: ``name``, then ``_tuning`` for the tuning split (when ``split``), then ``_<family>``
+    for a family other than the default, so each split and family keeps its own tables."""
+    return (name + ("_tuning" if split and cfg.split != "heldout" else "")
+            + ("" if cfg.family == "smooth" else f"_{cfg.family}"))
+
+
 def run_benchmark(cfg: BenchConfig, *, jobs: int = 1) -> dict:
     """Run the parts (``jobs`` worker processes in parallel); write ``edit_quality.{json,md}`` (tuning: ``_tuning``)."""
     if cfg.split not in SPLITS or cfg.split == "train":
@@ -615,7 +623,7 @@ def run_benchmark(cfg: BenchConfig, *, jobs: int = 1) -> dict:
     res["part_commands"] = {task: res["command"] for task in cfg.tasks}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "edit_quality" if cfg.split == "heldout" else "edit_quality_tuning"
+    stem = result_stem(cfg, "edit_quality")
     merge_previous(res, out / f"{stem}.json")
     (out / f"{stem}.json").write_text(json.dumps(res, indent=1, default=_json_default))
     (out / f"{stem}.md").write_text(markdown(res))
@@ -623,8 +631,9 @@ def run_benchmark(cfg: BenchConfig, *, jobs: int = 1) -> dict:
 
 
 #: Config fields that must agree for a previous run's parts to be kept next to a new run's (all but the part choice).
-_MERGE_KEYS = ("model", "split", "n_remove", "n_saliency", "n_adjust", "n_transfer", "n_blend", "repaint_steps",
-               "curve_timesteps", "curve_patch", "curve_smooth", "statistic", "normalize", "t_min", "seed")
+_MERGE_KEYS = ("model", "split", "family", "n_remove", "n_saliency", "n_adjust", "n_transfer", "n_blend",
+               "repaint_steps", "curve_timesteps", "curve_patch", "curve_smooth", "statistic", "normalize", "t_min",
+               "seed")
 
 
 def merge_previous(res: dict, path: Path) -> None:
@@ -640,6 +649,7 @@ def merge_previous(res: dict, path: Path) -> None:
         return
     prev = json.loads(path.read_text())
     pc, cfg = prev.get("config", {}), res["config"]
+    pc = {"family": "smooth", **pc}  # results written before scene families were smooth-family runs
     same = lambda keys: all(pc.get(k) == cfg.get(k) for k in keys)  # noqa: E731
     commands = prev.get("part_commands") or {t: prev.get("command") for t in prev.get("parts", {})}
     keys_auc = [k for k in _MERGE_KEYS if k not in ("n_saliency", "n_adjust")]
@@ -672,7 +682,8 @@ def _json_default(o):
 def reproduce_command(cfg: BenchConfig, *, jobs: int = 1) -> str:
     d = BenchConfig()
     args = ["python", "-m", "benchmarks.edit_quality"] + (["--jobs", str(jobs)] if jobs > 1 else [])
-    for f, flag in (("model", "--model"), ("out", "--out"), ("split", "--split"), ("n_remove", "--n-remove"),
+    for f, flag in (("model", "--model"), ("out", "--out"), ("split", "--split"), ("family", "--family"),
+                    ("n_remove", "--n-remove"),
                     ("n_saliency", "--n-saliency"), ("n_adjust", "--n-adjust"), ("n_transfer", "--n-transfer"),
                     ("n_blend", "--n-blend"), ("repaint_steps", "--repaint-steps"),
                     ("curve_timesteps", "--curve-timesteps"), ("curve_patch", "--curve-patch"),
@@ -695,7 +706,9 @@ def _fmt(v: float, digits: int = 2) -> str:
 
 def markdown(res: dict) -> str:
     cfg = res["config"]
-    lines = [f"# Editing by curve matching: quality on {cfg['split']} scenes", "",
+    family = cfg.get("family", "smooth")
+    lines = [f"# Editing by curve matching: quality on {cfg['split']} scenes"
+             + ("" if family == "smooth" else f" of the {family} family"), "",
              f"Model `{res['model']}`; reproduce with `{res['command']}`; total {res['total_seconds']:.0f} s wall "
              f"with {res['torch_threads']} torch thread(s) per process, {res['jobs']} process(es) "
              f"(per part: {', '.join(f'{k} {v:.0f} s' for k, v in res['part_seconds'].items() if k in cfg['tasks'])})"
@@ -770,6 +783,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=d.out, help="output folder")
     p.add_argument("--split", default=d.split, choices=("heldout", "tuning"),
                    help="scene split: heldout (reported numbers) or tuning (tuning runs; written separately)")
+    p.add_argument("--family", default=d.family, choices=FAMILIES,
+                   help="scene family: smooth (the default) or textured; non-default families write their own files")
     p.add_argument("--tasks", default=",".join(d.tasks), help="comma-separated parts: remove,saliency,transfer,blend")
     p.add_argument("--n-remove", type=int, default=d.n_remove, help="scenes for removal")
     p.add_argument("--n-saliency", type=int, default=d.n_saliency, help="scenes for the saliency AUC")
@@ -799,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = [t for t in tasks if t not in TASKS]
     if bad:
         p.error(f"unknown task(s) {bad}; accepted: {','.join(TASKS)}")
-    cfg = BenchConfig(model=a.model, out=a.out, split=a.split, tasks=tasks, n_remove=a.n_remove,
+    cfg = BenchConfig(model=a.model, out=a.out, split=a.split, family=a.family, tasks=tasks, n_remove=a.n_remove,
                       n_saliency=a.n_saliency, n_adjust=a.n_adjust, n_transfer=a.n_transfer, n_blend=a.n_blend,
                       repaint_steps=a.repaint_steps, curve_timesteps=a.curve_timesteps, curve_patch=a.curve_patch,
                       curve_smooth=a.curve_smooth, statistic=a.statistic, normalize=a.normalize, t_min=a.t_min,
@@ -813,8 +828,9 @@ def main(argv: list[str] | None = None) -> int:
         i0, i1 = (int(v) for v in a.study_scenes.split(":"))
         configs = json.loads(a.remove_study)
         model = load_model(cfg.model, device="cpu") if configs else None
-        st = run_removal_study(model, cfg, configs, (i0, i1), out / "edit_removal_study.json")
-        (out / "edit_removal_study.md").write_text(removal_study_markdown(st))
+        stem = result_stem(cfg, "edit_removal_study", split=False)
+        st = run_removal_study(model, cfg, configs, (i0, i1), out / f"{stem}.json")
+        (out / f"{stem}.md").write_text(removal_study_markdown(st))
         print(removal_study_markdown(st))
         return 0
     if a.study:
@@ -831,7 +847,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print("reproduce with:", reproduce_command(cfg, jobs=a.jobs), flush=True)
     run_benchmark(cfg, jobs=a.jobs)
-    print((Path(cfg.out) / ("edit_quality.md" if cfg.split == "heldout" else "edit_quality_tuning.md")).read_text())
+    print((Path(cfg.out) / f"{result_stem(cfg, 'edit_quality')}.md").read_text())
     return 0
 
 
