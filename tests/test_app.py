@@ -24,7 +24,7 @@ from PIL import Image
 
 import app
 from pipeline.errors import Cancelled, InputError, ModelLoadError
-from ui import edit_tab, geodesic_tab, lab_tab, rates_tab, widgets
+from ui import edit_tab, geodesic_tab, lab_tab, outputs, rates_tab, widgets
 from ui.config import AppConfig
 from ui.errors import clean_message, ui_errors
 from ui.inputs import Settings, parse_points, read_editor, read_image
@@ -497,10 +497,25 @@ def check_edit(out, image: np.ndarray, mask: np.ndarray, name: str) -> np.ndarra
     # the result in a user's words: the model's resolution, the changed region, the curve loss; internals apart
     assert "**Worked at:** the model's 16x16 pixels" in status and "**Changed:**" in status
     assert "**Curve loss:**" in status and "JVP" not in status
-    if losses is None:  # no plot: the status says why
-        assert "not optimised" in status or "stayed at" in status
+    assert losses["__type__"] == "update"
+    if not losses["visible"]:  # no plot (not an empty panel): the status says why
+        assert losses["value"] is None and ("not optimised" in status or "stayed at" in status)
+    else:
+        assert losses["value"] is not None and "no loss plot" not in status
     assert "| rate_evaluations_with_grad |" in details and "Time per stage" in details
     return edited
+
+
+def test_a_loss_that_says_nothing_hides_its_plot(ev, tiny_pixel_dir):
+    """No gradient steps (or a loss that stays flat): the loss plot is hidden and the status says why, instead of
+    an empty or flat panel beside a result that changed."""
+    img, mask = scene(), square_mask()
+    out = ev.remove(editor(img, mask), 100, 0, False, tiny_pixel_dir, *FAST)
+    check_edit(out, img, mask, "removed")
+    assert out[3] == {"__type__": "update", "value": None, "visible": False}
+    assert "not optimised (gradient steps per timestep is 0)" in out[4]
+    shown = outputs.plot_or_hidden("figure")
+    assert shown["visible"] and shown["value"] == "figure"
 
 
 def test_remove_tab(ev, tiny_pixel_dir):

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from test_app import EDIT_FAST, FAST, Events, editor, picture
 
-from ui import describe, edit_tab, geodesic_tab, photos
+from ui import describe, edit_tab, geodesic_tab, photos, widgets
 from ui.config import AppConfig
 from ui.models import ModelManager, phase_name, progress_callback
 
@@ -70,7 +70,8 @@ def test_large_photo_upload_edit_and_full_size_composite(ev, big, tiny_pixel_dir
     """The page's way: upload -> working copy + kept original; paint on the working copy; full-size result."""
     canvas, original, note = edit_tab.upload_event(True)(editor(big))
     assert "4000x3000" in note and "1024x768" in note
-    work = picture(canvas["background"])
+    assert canvas["brush"].default_size == 41  # the brush sized for the 1024 px working copy
+    work = picture(canvas["value"]["background"])
     assert work.shape == (768, 1024, 3) and original.matches(work)
     mask = box_mask(work.shape[:2])
     small = photo((300, 400))
@@ -92,7 +93,7 @@ def test_large_photo_upload_edit_and_full_size_composite(ev, big, tiny_pixel_dir
     assert f"**Changed:** {int(full_mask.sum()):,} px" in out[4]
     # "Edit this result further": the result's working copy on the canvas, its full size kept
     value, kept, note2 = edit_tab.send_back(out[-1])
-    again = picture(value["background"])
+    again = picture(value["value"]["background"])
     assert again.shape == work.shape and kept.matches(again) and "4000x3000" in note2
     out2 = ev.saliency(editor(again, mask), 2.0, *EDIT_FAST, tiny_pixel_dir, *FAST, kept)
     second = picture(out2[0])
@@ -114,7 +115,7 @@ def test_large_photo_from_an_api_client_keeps_its_exact_mask(ev, big, tiny_pixel
 
 def test_large_photo_in_transfer_and_blend(ev, big, tiny_pixel_dir, tmp_path):
     canvas, original, _ = edit_tab.upload_event(True)(editor(big))
-    work = picture(canvas["background"])
+    work = picture(canvas["value"]["background"])
     target, source = box_mask(work.shape[:2], 0.1, 0.1, 0.2, 0.2), box_mask(work.shape[:2], 0.6, 0.6, 0.2, 0.2)
     out = ev.transfer(editor(work, target), editor(work, source), *EDIT_FAST, tiny_pixel_dir, *FAST, original)
     result = picture(out[0])
@@ -150,7 +151,8 @@ def test_the_photo_button_sends_only_the_working_copy_to_the_canvas(big, tmp_pat
     path = tmp_path / "phone.jpg"
     Image.fromarray(big).save(path, quality=90)
     canvas, original, note = edit_tab.upload_file_event(True)(str(path))
-    assert picture(canvas["background"]).shape == (768, 1024, 3) and original.full_shape == BIG
+    assert picture(canvas["value"]["background"]).shape == (768, 1024, 3) and original.full_shape == BIG
+    assert canvas["brush"].default_size == 41
     assert "4000x3000" in note
     with pytest.raises(gr.Error, match="not a readable image"):
         edit_tab.upload_file_event(True)(__file__)
@@ -163,6 +165,16 @@ def test_upload_errors_are_messages(tmp_path):
     small = photo((300, 400))
     canvas, original, note = edit_tab.upload_event(True)(editor(small))
     assert original is None and "400x300 image at its own size" in note
+    assert "value" not in canvas and canvas["brush"].default_size == 16  # the picture stays; the brush fits it
+
+
+def test_the_brush_is_sized_for_the_image():
+    """The brush's default radius follows the image on the canvas (gradio's "auto" is a fixed 25 px): the same
+    size on the screen for a 256 px scene, a 512 px photo and a 1024 px working copy, within the slider's 1-100."""
+    assert [widgets.brush_radius(s) for s in ((256, 256), (512, 384), (768, 1024), (16, 16), (9000, 9000))] == \
+        [10, 20, 41, 2, 100]
+    brush = widgets.mask_brush((300, 451))
+    assert brush.default_size == 18 and brush.colors == [widgets.MASK_COLOR] and brush.color_mode == "fixed"
 
 
 def test_loss_words_explain_flat_rising_and_missing_losses():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import time
 import urllib.request
@@ -221,6 +222,75 @@ def paint_stroke(page, editor, dx: float = 60, dy: float = 30) -> None:
     page.wait_for_timeout(800)  # the editor commits a stroke a moment after the mouse is released
 
 
+def picture_box(editor, size: tuple[int, int]) -> dict:
+    """The page box of the picture on an editor's canvas: the editor centres it, shown at its zoom (the percentage
+    in its top bar) of its ``size`` (W, H)."""
+    box = editor.locator("canvas").first.bounding_box()
+    zoom = int(editor.get_by_text(re.compile(r"^\s*\d+%\s*$")).first.inner_text().strip().rstrip("%")) / 100
+    w, h = size[0] * zoom, size[1] * zoom
+    return {"x": box["x"] + (box["width"] - w) / 2, "y": box["y"] + (box["height"] - h) / 2, "width": w, "height": h}
+
+
+def painted_inside(editor, pic: dict) -> int:
+    """Magenta pixels of the editor's screenshot inside the picture's box ``pic``."""
+    box = editor.bounding_box()
+    rgb = Image.open(io.BytesIO(editor.screenshot())).convert("RGB")
+    scale = rgb.width / box["width"]
+    crop = rgb.crop(tuple(round(v * scale) for v in (pic["x"] - box["x"] + 2, pic["y"] - box["y"] + 2,
+                                                     pic["x"] - box["x"] + pic["width"] - 2,
+                                                     pic["y"] - box["y"] + pic["height"] - 2)))
+    out = io.BytesIO()
+    crop.save(out, format="PNG")
+    return magenta_pixels(out.getvalue())
+
+
+def brush_size(editor) -> int:
+    """The brush radius the editor's own size control shows (the tool bar's "Brush Size" button opens a slider)."""
+    editor.get_by_role("button", name="Brush", exact=True).click()
+    editor.get_by_role("button", name="Brush Size", exact=True).click()
+    slider = editor.locator("input[type=range]").first
+    slider.wait_for(state="visible", timeout=10_000)
+    value = int(slider.input_value())
+    editor.page.mouse.click(2, 2)  # a click off the editor closes the slider
+    slider.wait_for(state="hidden", timeout=10_000)
+    return value
+
+
+def test_a_stroke_that_starts_off_the_image_paints(browser, page_url, tmp_path):
+    """A mouse stroke that begins a few pixels left of the picture paints from where it crosses onto it (gradio
+    alone starts strokes only on the picture: ``ui.layout.EDITOR_JS``), and the brush, sized for the picture, has
+    its visible size control."""
+    from pipeline import scenes
+    from ui.widgets import brush_radius
+
+    path = tmp_path / "scene.png"
+    Image.fromarray(scenes.make_scene(10_000_001, size=32).image).resize((256, 256), Image.NEAREST).save(path)
+    page, errors = open_app(browser, page_url)
+    page.get_by_role("tab", name="Remove object").click()
+    editor = page.locator("#remove-editor")
+    editor.locator("canvas").first.wait_for(timeout=60_000)
+    with page.expect_file_chooser() as chooser:
+        editor.get_by_role("button", name="Upload", exact=True).click()
+    chooser.value.set_files(str(path))
+    page.locator("#remove-editor-note").get_by_text("at its own size").wait_for(timeout=60_000)
+    page.wait_for_timeout(500)
+    assert brush_size(editor) == brush_radius((256, 256)) == 10  # sized for the picture, not gradio's fixed 25
+    pic = picture_box(editor, (256, 256))
+    before = painted_inside(editor, pic)
+    x0, y = pic["x"] - 6, pic["y"] + pic["height"] * 0.6
+    page.mouse.move(x0 - 20, y)  # the pointer hovers off the picture, then presses there
+    page.mouse.move(x0, y)
+    page.mouse.down()
+    for i in range(1, 16):
+        page.mouse.move(x0 + 6 * i, y)
+    page.mouse.up()
+    page.wait_for_timeout(800)
+    after = painted_inside(editor, pic)
+    assert after > before + 500, f"a stroke begun off the picture painted nothing ({before} -> {after} px)"
+    assert not errors, errors
+    page.close()
+
+
 def test_a_12mp_photo_is_painted_and_comes_back_full_size(browser, page_url, tmp_path):
     """The issue's hang: a 4000x3000 photo uploaded into the editor (more than the former 10 MB limit) is shown as a
     working copy, painted, and the result comes back at 4000x3000 with the pixels away from the stroke unchanged."""
@@ -321,13 +391,36 @@ def test_phone_viewport(browser, page_url):
     page.locator("#remove-examples .gallery-item").first.click()
     page.wait_for_timeout(1500)
     editor = page.locator("#remove-editor")
-    picture_box = editor.locator("canvas").first.bounding_box()
-    assert picture_box["x"] >= 0 and picture_box["x"] + picture_box["width"] <= 390
+    canvas_box = editor.locator("canvas").first.bounding_box()
+    assert canvas_box["x"] >= 0 and canvas_box["x"] + canvas_box["width"] <= 390
     toolbar = editor.locator(".toolbar-wrap").bounding_box()  # the editor's tools sit left of the canvas
-    assert toolbar["x"] + toolbar["width"] <= picture_box["x"] + 1, (toolbar, picture_box)
+    assert toolbar["x"] + toolbar["width"] <= canvas_box["x"] + 1, (toolbar, canvas_box)
     run = page.get_by_role("button", name="Remove object", exact=True).bounding_box()
     status = page.locator("#remove-status").bounding_box()
     assert 0 <= status["y"] - (run["y"] + run["height"]) < 250, (run, status)
+    # painted by touch (the browser's own touch input, no mouse): a stroke on the picture, one begun off it
+    editor.get_by_role("button", name="Brush", exact=True).tap()
+    editor.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    pic = picture_box(editor, (512, 512))  # the astronaut example
+    cdp = page.context.new_cdp_session(page)
+
+    def swipe(x0: float, x1: float, y: float) -> int:
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x0, "y": y}]})
+        for i in range(1, 13):
+            cdp.send("Input.dispatchTouchEvent",
+                     {"type": "touchMove", "touchPoints": [{"x": x0 + (x1 - x0) * i / 12, "y": y}]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        page.wait_for_timeout(800)
+        return painted_inside(editor, pic)
+
+    before = painted_inside(editor, pic)
+    on = swipe(pic["x"] + pic["width"] * 0.3, pic["x"] + pic["width"] * 0.6, pic["y"] + pic["height"] * 0.2)
+    assert on > before + 300, f"a touch stroke painted nothing ({before} -> {on} px)"
+    off = swipe(pic["x"] - 6, pic["x"] + pic["width"] * 0.3, pic["y"] + pic["height"] * 0.8)
+    assert off > on + 300, f"a touch stroke begun off the picture painted nothing ({on} -> {off} px)"
+    toolbar = editor.locator(".toolbar-wrap").bounding_box()
+    assert toolbar["x"] + toolbar["width"] <= pic["x"] + 1, (toolbar, pic)  # the tools leave the picture free
     if os.environ.get("DIFFGEO_SCREENSHOT_DIR"):
         page.screenshot(path=str(Path(os.environ["DIFFGEO_SCREENSHOT_DIR"]) / "phone_remove.png"))
     assert not errors, errors

@@ -10,6 +10,7 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+from PIL import Image
 
 from pipeline import edit, viz
 from pipeline.errors import InputError
@@ -19,7 +20,7 @@ from ui.describe import edit_details, edit_summary
 from ui.errors import ui_errors
 from ui.inputs import Settings, flag, number, read_editor, read_image, whole_number
 from ui.models import ModelManager, Run
-from ui.outputs import as_array, image_file, output_dir
+from ui.outputs import as_array, image_file, output_dir, plot_or_hidden
 from ui.photos import (
     WORKING_SIDE,
     Original,
@@ -33,7 +34,16 @@ from ui.photos import (
     working_copy,
     working_size,
 )
-from ui.widgets import PROGRESS, Page, image_input, mask_editor, output_image, run_stop, stop_event
+from ui.widgets import (
+    PROGRESS,
+    Page,
+    image_input,
+    mask_editor,
+    output_image,
+    run_stop,
+    sized_canvas,
+    stop_event,
+)
 
 #: Range of the edit depth sliders (the library also checks t_edit against the model's training timesteps).
 EDIT_DEPTH_RANGE = (50, 900)
@@ -57,10 +67,25 @@ class EditOptions:
                    whole_number(iterations, "gradient steps per timestep", *limits.edit_iterations),
                    flag(measure, "measure curves"))
 
-    def library_kwargs(self, run: Run) -> dict[str, Any]:
-        """Keyword arguments of every edit call: config overrides, seed, progress and cancel flag."""
-        return dict(num_steps=min(run.steps, self.t_edit), t_edit=self.t_edit, iterations=self.iterations,
-                    measure_curves=self.measure, seed=run.seed, progress=run.progress, cancel=run.cancel)
+    def library_kwargs(self, run: Run, tuned: edit.EditConfig) -> dict[str, Any]:
+        """Keyword arguments of every edit call: config overrides (the DDIM steps from :func:`edit_steps` with the
+        task's tuned config ``tuned``), seed, progress and cancel flag."""
+        return dict(num_steps=edit_steps(tuned, self.t_edit, run.steps), t_edit=self.t_edit,
+                    iterations=self.iterations, measure_curves=self.measure, seed=run.seed, progress=run.progress,
+                    cancel=run.cancel)
+
+
+#: The Steps setting at which every edit runs its task's tuned DDIM step size (``ui.config.AppConfig.steps``).
+TUNED_AT_STEPS = 20
+
+
+def edit_steps(tuned: edit.EditConfig, t_edit: int, steps: int) -> int:
+    """DDIM steps of an edit to depth ``t_edit`` under the Steps setting ``steps``: the task's tuned step size
+    (``tuned.t_edit / tuned.num_steps`` timesteps, e.g. 20 for removal, 25 for transfer) scaled by
+    ``TUNED_AT_STEPS / steps``, so the default setting runs each task as it was tuned, a deeper edit takes
+    proportionally more steps, and doubling the setting halves the step size. At least 1, at most ``t_edit``."""
+    size = tuned.t_edit / tuned.num_steps * TUNED_AT_STEPS / steps
+    return int(min(max(round(t_edit / size), 1), t_edit))
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,8 +211,9 @@ class BlendRequest:
 
 def edit_outputs(run: Run, photo: Photo, before: list[np.ndarray], result, name: str, extra: str = "",
                  session: Any = None):
-    """(result file, before | after strip file, curves figure, loss figure, status, downloads, details, kept result)
-    from an ``EditResult`` computed on ``photo.work``: the result is composited on the full-size ``photo.full``."""
+    """(result file, before | after strip file, curves figure, loss plot (hidden when the loss says nothing), status,
+    downloads, details, kept result) from an ``EditResult`` computed on ``photo.work``: the result is composited on
+    the full-size ``photo.full``."""
     full, changed = full_size(photo, np.asarray(result.image), np.asarray(result.changed))
     strip = viz.side_by_side([*before, np.asarray(result.image)])
     measured = lambda which: {"target region": result.mean_curve(which)} \
@@ -205,14 +231,15 @@ def edit_outputs(run: Run, photo: Photo, before: list[np.ndarray], result, name:
     work = np.asarray(result.image)  # the edited working copy (the full size when the photo was not shrunk)
     kept = Original.keep(full, work, out)
     work_file = image_file(work, out, f"{name}_working_copy")
-    return (files[0], files[1], curves, losses, run.status(summary), files, edit_details(result),
+    return (files[0], files[1], curves, plot_or_hidden(losses), run.status(summary), files, edit_details(result),
             (kept, work_file))
 
 
 def run_remove(req: RemoveRequest, models: ModelManager, progress: Any = None, session: Any = None):
     """Remove the painted object: its generation curves are matched to the surrounding background's."""
     with models.run(req.settings, progress, session, gradients=True) as run:
-        res = edit.remove_object(run.model, req.image, req.mask, **req.options.library_kwargs(run))
+        res = edit.remove_object(run.model, req.image, req.mask,
+                                 **req.options.library_kwargs(run, edit.RemoveConfig()))
     return edit_outputs(run, req.photo, [req.image], res, "removed", f"mask: {int(req.mask.sum())} px", session)
 
 
@@ -220,7 +247,7 @@ def run_transfer(req: TransferRequest, models: ModelManager, progress: Any = Non
     """The target region takes on the content of the source region (same image, or a reference image)."""
     with models.run(req.settings, progress, session, gradients=True) as run:
         res = edit.transfer(run.model, req.image, req.target_mask, req.source_mask, reference=req.reference,
-                            **req.options.library_kwargs(run))
+                            **req.options.library_kwargs(run, edit.TransferConfig()))
     same = req.reference is None
     before = [req.image] if same else [req.reference, req.image]
     return edit_outputs(run, req.photo, before, res, "transferred",
@@ -231,14 +258,16 @@ def run_transfer(req: TransferRequest, models: ModelManager, progress: Any = Non
 def run_saliency(req: SaliencyRequest, models: ModelManager, progress: Any = None, session: Any = None):
     """Make the painted region more (factor > 1) or less (factor < 1) salient."""
     with models.run(req.settings, progress, session, gradients=True) as run:
-        res = edit.adjust_saliency(run.model, req.image, req.mask, req.factor, **req.options.library_kwargs(run))
+        res = edit.adjust_saliency(run.model, req.image, req.mask, req.factor,
+                                   **req.options.library_kwargs(run, edit.SaliencyConfig()))
     return edit_outputs(run, req.photo, [req.image], res, "saliency", f"factor {req.factor:g}", session)
 
 
 def run_blend(req: BlendRequest, models: ModelManager, progress: Any = None, session: Any = None):
     """Paste the painted object of the object image into the background and harmonise it through its curves."""
     with models.run(req.settings, progress, session, gradients=True) as run:
-        res = edit.blend(run.model, req.background, req.foreground, req.mask, **req.options.library_kwargs(run))
+        res = edit.blend(run.model, req.background, req.foreground, req.mask,
+                         **req.options.library_kwargs(run, edit.BlendConfig()))
     fg = req.foreground if req.foreground.shape == req.background.shape else \
         resize_uint8(req.foreground, req.background.shape[:2])
     return edit_outputs(run, req.photo, [req.background, fg], res, "blended", f"object: {int(req.mask.sum())} px",
@@ -307,7 +336,11 @@ def upload_event(keep: bool, name: str = "image"):
 
     @ui_errors
     def upload(editor, original=None, request: gr.Request = None):
-        return prepare_upload(editor, request, keep=keep, name=name, original=original)
+        value, kept, note = prepare_upload(editor, request, keep=keep, name=name, original=original)
+        background = editor.get("background") if isinstance(editor, dict) else None
+        if background is None or isinstance(note, dict):  # the server's own working copy is back on the canvas
+            return value, kept, note  # (its brush was sized when it was sent)
+        return sized_canvas(value, working_size(np.shape(background))), kept, note
 
     return upload
 
@@ -318,7 +351,9 @@ def upload_file_event(keep: bool, name: str = "image"):
 
     @ui_errors
     def upload_file(path, request: gr.Request = None):
-        return prepare_file(path, request, keep=keep, name=name)
+        value, kept, note = prepare_file(path, request, keep=keep, name=name)
+        with Image.open(value["background"]) as work:  # the working copy's file (its header only)
+            return sized_canvas(value, (work.height, work.width)), kept, note
 
     return upload_file
 
@@ -330,7 +365,8 @@ def send_back(kept):
         raise InputError("there is no result to edit yet: run the edit first")
     original, work_file = kept
     value = {"background": work_file, "layers": [], "composite": work_file}
-    return value, original, size_note(original.full_shape, original.working_shape)
+    return (sized_canvas(value, original.working_shape), original,
+            size_note(original.full_shape, original.working_shape))
 
 
 @ui_errors
@@ -388,8 +424,9 @@ def edit_tab(page: Page, title: str, api: str, text: str, handler: Callable, run
     with gr.Tab(title, id=api):
         gr.Markdown(text + f" Large photos are edited on a working copy (at most {WORKING_SIDE} px a side) and the "
                     "result is composited on the full-size original; the *Upload a photo* button sends a large "
-                    "photo straight to the server, so the page only ever draws its working copy. Brush size: the "
-                    "slider of the brush button.")
+                    "photo straight to the server, so the page only ever draws its working copy. The brush starts "
+                    "sized for the picture; its size button (under the colour, in the editor's tool bar) changes it, "
+                    "and a stroke may begin just off the picture.")
         with gr.Row(equal_height=False):
             with gr.Column():
                 made = build_inputs(page)

@@ -22,6 +22,58 @@ PAGE_CSS = """
 }
 """
 
+#: Runs in the browser when the page loads (``demo.load(js=...)``), before any mask editor starts (the editors' tabs
+#: mount when first opened). Gradio's editor (6.31, PixiJS 8) starts a brush stroke only on a press over the image,
+#: judged by the last hover move: a stroke that began just off the image painted nothing, even once it crossed onto
+#: the picture. For each editor's PixiJS application (announced through PixiJS's ``__PIXI_APP_INIT__`` hook) this
+#: tells the tools where every press is (a touch has no hover move before it), and a brush or eraser press off the
+#: image starts the stroke where the pointer first crosses onto the image (found by bisecting the move that crossed).
+EDITOR_JS = """() => {
+  if (globalThis.__diffgeoEditors) return;
+  globalThis.__diffgeoEditors = true;
+  const hook = (app) => {
+    if (!app || app.__diffgeo) return;
+    app.__diffgeo = true;
+    const stage = app.stage;
+    stage.hitArea = app.screen;  // presses on the canvas around the image reach the stage too
+    const picture = () => stage.children.find((c) => c.sortableChildren && c.eventMode === "static");
+    const inside = (b, p) => p.x >= b.x && p.x <= b.x + b.width && p.y >= b.y && p.y <= b.y + b.height;
+    const painting = () => {
+      const block = app.canvas && app.canvas.closest(".block");
+      return !!(block && block.querySelector(
+        'button[aria-label="Brush"].highlight, button[aria-label="Erase"].highlight'));
+    };
+    const at = (e, p) => { const f = Object.create(e); f.global = p; f.diffgeo = true; return f; };
+    let last = null;  // the last point of a brush press that is still off the image
+    stage.on("pointerdown", (e) => {
+      if (e.diffgeo || !picture()) return;
+      const p = {x: e.global.x, y: e.global.y};
+      stage.emit("pointermove", at(e, p));  // a touch has no hover: the tools learn where the press is
+      last = !inside(picture().getBounds(), p) && painting() ? p : null;
+    });
+    stage.on("pointermove", (e) => {
+      if (!last || e.diffgeo || !picture()) return;
+      const b = picture().getBounds(), p = {x: e.global.x, y: e.global.y};
+      if (!inside(b, p)) { last = p; return; }
+      let lo = 0, hi = 1;
+      for (let i = 0; i < 24; i++) {
+        const t = (lo + hi) / 2;
+        if (inside(b, {x: last.x + t * (p.x - last.x), y: last.y + t * (p.y - last.y)})) hi = t; else lo = t;
+      }
+      const q = {x: last.x + hi * (p.x - last.x), y: last.y + hi * (p.y - last.y)};
+      last = null;
+      stage.emit("pointermove", at(e, q));
+      stage.emit("pointerdown", at(e, q));  // then this move draws on from q
+    });
+    const end = () => { last = null; };
+    stage.on("pointerup", end);
+    stage.on("pointerupoutside", end);
+  };
+  const before = globalThis.__PIXI_APP_INIT__;
+  globalThis.__PIXI_APP_INIT__ = (app, version) => { hook(app); if (before) before(app, version); };
+  if (globalThis.__PIXI_APP__) hook(globalThis.__PIXI_APP__);
+}"""
+
 #: Label of the settings' model dropdown (browser tests find widgets by their labels: keep them stable).
 MODEL_LABEL = "Model"
 
@@ -75,5 +127,6 @@ def build_demo(config: AppConfig | None = None, models: ModelManager | None = No
         for block in demo.blocks.values():
             if isinstance(block, VALUE_COMPONENTS):
                 checked_by_handler(block)
+        demo.load(None, js=EDITOR_JS)  # in the browser only: no server event
     demo.queue(default_concurrency_limit=cfg.concurrency, max_size=cfg.queue_size)
     return demo

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
 import numpy as np
 from PIL import Image
 
@@ -109,3 +110,9 @@ def status_line(backend_label: str, model_label: str, device: str, seconds: floa
     parts = [f"**backend:** {backend_label}", f"**model:** {model_label}", f"**device:** {device}",
              f"**time:** {seconds:.1f} s"]
     return " · ".join(parts) + (f"  \n{extra}" if extra else "")
+
+
+def plot_or_hidden(figure: Any) -> dict:
+    """A plot output's update: ``figure`` shown, or (None) the panel hidden, never an empty plot frame; the result's
+    text says why there is no plot (e.g. a curve loss that stayed flat, ``ui.describe.loss_words``)."""
+    return gr.update(value=figure, visible=figure is not None)

@@ -79,12 +79,43 @@ def guard_uploads(component: gr.components.Component) -> gr.components.Component
 CANVAS_SIZE = (64, 64)
 
 
+#: The mask brush's colour (magenta, see-through).
+MASK_COLOR = ("#ff00ff", 0.6)
+
+#: The brush's default radius as a fraction of the image's longer side: 20 px on a 512 px photo, 41 px on a
+#: 1024 px working copy, so it looks the same size on the canvas whatever the image's size (gradio 6.31's "auto"
+#: is a fixed 25 px: a hairline on a large photo shown at 10 %). The tool bar's brush-size button changes it (1-100).
+BRUSH_FRACTION = 1 / 25
+
+#: The image size the editors' brush is sized for before anything is uploaded (the examples are at most 512 px).
+DEFAULT_BRUSH_SIDE = 512
+
+
+def brush_radius(shape: tuple[int, ...]) -> int:
+    """The default brush radius (image pixels) for an image of ``shape`` (H, W, ...): :data:`BRUSH_FRACTION` of its
+    longer side, between 2 and 100 (the range of the editor's brush-size slider)."""
+    return int(min(100, max(2, round(BRUSH_FRACTION * max(int(shape[0]), int(shape[1]))))))
+
+
+def mask_brush(shape: tuple[int, ...] = (DEFAULT_BRUSH_SIDE, DEFAULT_BRUSH_SIDE)) -> gr.Brush:
+    """The fixed magenta mask brush, its default radius sized for an image of ``shape`` (:func:`brush_radius`)."""
+    return gr.Brush(default_size=brush_radius(shape), colors=[MASK_COLOR], color_mode="fixed")
+
+
 def mask_editor(label: str, elem_id: str) -> gr.ImageEditor:
-    """An image upload with a fixed magenta brush for painting the mask."""
+    """An image upload with a fixed magenta brush for painting the mask (its size follows each upload's size, see
+    :func:`sized_canvas`)."""
     return guard_uploads(gr.ImageMask(
         label=label, type="numpy", image_mode=None, format="png", sources=("upload", "clipboard"), layers=False,
-        transforms=(), brush=gr.Brush(colors=[("#ff00ff", 0.6)], color_mode="fixed"), height=360, elem_id=elem_id,
-        canvas_size=CANVAS_SIZE))
+        transforms=(), brush=mask_brush(), height=360, elem_id=elem_id, canvas_size=CANVAS_SIZE))
+
+
+def sized_canvas(value: Any, shape: tuple[int, ...]) -> dict:
+    """A mask editor's update: ``value`` (an editor value, or ``gr.skip()`` to leave the picture as it is) with the
+    brush sized for the image of ``shape`` now on the canvas (the new value under ``"value"``)."""
+    if isinstance(value, dict) and value.get("__type__") == "update":  # gr.skip(): the picture stays
+        return gr.update(brush=mask_brush(shape))
+    return gr.update(value=value, brush=mask_brush(shape))
 
 
 def image_input(label: str, elem_id: str | None = None) -> gr.Image:
