@@ -546,10 +546,13 @@ def run_removal_study(model, cfg: BenchConfig, configs: list[dict], scenes: tupl
     return study
 
 
-def removal_study_markdown(study: dict) -> str:
+def removal_study_markdown(study: dict, family: str = "smooth") -> str:
     """Table of the removal study: each configuration against the ablation on the scenes both were run on."""
     abl = study["entries"].get(json.dumps({"curve_weight": 0.0}, sort_keys=True), {})
-    lines = ["# Removal study on the TUNING split (PSNR / SSIM inside the mask vs the object-free ground truth)", "",
+    of = "" if family == "smooth" else f" of the {family} family"
+    lines = [f"# Removal study on the TUNING split{of} (PSNR / SSIM inside the mask vs the object-free ground truth)",
+             "", "Reproduce a row: `python -m benchmarks.edit_quality --remove-study '[{...}]' --study-scenes 0:N"
+             + ("" if family == "smooth" else f" --family {family}") + " --threads 1`.", "",
              "Each row: `remove_object` with `RemoveConfig` defaults of the code at the time of the run plus the "
              "overrides shown; `{\"curve_weight\": 0.0}` is the ablation (returns the harmonic-fill start content). "
              "\"vs ablation\" compares on the scenes both rows were run on (wins / scenes).", "",
@@ -830,8 +833,8 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(cfg.model, device="cpu") if configs else None
         stem = result_stem(cfg, "edit_removal_study", split=False)
         st = run_removal_study(model, cfg, configs, (i0, i1), out / f"{stem}.json")
-        (out / f"{stem}.md").write_text(removal_study_markdown(st))
-        print(removal_study_markdown(st))
+        (out / f"{stem}.md").write_text(removal_study_markdown(st, cfg.family))
+        print(removal_study_markdown(st, cfg.family))
         return 0
     if a.study:
         if cfg.threads:
