@@ -306,3 +306,46 @@ def test_scale_benchmark_on_small_variants(small_dir, tmp_path, monkeypatch):
             assert r["seconds"] >= 0 and r["peak_rss_gib"] >= calls["load"]["rss_after_gib"] * 0.5
     report = scale.worker("cifar10-32", str(refs / "cifar10-32"), "float32", time_limit=0.0)
     assert [r["call"] for r in report["rows"] if "skipped" in r] == ["eps_jvp", "h_jvp", "h_jvp_point x16"]
+
+
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_small_variant_runs_every_task(arch, small_dir):
+    """Every task of the app on each architecture's small variant, at a few steps: curves and saliency, the four
+    edits, and the geodesic (interpolation and extrapolation). Outputs come back at the image's size, finite, and
+    each edit leaves the pixels outside its mask untouched."""
+    import numpy as np
+
+    from pipeline import edit
+    from pipeline.interpolate import extrapolate_images, interpolate_images
+    from pipeline.rates import generation_curves
+
+    m = load_model(small_dir(arch), device="cpu")
+    n, s = m.image_size, m.sample_size
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (n, n, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (n, n, 3), dtype=np.uint8)
+    mask = np.zeros((n, n), bool)
+    mask[: n // 2, : n // 2] = True
+    source = np.zeros((n, n), bool)
+    source[n // 2 :, n // 2 :] = True
+    patch = s // 2
+    curves = generation_curves(m, a, num_timesteps=3, patch_size=patch)
+    assert curves.saliency.shape == (n, n) and bool(torch.isfinite(curves.saliency).all())
+    few = dict(t_edit=100, num_steps=2, iterations=1, patch_size=patch, measure_curves=False)
+    results = {
+        "remove": (edit.remove_object(m, a, mask, **few), a, mask),
+        "transfer": (edit.transfer(m, a, mask, source, **few), a, mask),
+        "saliency": (edit.adjust_saliency(m, a, mask, 2.0, **few), a, mask),
+        "blend": (edit.blend(m, a, b, mask, **few), a, None),
+    }
+    for name, (res, image, region) in results.items():
+        out = np.asarray(res.image)
+        assert out.shape == (n, n, 3) and out.dtype == np.uint8, name
+        if region is not None:
+            assert np.array_equal(out[~region], image[~region]), name
+    geo = dict(n_points=3, t_star=100, num_steps=2, max_iter=2)
+    inter = interpolate_images(m, a, b, **geo)
+    extra = extrapolate_images(m, a, b, beyond=0.25, **geo)
+    for path in (inter, extra):
+        frames = np.asarray(path.images)
+        assert frames.shape[1:] == (n, n, 3) and frames.shape[0] >= 3
