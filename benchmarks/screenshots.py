@@ -73,6 +73,8 @@ for _p in (ROOT, ROOT / "tests"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+from ui.widgets import brush_radius  # noqa: E402 - after the path set-up above
+
 DEFAULT_OUT = "weights/screenshots"
 VIEWPORT = {"width": 1400, "height": 1100}
 WARMUP_TIMEOUT_S = 1800.0  # first start: model load plus the ONNX export of every graph the auto backend uses
@@ -91,9 +93,10 @@ SHUTTLE_BOX = (0.72, 0.05, 0.88, 0.52)
 PHONE_VIEWPORT = {"width": 390, "height": 844}
 SCENE_SIZE = 32  # the examples are make_scene(seed, size=32), shown as 8x nearest-neighbour upscales
 
-# The editor's default brush (its size "auto") paints a round dab of about 25 pixels radius on the 256-pixel examples:
-# 3.1 scene pixels. Strokes are planned with 3 (a little more paint) and at most 2 scene pixels apart.
-BRUSH_RADIUS = 3.0
+# The editor's brush is sized for the picture (``ui.widgets.brush_radius``): 10 pixels radius on the 256-pixel
+# examples, 1.25 scene pixels. Strokes are planned with that radius, at most 2 scene pixels apart.
+EXAMPLE_SIDE = 256
+BRUSH_RADIUS = brush_radius((EXAMPLE_SIDE, EXAMPLE_SIDE)) / (EXAMPLE_SIDE / SCENE_SIZE)
 STROKE_SPACING = 2.0
 PAINT_STEP_PX = 12  # mouse moves along a stroke, in screen pixels (each move redraws the canvas: slow)
 
