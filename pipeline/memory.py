@@ -155,23 +155,24 @@ def probe(model) -> dict:
     if None in peaks:
         out.update(limit=None, reason="peak memory cannot be measured on this platform")
         return out
+    out.update(_fit_limit(peaks, budget))
+    return out
+
+
+def _fit_limit(peaks: list[int], budget: int) -> dict:
+    """The per-sample and fixed costs of ``peaks`` = [peak at 1, peak at 2] and the limit they give in ``budget``."""
     # peak(1) and peak(2) are noisy (other threads, reused memory): the larger of the difference and half of peak(2)
     per_sample = max(peaks[1] - peaks[0], peaks[1] / 2, MIN_SAMPLE_BYTES)
     fixed = max(peaks[0] - per_sample, 0)
-    out.update(per_sample_bytes=int(per_sample), fixed_bytes=int(fixed),
-               limit=int(max(1, min(MAX_LIMIT, (budget - fixed) // per_sample))))
-    return out
+    return dict(per_sample_bytes=int(per_sample), fixed_bytes=int(fixed),
+                limit=int(max(1, min(MAX_LIMIT, (budget - fixed) // per_sample))))
 
 
 def max_batch(model) -> int | None:
     """Largest batch one call of ``model``'s maps runs at once; None for no limit (see the module's text)."""
-    env = os.environ.get("DIFFGEO_MAX_BATCH")
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise InputError(f"DIFFGEO_MAX_BATCH must be a whole number (0: no limit), got {env!r}") from None
-        return n if n > 0 else None
+    env = _env_limit()
+    if env is not False:
+        return env
     owner = getattr(model, "torch_model", model)  # a backend shares its model's figures
     info = getattr(owner, "info", None)
     if isinstance(info, dict) and "memory" in info:
@@ -189,6 +190,54 @@ def max_batch(model) -> int | None:
              figures["limit"], getattr(owner, "source", "model"), figures["peak_bytes"], figures["budget_bytes"],
              figures["probe_seconds"])
     return figures["limit"]
+
+
+def _env_limit() -> int | None | bool:
+    """``DIFFGEO_MAX_BATCH`` as a limit (None: no limit), or False when it is not set."""
+    env = os.environ.get("DIFFGEO_MAX_BATCH")
+    if not env:
+        return False
+    try:
+        n = int(env)
+    except ValueError:
+        raise InputError(f"DIFFGEO_MAX_BATCH must be a whole number (0: no limit), got {env!r}") from None
+    return n if n > 0 else None
+
+
+def grad_batch(model, run: Callable[[int], object]) -> int | None:
+    """Directions whose rate gradients one backward pass may hold: the edits' gradient steps differentiate the JVPs
+    of K patch directions, and autograd keeps every activation of the primal and the tangents of all K until the
+    backward pass (several times what :func:`max_batch` measures for a call without gradients, which frees them as
+    it goes). The loop therefore sums the gradients of parts of at most this many directions (the loss is a sum over
+    directions: the same gradient). None: no limit.
+
+    Found like :func:`max_batch`: ``DIFFGEO_MAX_BATCH`` when set; no limit under :data:`PROBE_MIN_WORK`; otherwise
+    ``run(2)`` and ``run(1)`` (one rate-and-gradient evaluation of that many directions) measured once per model and
+    kept in ``model.info["grad_memory"]``."""
+    env = _env_limit()
+    if env is not False:
+        return env
+    owner = getattr(model, "torch_model", model)
+    info = getattr(owner, "info", None)
+    if isinstance(info, dict) and "grad_memory" in info:
+        return info["grad_memory"]["limit"]
+    if model_work(owner) < PROBE_MIN_WORK or in_transform():
+        if isinstance(info, dict) and not in_transform():
+            info["grad_memory"] = {"limit": None, "reason": "under the probe threshold"}
+        return None
+    budget = memory_budget(owner.device)
+    t0 = time.perf_counter()
+    peaks = [0, 0]
+    for n in (2, 1):  # the larger first, as in probe()
+        peaks[n - 1] = measure_peak(lambda n=n: run(n), owner.device)
+    out = {"budget_bytes": budget, "peak_bytes": peaks, "probe_seconds": time.perf_counter() - t0}
+    out.update({"limit": None, "reason": "peak memory cannot be measured on this platform"} if None in peaks
+               else _fit_limit(peaks, budget))
+    if isinstance(info, dict):
+        info["grad_memory"] = out
+    log.info("gradient batch limit %s for %s (rate gradient peak %s bytes at 1 and 2 directions, budget %d bytes)",
+             out["limit"], getattr(owner, "source", "model"), peaks, budget)
+    return out["limit"]
 
 
 def split_calls(fn: Callable, limit: int | None, *batched: torch.Tensor):

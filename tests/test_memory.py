@@ -140,3 +140,71 @@ def test_budget_and_override_parsing(monkeypatch):
         memory.max_batch(object())
     monkeypatch.setenv("DIFFGEO_MAX_BATCH", "0")
     assert memory.max_batch(object()) is None
+
+
+def _gradient_case(model, k=5):
+    """A plan with k directions at one grid step, for the curve loss's gradient (pipeline.edit.loop)."""
+    from pipeline.ddim import Trajectory
+    from pipeline.edit.loop import MatchPlan
+
+    x, _ = _inputs(model, 1, seed=3)
+    g = torch.Generator().manual_seed(4)
+    dirs = torch.randn((k, *x.shape[1:]), generator=g, dtype=x.dtype)
+    traj = Trajectory(torch.tensor([0, 300]), torch.stack([x, x]))
+    ref = torch.rand((2, k), generator=g, dtype=x.dtype) + 0.5
+    weights = torch.rand((2, k), generator=g, dtype=x.dtype) + 0.1
+    plan = MatchPlan(traj, traj, torch.ones(x.shape[-2:]), dirs, ref, weights)
+    return x, plan
+
+
+def test_gradient_in_parts_equals_whole(model64, monkeypatch):
+    """The edits' curve-loss gradient summed over parts of at most 2 directions equals the whole batch's (float64)."""
+    from pipeline.edit import EditConfig
+    from pipeline.edit.loop import _curve_loss_and_grad
+
+    x, plan = _gradient_case(model64)
+    sel = torch.arange(5)
+    monkeypatch.delenv("DIFFGEO_MAX_BATCH", raising=False)
+    whole = _curve_loss_and_grad(model64, x, 300, 1, sel, plan, EditConfig())
+    sizes = []
+    from pipeline.edit import loop
+
+    inner = loop.rates
+    monkeypatch.setattr(loop, "rates", lambda m, xv, t, v, **kw: sizes.append(v.shape[0]) or inner(m, xv, t, v, **kw))
+    monkeypatch.setenv("DIFFGEO_MAX_BATCH", "2")
+    parts = _curve_loss_and_grad(model64, x, 300, 1, sel, plan, EditConfig())
+    assert sizes == [2, 2, 1]
+    torch.testing.assert_close(parts[0], whole[0], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(parts[1], whole[1], rtol=1e-10, atol=1e-14)
+    assert float(whole[1].abs().max()) > 0
+
+
+def test_gradient_probe_sets_its_own_limit(model, monkeypatch):
+    """A model over the probe threshold measures one rate gradient at 2 directions, then 1, once; peaks 900 MB and
+    500 MB -> 450 MB a direction (half of peak(2), the safe side), 50 MB fixed: 2 directions in 1 GiB."""
+    from pipeline.edit import EditConfig
+    from pipeline.edit.loop import _curve_loss_and_grad
+
+    monkeypatch.delenv("DIFFGEO_MAX_BATCH", raising=False)
+    monkeypatch.setattr(memory, "PROBE_MIN_WORK", 0)
+    monkeypatch.setenv("DIFFGEO_MEMORY_BUDGET", "1GB")
+    model.info.pop("grad_memory", None)
+    model.info["memory"] = {"limit": None, "reason": "set by the test"}  # the maps' own limit: not probed here
+    peaks = iter([900e6, 500e6])
+    probed = []
+
+    def fake_peak(fn, device):
+        fn()
+        probed.append(1)
+        return int(next(peaks))
+
+    monkeypatch.setattr(memory, "measure_peak", fake_peak)
+    x, plan = _gradient_case(model)
+    try:
+        _curve_loss_and_grad(model, x, 300, 1, torch.arange(5), plan, EditConfig())
+        _curve_loss_and_grad(model, x, 300, 1, torch.arange(5), plan, EditConfig())
+        fig = model.info["grad_memory"]
+        assert len(probed) == 2, "probed once per model"
+        assert (fig["per_sample_bytes"], fig["fixed_bytes"], fig["limit"]) == (450_000_000, 50_000_000, 2)
+    finally:
+        model.info.pop("grad_memory", None)

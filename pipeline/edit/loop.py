@@ -13,6 +13,7 @@ import torch
 from .. import masks as M
 from ..ddim import StepInfo, Trajectory, sample, timestep_grid
 from ..errors import InputError
+from ..memory import grad_batch
 from ..progress import CancelFlag, ProgressFn, check_cancelled, report
 from ..protocols import DiffusionOps
 from .configs import EditConfig
@@ -85,14 +86,14 @@ def _optimise(model, x: torch.Tensor, k: int, t: int, plan: MatchPlan, cfg: Edit
     for _ in range(cfg.iterations):
         check_cancelled(cancel)
         sel = active[seeded_subset(active.numel(), cfg.max_patches, gen)]
+        lc, g = _curve_loss_and_grad(model, x, t, k, sel, plan, cfg)
         xv = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            r = rates(model, xv, t, plan.directions[sel], grad_mode=cfg.grad_mode)  # (K',)
-            lc = curve_loss(r, plan.reference[k, sel], plan.weights[k, sel], cfg.tolerance)
             lp = (m * (xv - anchor) ** 2).sum() / denom
-            loss = cfg.curve_weight * lc + cfg.preserve_weight * lp
-            (g,) = torch.autograd.grad(loss, xv)
-        losses.append(float(lc.detach()))
+            (gp,) = torch.autograd.grad(cfg.preserve_weight * lp, xv)
+        loss = cfg.curve_weight * lc + cfg.preserve_weight * lp.detach()
+        g = cfg.curve_weight * g + gp
+        losses.append(float(lc))
         evals += int(sel.numel())
         g = g * m
         d = M.gaussian_blur(g, cfg.grad_blur) * m if cfg.grad_blur > 0 else g  # descent direction (preconditioned)
@@ -101,6 +102,38 @@ def _optimise(model, x: torch.Tensor, k: int, t: int, plan: MatchPlan, cfg: Edit
             step = torch.minimum(POLYAK * loss.detach() / gd, cfg.lr / (d.pow(2).sum() / denom).sqrt())
             x = x.detach() - step * d
     return x.detach(), losses, evals
+
+
+def _curve_loss_and_grad(model, x: torch.Tensor, t: int, k: int, sel: torch.Tensor, plan: MatchPlan,
+                         cfg: EditConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The curve loss of the directions ``sel`` at x_{t_k} and its gradient in x (1, C, h, w).
+
+    The loss is a weighted sum over directions (:func:`curve_loss`), so it is summed over parts of at most
+    :func:`pipeline.memory.grad_batch` directions, each differentiated and freed before the next: the same loss and
+    gradient, with the memory of one part (on Stable Diffusion, 32 directions at once would hold tens of GB)."""
+    weights = plan.weights[k, sel]
+    total = weights.sum().clamp_min(MASS_FLOOR)
+
+    def part(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xv = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            r = rates(model, xv, t, plan.directions[sel[idx]], grad_mode=cfg.grad_mode)  # (k',)
+            w = weights[idx]
+            lc = curve_loss(r, plan.reference[k, sel[idx]], w, cfg.tolerance) * (w.sum().clamp_min(MASS_FLOOR) / total)
+            (g,) = torch.autograd.grad(lc, xv)
+        return lc.detach(), g
+
+    def probe_run(n: int) -> None:  # one part of n directions, for the memory probe
+        part(torch.arange(min(n, sel.numel())))
+
+    limit = grad_batch(model, probe_run) if sel.numel() > 1 else None
+    if limit is None or sel.numel() <= limit:
+        return part(torch.arange(sel.numel()))
+    lc, g = torch.zeros((), dtype=x.dtype, device=x.device), torch.zeros_like(x)
+    for i in range(0, sel.numel(), limit):
+        lc_i, g_i = part(torch.arange(i, min(i + limit, sel.numel())))
+        lc, g = lc + lc_i, g + g_i
+    return lc, g
 
 
 def match_curves(model: DiffusionOps, plan: MatchPlan, cfg: EditConfig, *, progress: ProgressFn | None = None,
