@@ -141,6 +141,12 @@ def _export_isolated(box: list, args, size):
                 rec = manifest.failures.get(name)
                 reason = rec["reason"] if rec is not None and not w.killed else describe(
                     w, max_rss_bytes=max_rss, timeout_s=args.graph_timeout)
+                written = [f for f in (out / name, out / (name + ".data")) if f.is_file()]
+                if written and w.killed:  # stopped after writing (in its parity check): never use it unchecked
+                    figures["written_bytes"] = sum(f.stat().st_size for f in written)
+                    reason += f"; {figures['written_bytes'] / 2**30:.2f} GiB of ONNX files had been written (removed)"
+                for f in written:
+                    f.unlink()
                 manifest = manifest.with_failure(name, reason, key=onnx_key(spec, weights), **figures)
                 log.warning("%s not exported: %s", name, reason)
             manifest.save(out)
