@@ -16,8 +16,23 @@ resident set (``VmHWM``, reset before the call) is reported, the weights include
 - ``h_jvp_point x16``: the 16 directions of one rate-map batch (``pipeline.rates.DEFAULT_BATCH_SIZE``) at one
   point, run in parts of at most the batch limit.
 
-Where a call would push the run past ``--time-limit``, it is not run and the row says so. Results: ``--out``
-(default ``benchmarks/results/scale.md`` and ``.json``). Random weights: the figures are costs, not image quality.
+Where a call would push the run past ``--time-limit``, it is not run and the row says so.
+
+``--parts`` picks what runs (default ``calls,export,ort``); a subset replaces only its own rows in an existing
+``scale.json``, the others are kept:
+
+- ``calls``: the rows above;
+- ``export``: ``python -m export --model DIR/<arch> --out EXPORT/<arch> --batch-sizes 1`` (``h``, ``h_jvp``, ``eps``,
+  ``eps_jvp``), each graph in a child process under the memory and time watchdog of :mod:`export.watch`
+  (``--max-rss-gib``, ``--graph-timeout``), the whole export under ``--export-limit`` seconds: per graph its export
+  + parity-check time, file sizes, peak resident memory and the parity result; a graph stopped or failed is reported
+  with its measured peak and time;
+- ``ort``: for each exported architecture, ``eps``, ``eps_jvp``, ``h`` and ``h_jvp`` at batch 1 on ONNX Runtime (the
+  exported files, through :class:`accel.ort_backend.OnnxRuntimeBackend`; a graph that did not export runs in PyTorch
+  and says so) and in eager PyTorch, alternating, in one process: the JVP/forward ratios of each.
+
+Results: ``--out`` (default ``benchmarks/results/scale.md`` and ``.json``). Random weights: the figures are costs,
+not image quality.
 """
 
 from __future__ import annotations
@@ -115,12 +130,230 @@ def worker(arch: str, folder: str, dtype: str, time_limit: float) -> dict:
     return report
 
 
+EXPORT_GRAPHS = ("h", "h_jvp", "eps", "eps_jvp")
+#: Export order: the largest graph first (whether it fits is the question), then the forwards the ratios need.
+EXPORT_ORDER = ("eps_jvp", "eps", "h_jvp", "h")
+GIB = 2**30
+
+
+def export_arch(arch: str, folder: Path, out: Path, *, max_rss_gib: float, graph_timeout: float,
+                limit_s: float, graphs: tuple[str, ...] = EXPORT_ORDER, previous: dict | None = None) -> dict:
+    """``python -m export`` of one architecture (each graph in a watched child); -> its report.
+
+    All graphs: a fresh export folder. A subset (``--export-graphs``): the other graphs' artifacts and failures in
+    the folder are kept and reported, and the totals add up both runs (``previous``: the earlier report)."""
+    sys.path.insert(0, str(ROOT))
+    import shutil
+
+    from export.watch import describe, run_watched
+
+    fresh = set(graphs) == set(EXPORT_ORDER)
+    if fresh:
+        shutil.rmtree(out, ignore_errors=True)  # every figure from this run: no artifact of an earlier one counts
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    rep: dict = {"arch": arch, "seconds": 0.0, "peak_rss_gib": 0.0, "graphs": [], "commands": []}
+    for g in [g for g in EXPORT_ORDER if g in graphs]:  # one call per graph: the most telling graph first
+        left = limit_s - rep["seconds"]
+        if left < 30:
+            rep["stopped"] = f"the architecture's export budget of {limit_s:.0f} s was spent"
+            break
+        cmd = [sys.executable, "-m", "export", "--model", str(folder), "--out", str(out), "--batch-sizes", "1",
+               "--graphs", g, "--device", "cpu", "--force", "--max-rss-gib", str(max_rss_gib),
+               "--graph-timeout", str(round(min(graph_timeout, left)))]
+        print(f"{arch:>10} export: {shlex.join(cmd)}", flush=True)
+        w = run_watched(cmd, max_rss_bytes=int((max_rss_gib + 1) * GIB), timeout_s=left + 120, cwd=ROOT, env=env)
+        rep["commands"].append(shlex.join(cmd[1:]))
+        rep["seconds"] += w.seconds
+        rep["peak_rss_gib"] = max(rep["peak_rss_gib"], w.peak_rss_bytes / GIB)
+        if not w.ok and w.returncode != 2:
+            rep.setdefault("errors", {})[g] = describe(w, max_rss_bytes=int((max_rss_gib + 1) * GIB),
+                                                       timeout_s=left + 120)
+        print(f"{arch:>10} export {g}: {w.seconds:.0f} s, peak {w.peak_rss_bytes / GIB:.2f} GiB, "
+              f"rc {w.returncode}", flush=True)
+    try:
+        man = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        man = {"artifacts": {}, "failures": {}}
+    for g in EXPORT_GRAPHS:
+        name = f"{g}.onnx" if g in ("h", "eps") else f"{g}_b1.onnx"
+        art, fail = man["artifacts"].get(name), man.get("failures", {}).get(name)
+        if art is not None:
+            sizes = {f: (out / f).stat().st_size for f in art["files"] if (out / f).is_file()}
+            check = art["checks"][0] if art["checks"] else None
+            rep["graphs"].append({
+                "graph": name, "seconds": float(art["extra"].get("wall_seconds", art["seconds"])),
+                "export_check_seconds": art["seconds"],
+                "peak_rss_gib": float(art["extra"].get("peak_rss_gib", "nan")), "files": sizes,
+                "parity": None if check is None else {"passed": check["passed"], "max_rel": check["max_rel"],
+                                                      "batches": check["batches"], "seconds": check["seconds"]}})
+        elif fail is not None:
+            rep["graphs"].append({"graph": name, "failed": fail["reason"], "seconds": fail.get("seconds"),
+                                  "peak_rss_gib": fail.get("peak_rss_bytes", 0) / GIB})
+        else:
+            why = rep.get("errors", {}).get(g) or rep.get("stopped") or "the export ended before it"
+            rep["graphs"].append({"graph": name, "failed": "not reached: " + why})
+    if not fresh and previous:
+        rep["runs"] = previous.get("runs", [{"command": previous.get("command"), "seconds": previous["seconds"]}])
+        rep["seconds_this_run"] = rep["seconds"]
+        rep["seconds"] += previous["seconds"]
+        rep["peak_rss_gib"] = max(rep["peak_rss_gib"], previous["peak_rss_gib"])
+        if previous.get("stopped") and not rep.get("stopped"):
+            rep["stopped"] = "first run: " + previous["stopped"]
+    return rep
+
+
+def ort_worker(arch: str, folder: str, artifacts: str, reps: int, time_limit: float) -> dict:
+    """ONNX Runtime beside eager PyTorch at batch 1, in this process: per graph the median seconds -> report."""
+    import statistics
+
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from accel.graph_backend import _TORCH_FALLBACK
+    from accel.ort_backend import OnnxRuntimeBackend
+    from export.manifest import Manifest
+    from export.trace import graph_function
+    from pipeline import load_model
+
+    t_start = time.perf_counter()
+    m = load_model(folder, device="cpu")
+    size = (m.sample_size, m.sample_size)
+    backend = OnnxRuntimeBackend(m, artifacts=artifacts, batch_sizes=(1,), check=False,
+                                 threads=torch.get_num_threads())
+    man = Manifest.load(artifacts)
+    rep: dict = {"arch": arch, "threads": torch.get_num_threads(), "graphs": {}, "fallback": {}}
+    handles = {}
+    for g in EXPORT_GRAPHS:
+        batch = None if g in ("h", "eps") else 1
+        spec = backend.spec(g, batch, size)
+        name = spec.name + ".onnx"
+        if name in man.artifacts:  # the exported file as it is (its key is not re-derived: the code may have moved)
+            handles[g] = (spec, backend._load(spec, Path(artifacts) / name))
+        else:
+            reason = man.failures.get(name, {}).get("reason", "not exported")
+            rep["fallback"][g] = reason
+            handles[g] = (spec, _TORCH_FALLBACK)
+        backend._handles[(g, batch, size)] = handles[g]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, m.channels, *size, generator=gen)
+    v = torch.randn(1, m.channels, *size, generator=gen)
+    tt = torch.full((1,), m.num_train_timesteps // 2, dtype=torch.long)
+    times: dict = {(e, g): [] for e in ("ort", "eager") for g in EXPORT_GRAPHS}
+    warm = 1 if reps > 1 else 0  # a first round warms up (session arenas, first-call allocations), not counted
+    rep["warmup_rounds"] = warm
+    for r in range(reps + warm):
+        for g in EXPORT_GRAPHS:
+            args = (x, tt) if g in ("h", "eps") else (x, tt, v)
+            for engine in ("ort", "eager"):
+                if g in rep["fallback"]:
+                    continue  # no graph to compare with (the eager figure is in the calls rows)
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    if engine == "ort":
+                        backend._run(g, handles[g][0].batch, size, *args)
+                    else:
+                        graph_function(m, g)(*args)
+                if r >= warm:
+                    times[(engine, g)].append(time.perf_counter() - t0)
+        print(f"{arch:>10} ort round {r}: {time.perf_counter() - t_start:.0f} s", flush=True)
+        if r >= warm and time.perf_counter() - t_start > time_limit:
+            break
+    for g in EXPORT_GRAPHS:
+        rep["graphs"][g] = {e: statistics.median(times[(e, g)]) if times[(e, g)] else None for e in ("ort", "eager")}
+    rep["rounds"] = max(len(v) for v in times.values())
+    for e in ("ort", "eager"):
+        for a in ("eps", "h"):
+            num, den = rep["graphs"][f"{a}_jvp"][e], rep["graphs"][a][e]
+            rep[f"ratio_{a}_{e}"] = num / den if num is not None and den is not None else None
+    rep["total_s"] = time.perf_counter() - t_start
+    return rep
+
+
 def _public_command(info: dict) -> str:
     """The reproducing command with this machine's reference folder written as ``DIR``."""
     args = shlex.split(info["command"])
-    if "--folders" in args:
-        args[args.index("--folders") + 1] = "DIR"
+    for flag, placeholder in (("--folders", "DIR"), ("--export-dir", "EXPORT")):
+        if flag in args:
+            args[args.index(flag) + 1] = placeholder
     return shlex.join(args)
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB" if n < GIB else f"{n / GIB:.2f} GiB"
+
+
+def _export_markdown(sec: dict) -> list[str]:
+    lim = sec["limits"]
+    lines = ["", "## Export (ONNX, batch-1 JVP graphs, each checked against PyTorch)", "",
+             f"Command: `{sec['command']}` (`DIR` as above; the exports go to `DIR/exports/<arch>` unless "
+             "`--export-dir EXPORT` says otherwise)", "",
+             f"Machine: {sec['machine']}; load average (1 min) {sec['load'][0]:.1f} at start, "
+             f"{sec['load_end'][0]:.1f} at end. Each graph is exported by `python -m export --max-rss-gib "
+             f"{lim['max_rss_gib']:g} --graph-timeout {lim['graph_timeout_s']:g}` in a child process of its own "
+             f"(stopped past {lim['max_rss_gib']:g} GiB resident or {lim['graph_timeout_s']:g} s), the whole export "
+             f"of an architecture within {lim['export_limit_s']:g} s. Seconds: the child's wall time (load, trace, "
+             "export, parity check); peak: the child's peak resident set (the weights included). The parity check "
+             "runs each graph in ONNX Runtime and in eager PyTorch on two random inputs (dynamic graphs: batch 1 "
+             "and 8); max rel = max|a - b| / max|b| per output, accepted up to 1e-4.", "",
+             "| arch | graph | seconds | files | peak RSS (GiB) | parity | notes |", "|---|---|---|---|---|---|---|"]
+    for rep in sec["reports"]:
+        for g in rep["graphs"]:
+            if "failed" in g:
+                secs = f"{g['seconds']:.0f}" if g.get("seconds") is not None else ""
+                peak = f"{g['peak_rss_gib']:.2f}" if g.get("peak_rss_gib") else ""
+                note = f" {g['note']}" if g.get("note") else ""
+                lines.append(f"| {rep['arch']} | {g['graph']} | {secs} | not kept | {peak} | | "
+                             f"**not exported**: {g['failed']}.{note} The ONNX Runtime backend runs it in PyTorch |")
+                continue
+            files = ", ".join(f"{n} {_mib(b)}" for n, b in g["files"].items())
+            par = g["parity"]
+            parity = "not checked" if par is None else (
+                ("passed" if par["passed"] else "FAILED") + " (max rel " +
+                ", ".join(f"{k} {v:.1e}" for k, v in par["max_rel"].items()) + ")")
+            notes = "external data (weights over 1 GiB)" if len(g["files"]) > 1 else ""
+            lines.append(f"| {rep['arch']} | {g['graph']} | {g['seconds']:.0f} | {files} | {g['peak_rss_gib']:.2f} | "
+                         f"{parity} | {notes} |")
+        lines.append(f"| {rep['arch']} | (whole export) | {rep['seconds']:.0f} | | {rep['peak_rss_gib']:.2f} | | "
+                     + "; ".join(filter(None, [rep.get("stopped"), "the largest process tree of the graph exports",
+                                               "reproduce: " + rep.get("command", f"`{sec['command']}`")])) + " |")
+    return lines
+
+
+def _ort_markdown(sec: dict) -> list[str]:
+    lines = ["", "## JVP/forward ratio on ONNX Runtime beside eager PyTorch (batch 1)", "",
+             f"Command: `{sec['command']}`", "",
+             f"Machine: {sec['machine']}; load average (1 min) {sec['load'][0]:.1f} at start, "
+             f"{sec['load_end'][0]:.1f} at end. One process per architecture runs each call on ONNX Runtime (the "
+             "exported graphs above, CPU provider, the same threads) and in eager PyTorch (`torch.func.jvp` for the "
+             "JVPs), alternating; median seconds over the timed rounds. Target: eps_jvp / eps and h_jvp / h at most "
+             "3 on ONNX Runtime.", "",
+             "| arch | engine | h | h_jvp | h_jvp / h | eps | eps_jvp | eps_jvp / eps | notes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for rep in sec["reports"]:
+        if "error" in rep:
+            lines.append(f"| {rep['arch']} | | | | | | | | not run: {rep['error']} |")
+            continue
+        gr = rep["graphs"]
+        for e, label in (("ort", "ONNX Runtime"), ("eager", "torch eager")):
+            notes = [f"{rep['rounds']} timed round(s)" + (", after a warm-up round" if rep.get("warmup_rounds")
+                                                          else ", no warm-up (first calls)")]
+            if e == "ort":
+                notes.append(f"peak RSS {rep['peak_rss_gib']:.2f} GiB")
+                notes.append(f"reproduce: `{rep.get('command', sec['command'])}`")
+            fb = set(rep["fallback"])
+
+            def cell(g, fb=fb, e=e, gr=gr):
+                if gr[g][e] is None:
+                    return "not exported: runs in PyTorch" if g in fb else "not timed"
+                return f"{gr[g][e]:.3f}"
+
+            def ratio(a, b, e=e, rep=rep):
+                r = rep[f"ratio_{a}_{e}"]
+                return "n/a" if r is None else f"{r:.2f}"
+
+            lines.append(f"| {rep['arch']} | {label} | {cell('h')} | {cell('h_jvp')} | {ratio('h', 'h_jvp')} | "
+                         f"{cell('eps')} | {cell('eps_jvp')} | {ratio('eps', 'eps_jvp')} | {'; '.join(notes)} |")
+    return lines
 
 
 def _markdown(info: dict, reports: list[dict]) -> str:
@@ -155,6 +388,10 @@ def _markdown(info: dict, reports: list[dict]) -> str:
                 notes.append(f"{r['parts']} part(s)")
             lines.append(f"| {rep['arch']} | {rep['dtype']} | {r['call']} | {r['seconds']:.1f} | "
                          f"{r['peak_rss_gib']:.2f} | {'; '.join(notes)} |")
+    if info.get("export"):
+        lines += _export_markdown(info["export"])
+    if info.get("ort"):
+        lines += _ort_markdown(info["ort"])
     return "\n".join(lines) + "\n"
 
 
@@ -169,7 +406,21 @@ def main(argv: list[str] | None = None) -> int:
                    "pass it are reported as not run")
     p.add_argument("--out", default=str(RESULTS / "scale"), help="report path without suffix (.md and .json)")
     p.add_argument("--render", action="store_true", help="only rewrite the .md from the .json at --out")
+    p.add_argument("--parts", default="calls,export,ort", help="comma-separated parts to measure: calls, export, "
+                   "ort (default: all); the others' rows in an existing --out .json are kept")
+    p.add_argument("--export-dir", default=None, help="where the exports go (EXPORT/<arch>; default DIR/exports)")
+    p.add_argument("--max-rss-gib", type=float, default=16.0, help="export: stop a graph's export when its "
+                   "resident memory passes this (default 16)")
+    p.add_argument("--graph-timeout", type=float, default=600.0, help="export: stop a graph's export after this "
+                   "many seconds (default 600)")
+    p.add_argument("--export-limit", type=float, default=900.0, help="export: seconds for one architecture's whole "
+                   "export (default 900)")
+    p.add_argument("--export-graphs", default=",".join(EXPORT_ORDER), help="export: the graphs to (re-)export "
+                   "(default all: a fresh folder); a subset keeps the folder's other graphs and adds to the report")
+    p.add_argument("--ort-reps", type=int, default=None, help="ort: timed rounds per call (default 5 for "
+                   "cifar10-32, 2 for ddpm-256, 1 for sd15; with more than one, an untimed warm-up round first)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--ort-worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.render:
         data = json.loads(Path(args.out).with_suffix(".json").read_text())
@@ -183,17 +434,93 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         print("REPORT " + json.dumps(worker(args.worker, args.folders, args.dtype, args.time_limit)), flush=True)
         return 0
+    if args.ort_worker:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        reps = args.ort_reps or {"cifar10-32": 5, "ddpm-256": 2}.get(args.ort_worker, 1)
+        rep = ort_worker(args.ort_worker, args.folders, args.export_dir, reps, args.time_limit)
+        print("REPORT " + json.dumps(rep), flush=True)
+        return 0
     import torch
 
-    info = {"command": "python -m benchmarks.scale " + shlex.join(argv if argv is not None else sys.argv[1:]),
-            "machine": f"{platform.machine()} ({os.cpu_count()} CPUs), torch {torch.__version__}, "
-                       f"{args.threads} thread(s)", "load": os.getloadavg()}
-    reports = []
-    for arch in [a.strip() for a in args.archs.split(",") if a.strip()]:
+    parts = [x.strip() for x in args.parts.split(",") if x.strip()]
+    unknown = sorted(set(parts) - {"calls", "export", "ort"})
+    if unknown:
+        p.error(f"unknown parts {unknown}; accepted: calls, export, ort")
+    archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    out = Path(args.out)
+    old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
+    command = "python -m benchmarks.scale " + shlex.join(argv if argv is not None else sys.argv[1:])
+    machine = (f"{platform.machine()} ({os.cpu_count()} CPUs), torch {torch.__version__}, "
+               f"{args.threads} thread(s)")
+    for arch in archs:
         folder = Path(args.folders) / arch
         if not folder.exists():
             subprocess.run([sys.executable, "-m", "benchmarks.reference", "--arch", arch, "--out", str(folder)],
                            cwd=ROOT, check=True)
+    data = dict(old)
+    if "export" in parts or "ort" in parts:
+        export_dir = Path(args.export_dir) if args.export_dir else Path(args.folders) / "exports"
+        sec = {"command": _public_command({"command": command}), "machine": machine, "load": os.getloadavg(),
+               "limits": {"max_rss_gib": args.max_rss_gib, "graph_timeout_s": args.graph_timeout,
+                          "export_limit_s": args.export_limit}}
+        if "export" in parts:
+            reps = {r["arch"]: r for r in old.get("export", {}).get("reports", [])}
+            for arch in archs:
+                graphs = tuple(g.strip() for g in args.export_graphs.split(",") if g.strip())
+                reps[arch] = export_arch(arch, Path(args.folders) / arch, export_dir / arch,
+                                         max_rss_gib=args.max_rss_gib, graph_timeout=args.graph_timeout,
+                                         limit_s=args.export_limit, graphs=graphs, previous=reps.get(arch))
+                if "runs" in reps[arch]:
+                    reps[arch]["runs"] = reps[arch]["runs"] + [{"command": sec["command"],
+                                                                "seconds": reps[arch]["seconds_this_run"]}]
+                    reps[arch]["command"] = " then ".join(f"`{r['command']}`" for r in reps[arch]["runs"])
+                else:
+                    reps[arch]["command"] = f"`{sec['command']}`"
+            data["export"] = {**sec, "load_end": os.getloadavg(),
+                              "reports": [reps[a] for a in ARCH_ORDER if a in reps]}
+        if "ort" in parts:
+            reps = {r["arch"]: r for r in old.get("ort", {}).get("reports", [])}
+            for arch in archs:
+                man_path = export_dir / arch / "manifest.json"
+                done = json.loads(man_path.read_text())["artifacts"] if man_path.is_file() else {}
+                if not done:
+                    reps[arch] = {"arch": arch, "error": "no graph of this architecture exported (see the export "
+                                  "rows)", "command": sec["command"]}
+                    continue
+                cmd = [sys.executable, "-m", "benchmarks.scale", "--ort-worker", arch, "--folders",
+                       str(Path(args.folders) / arch), "--export-dir", str(export_dir / arch), "--threads",
+                       str(args.threads), "--time-limit", str(args.time_limit)]
+                if args.ort_reps:
+                    cmd += ["--ort-reps", str(args.ort_reps)]
+                from export.watch import run_watched
+
+                w = run_watched(cmd, max_rss_bytes=int(args.max_rss_gib * GIB), timeout_s=args.time_limit + 600,
+                                cwd=ROOT)
+                sys.stdout.write(w.output)
+                found = [ln for ln in w.output.splitlines() if ln.startswith("REPORT ")]
+                if found:
+                    reps[arch] = {**json.loads(found[-1][len("REPORT "):]), "peak_rss_gib": w.peak_rss_bytes / GIB,
+                                  "command": sec["command"]}
+                else:
+                    from export.watch import describe
+
+                    reps[arch] = {"arch": arch, "error": describe(w, max_rss_bytes=int(args.max_rss_gib * GIB),
+                                                                  timeout_s=args.time_limit + 600)}
+            data["ort"] = {**sec, "load_end": os.getloadavg(), "reports": [reps[a] for a in ARCH_ORDER if a in reps]}
+    if "calls" not in parts:
+        if "reports" not in data:
+            data.update(command="", machine=machine, load=[0, 0, 0], load_end=[0, 0, 0], reports=[])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+        out.with_suffix(".md").write_text(_markdown(data, data["reports"]))
+        print(f"wrote {out.with_suffix('.md')}")
+        return 0
+    info = {"command": command, "machine": machine, "load": os.getloadavg()}
+    reports = []
+    for arch in archs:
+        folder = Path(args.folders) / arch
         proc = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--worker", arch, "--folders", str(folder),
                                "--dtype", args.dtype, "--threads", str(args.threads), "--time-limit",
                                str(args.time_limit)], cwd=ROOT, capture_output=True, text=True)
@@ -206,11 +533,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             reports.append(json.loads(found[-1][len("REPORT "):]))
     info["load_end"] = os.getloadavg()
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     info["command"] = _public_command(info)
-    out.with_suffix(".json").write_text(json.dumps({**info, "reports": reports}, indent=1))
-    out.with_suffix(".md").write_text(_markdown(info, reports))
+    data = {**data, **info, "reports": reports}
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    out.with_suffix(".md").write_text(_markdown(data, reports))
     print(f"wrote {out.with_suffix('.md')}")
     return 0
 

@@ -128,3 +128,33 @@ def test_cli_records_a_graph_stopped_by_the_watchdog(tiny_pixel_dir, tmp_path, c
     assert rec["reason"].startswith("stopped: resident memory passed the limit of 0.05 GiB")
     assert rec["peak_rss_bytes"] > 0.05 * 2**30 and rec["seconds"] > 0
     assert "h.onnx" in capsys.readouterr().out
+
+
+def test_scale_benchmark_renders_export_and_ort_rows():
+    """benchmarks/scale.py's export and ONNX Runtime rows: each says its command; a graph that did not export says why
+    with its measured peak and time, and its ratio is not claimed."""
+    from benchmarks.scale import _markdown
+
+    cmd = "python -m benchmarks.scale --folders DIR --archs a --parts export,ort"
+    sec = {"command": cmd, "machine": "m", "load": [1, 1, 1], "load_end": [2, 2, 2],
+           "limits": {"max_rss_gib": 16, "graph_timeout_s": 600, "export_limit_s": 900}}
+    export = {**sec, "reports": [{"arch": "a", "seconds": 700.0, "peak_rss_gib": 15.0, "command": f"`{cmd}`",
+                                  "graphs": [
+        {"graph": "eps.onnx", "seconds": 200.0, "peak_rss_gib": 14.9,
+         "files": {"eps.onnx": 4e6, "eps.onnx.data": 3.4e9},
+         "parity": {"passed": True, "max_rel": {"eps": 1.6e-6}, "batches": [1, 8], "seconds": 120}},
+        {"graph": "eps_jvp_b1.onnx", "failed": "stopped: still running after the limit of 600 s", "seconds": 600.6,
+         "peak_rss_gib": 14.3}]}]}
+    ort = {**sec, "reports": [{"arch": "a", "graphs": {"h": {"ort": 0.1, "eager": 0.4},
+                                                       "h_jvp": {"ort": 0.25, "eager": 1.5},
+                                                       "eps": {"ort": 0.2, "eager": 1.0},
+                                                       "eps_jvp": {"ort": None, "eager": None}},
+                               "fallback": {"eps_jvp": "stopped"}, "rounds": 1, "warmup_rounds": 0,
+                               "ratio_h_ort": 2.5, "ratio_eps_ort": None, "ratio_h_eager": 3.75,
+                               "ratio_eps_eager": None, "peak_rss_gib": 3.0, "command": cmd}]}
+    md = _markdown({"command": "c", "machine": "m", "load": [1], "load_end": [1], "export": export, "ort": ort}, [])
+    assert ("| a | eps.onnx | 200 | eps.onnx 4 MiB, eps.onnx.data 3.17 GiB | 14.90 | passed (max rel eps 1.6e-06) |"
+            in md)
+    assert "**not exported**: stopped: still running after the limit of 600 s." in md and "| 601 |" in md
+    assert f"reproduce: `{cmd}`" in md
+    assert "| a | ONNX Runtime | 0.100 | 0.250 | 2.50 | 0.200 | not exported: runs in PyTorch | n/a |" in md
