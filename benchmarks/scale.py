@@ -162,7 +162,8 @@ def export_arch(arch: str, folder: Path, out: Path, *, max_rss_gib: float, graph
                "--graph-timeout", str(round(min(graph_timeout, left)))]
         print(f"{arch:>10} export: {shlex.join(cmd)}", flush=True)
         w = run_watched(cmd, max_rss_bytes=int((max_rss_gib + 1) * GIB), timeout_s=left + 120, cwd=ROOT, env=env)
-        rep["commands"].append(shlex.join(cmd[1:]))
+        public = ["DIR/" + arch if c == str(folder) else "EXPORT/" + arch if c == str(out) else c for c in cmd[1:]]
+        rep["commands"].append("python " + shlex.join(public))
         rep["seconds"] += w.seconds
         rep["peak_rss_gib"] = max(rep["peak_rss_gib"], w.peak_rss_bytes / GIB)
         if not w.ok and w.returncode != 2:
@@ -285,14 +286,16 @@ def _mib(n: float) -> str:
 def _export_markdown(sec: dict) -> list[str]:
     lim = sec["limits"]
     lines = ["", "## Export (ONNX, batch-1 JVP graphs, each checked against PyTorch)", "",
-             f"Command: `{sec['command']}` (`DIR` as above; the exports go to `DIR/exports/<arch>` unless "
-             "`--export-dir EXPORT` says otherwise)", "",
+             f"Last command: `{sec['command']}`; each architecture's (whole export) row says the command(s) "
+             "that reproduce its rows (`DIR` as above; the exports go to `DIR/exports/<arch>` unless "
+             "`--export-dir EXPORT` says otherwise).", "",
              f"Machine: {sec['machine']}; load average (1 min) {sec['load'][0]:.1f} at start, "
              f"{sec['load_end'][0]:.1f} at end. Each graph is exported by `python -m export --max-rss-gib "
              f"{lim['max_rss_gib']:g} --graph-timeout {lim['graph_timeout_s']:g}` in a child process of its own "
              f"(stopped past {lim['max_rss_gib']:g} GiB resident or {lim['graph_timeout_s']:g} s), the whole export "
-             f"of an architecture within {lim['export_limit_s']:g} s. Seconds: the child's wall time (load, trace, "
-             "export, parity check); peak: the child's peak resident set (the weights included). The parity check "
+             f"of an architecture within {lim['export_limit_s']:g} s" + lim.get("note", "")
+             + ". Seconds: the child's wall time (load, trace, export, parity check); peak: the child's peak "
+             "resident set (the weights included). The parity check "
              "runs each graph in ONNX Runtime and in eager PyTorch on two random inputs (dynamic graphs: batch 1 "
              "and 8); max rel = max|a - b| / max|b| per output, accepted up to 1e-4.", "",
              "| arch | graph | seconds | files | peak RSS (GiB) | parity | notes |", "|---|---|---|---|---|---|---|"]
@@ -301,7 +304,7 @@ def _export_markdown(sec: dict) -> list[str]:
             if "failed" in g:
                 secs = f"{g['seconds']:.0f}" if g.get("seconds") is not None else ""
                 peak = f"{g['peak_rss_gib']:.2f}" if g.get("peak_rss_gib") else ""
-                note = f" {g['note']}" if g.get("note") else ""
+                note = f" {g['note'].rstrip('.')}." if g.get("note") else ""
                 lines.append(f"| {rep['arch']} | {g['graph']} | {secs} | not kept | {peak} | | "
                              f"**not exported**: {g['failed']}.{note} The ONNX Runtime backend runs it in PyTorch |")
                 continue
@@ -321,7 +324,7 @@ def _export_markdown(sec: dict) -> list[str]:
 
 def _ort_markdown(sec: dict) -> list[str]:
     lines = ["", "## JVP/forward ratio on ONNX Runtime beside eager PyTorch (batch 1)", "",
-             f"Command: `{sec['command']}`", "",
+             f"Last command: `{sec['command']}`; each row's notes say the command that reproduces it.", "",
              f"Machine: {sec['machine']}; load average (1 min) {sec['load'][0]:.1f} at start, "
              f"{sec['load_end'][0]:.1f} at end. One process per architecture runs each call on ONNX Runtime (the "
              "exported graphs above, CPU provider, the same threads) and in eager PyTorch (`torch.func.jvp` for the "
@@ -344,7 +347,7 @@ def _ort_markdown(sec: dict) -> list[str]:
 
             def cell(g, fb=fb, e=e, gr=gr):
                 if gr[g][e] is None:
-                    return "not exported: runs in PyTorch" if g in fb else "not timed"
+                    return "not exported: runs in PyTorch" if g in fb and e == "ort" else "not timed"
                 return f"{gr[g][e]:.3f}"
 
             def ratio(a, b, e=e, rep=rep):
