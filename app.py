@@ -7,7 +7,7 @@ Tabs: generation curves and saliency (``/rates``), curve-matching edits (``/remo
 
 Run::
 
-    python app.py [--host H] [--port P] [--share] [--model SRC] [--hosted] [--warmup] [--device D]
+    python app.py [--host H] [--port P] [--share] [--model SRC] [--hosted] [--warmup] [--device D] [--dtype T]
                   [--concurrency N] [--threads N] [--time-limit S]
 
 Serves on 127.0.0.1:7860 by default (``GRADIO_SERVER_PORT`` / ``GRADIO_SERVER_NAME`` are honoured). Models load
@@ -29,6 +29,7 @@ import os
 import threading
 
 from ui import AppConfig, ModelManager, build_demo, cache_paths
+from ui.config import DTYPES
 from ui.layout import PAGE_CSS
 
 __all__ = ["AppConfig", "ModelManager", "build_demo", "main", "parse_args", "warm_up"]
@@ -62,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hosted", action="store_true", default=None,
                    help="hosted demo: allow-listed models only, no local paths (also DIFFGEO_HOSTED=1)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    p.add_argument("--dtype", default=None, choices=DTYPES,
+                   help="model dtype (default float32; bfloat16 on a CPU, float16 or bfloat16 on a GPU; also "
+                        "DIFFGEO_DTYPE)")
     p.add_argument("--concurrency", type=int, default=None, help="model jobs running at once (default 1)")
     p.add_argument("--warmup", action="store_true",
                    help="after the page is up, load the selected model and prepare the auto backend (exports ONNX "
@@ -82,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    cfg = AppConfig.from_env(model=args.model, hosted=args.hosted, device=args.device, concurrency=args.concurrency,
+    cfg = AppConfig.from_env(model=args.model, hosted=args.hosted, device=args.device, dtype=args.dtype,
+                             concurrency=args.concurrency,
                              time_limit_s=args.time_limit)
     models = ModelManager(cfg)
     demo = build_demo(cfg, models)

@@ -239,7 +239,8 @@ def mask_array(mask, *, name: str = "mask") -> np.ndarray:
         except (ValueError, OSError) as err:
             raise InputError(f"{name} has PIL mode {im.mode!r}, which cannot be read as a mask ({err})") from err
     if isinstance(mask, torch.Tensor):
-        mask = mask.detach().cpu().numpy()
+        mask = mask.detach().cpu()
+        mask = (mask.float() if mask.dtype in (torch.bfloat16, torch.float16) else mask).numpy()
     if not isinstance(mask, np.ndarray):
         raise InputError(f"{name} must be a (H, W) array or image, got {type(mask).__name__}")
     if mask.ndim == 3 and mask.shape[2] in (2, 4):

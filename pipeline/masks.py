@@ -91,8 +91,8 @@ def as_model_mask(m: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def bbox(m: np.ndarray | torch.Tensor) -> tuple[int, int, int, int]:
     """Bounding box ``(top, left, bottom, right)`` (exclusive ends) of the nonzero cells of a 2-D mask."""
-    a = m.detach().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m)
-    rows, cols = np.nonzero(a > 0)
+    a = (m.detach().cpu() > 0).numpy() if isinstance(m, torch.Tensor) else np.asarray(m) > 0
+    rows, cols = np.nonzero(a)
     if rows.size == 0:
         raise InputError("the mask is empty")
     return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1

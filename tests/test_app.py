@@ -1029,3 +1029,30 @@ def test_loader_failures_are_model_errors(monkeypatch, images):
             event(images["rgb.png"], 4, "mean", 500, "", "default", *FAST)
         msg = error_message(excinfo)
         assert msg.startswith("Model:") and words in msg and "secret" not in msg and "Internal" not in msg, msg
+
+
+def test_bfloat16_models(tiny_pixel_dir, images, monkeypatch):
+    """``--dtype bfloat16`` (or DIFFGEO_DTYPE): models load in bfloat16, an edit runs, and the status says so; a
+    dtype the app does not offer is refused when the app starts."""
+    import torch
+
+    models = ModelManager(AppConfig(dtype="bfloat16"))
+    img, mask = scene(), square_mask()
+    out = edit_tab.remove_event(models)(editor(img, mask), *EDIT_FAST, tiny_pixel_dir, *FAST)
+    check_edit(out, img, mask, "removed")
+    assert "(bfloat16)" in out[4]
+    assert models.model(tiny_pixel_dir).dtype == torch.bfloat16
+    bf = Events(models)
+    saliency, rate, *_ = bf.rates(images["rgb.png"], 4, "mean", 500, "3,4", tiny_pixel_dir, *FAST)
+    assert picture(saliency).shape == (SIZE, SIZE, 3)
+    strip, *_ = bf.geodesic(images["rgb.png"], images["other.png"], 3, 100, 100.0, 0.2, 3, tiny_pixel_dir, *FAST)
+    assert picture(strip).ndim == 3
+    for call in (lambda: bf.transfer(editor(img, mask), editor(img, square_mask(16, 16, 8)), *EDIT_FAST,
+                                     tiny_pixel_dir, *FAST),
+                 lambda: bf.saliency(editor(img, mask), 2.0, *EDIT_FAST, tiny_pixel_dir, *FAST),
+                 lambda: bf.blend(img, editor(scene(10_000_002), mask), *EDIT_FAST, tiny_pixel_dir, *FAST)):
+        assert "(bfloat16)" in call()[4]
+    monkeypatch.setenv("DIFFGEO_DTYPE", "float64")
+    with pytest.raises(ValueError, match="dtype"):
+        AppConfig.from_env()
+    assert app.parse_args(["--dtype", "bfloat16"]).dtype == "bfloat16"

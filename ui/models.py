@@ -251,7 +251,7 @@ class ModelManager:
     def _load_model(self, source: str, device: str):
         log.info("loading model %s on %s", source, device)
         try:
-            return load_model(source, device=device)
+            return load_model(source, device=device, dtype=self.config.dtype)
         except (InputError, ModelLoadError, Cancelled, MemoryError):
             raise
         except Exception as err:  # unreadable weights (a junk safetensors file), a config the loader cannot use
@@ -314,6 +314,8 @@ class ModelManager:
         """
         source, model_label = self.resolve(settings.model)
         backend, backend_label = self.backend(source, settings.backend)
+        if self.config.dtype not in (None, "float32"):  # said beside the model: results depend on it
+            model_label = f"{model_label} ({self.config.dtype})"
         return Engine(backend, backend_label, model_label, self.device)
 
     # ---------------------------------------------------------------------------------------------------------------

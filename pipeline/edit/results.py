@@ -75,13 +75,19 @@ def finish(task: str, run: Run, *, match: MatchOutput, plan: MatchPlan, idx: tor
     if before is not None and after is not None:
         diag["curve_error_before"] = _log_error(before, ref, w)
         diag["curve_error_after"] = _log_error(after, ref, w)
-    as_np = lambda a: None if a is None else a.detach().cpu().numpy()  # noqa: E731
+    as_np = lambda a: None if a is None else _numpy(a)  # noqa: E731
     return EditResult(
         task=task, image=result, changed=changed.copy(), timesteps=plan.start.timesteps[1:].cpu().numpy(),
         patches=idx.cpu().numpy(), curves_before=as_np(before), curves_after=as_np(after), reference=as_np(ref),
         weights=as_np(w), loss_history=match.loss, loss_steps=match.loss_steps, seconds=run.clock.total(),
         timing=dict(run.clock.stages), config=asdict(cfg), diagnostics=diag,
     )
+
+
+def _numpy(a: torch.Tensor) -> np.ndarray:
+    """A tensor as a NumPy array; half-precision ones (bfloat16 has no NumPy type) as float32."""
+    a = a.detach().cpu()
+    return (a.float() if a.dtype in (torch.bfloat16, torch.float16) else a).numpy()
 
 
 def _log_error(c: torch.Tensor, ref: torch.Tensor, w: torch.Tensor) -> float | None:
