@@ -349,3 +349,24 @@ def test_small_variant_runs_every_task(arch, small_dir):
     for path in (inter, extra):
         frames = np.asarray(path.images)
         assert frames.shape[1:] == (n, n, 3) and frames.shape[0] >= 3
+
+
+def test_scale_tasks_benchmark_on_a_small_variant(small_dir, tmp_path):
+    """``benchmarks.scale_tasks`` on the small SD layout: each task in its own process, its peak memory and an
+    estimate at the app's defaults; a second run of other tasks keeps the first run's rows."""
+    from benchmarks import scale_tasks
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "sd15").symlink_to(small_dir("sd15"))
+    out = tmp_path / "report"
+    args = ["--folders", str(tmp_path / "models"), "--archs", "sd15", "--threads", "1", "--out", str(out)]
+    assert scale_tasks.main([*args, "--tasks", "rates"]) == 0
+    assert scale_tasks.main([*args, "--tasks", "blend"]) == 0
+    rows = {r["task"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert set(rows) == {"rates", "blend"}
+    for r in rows.values():
+        assert "error" not in r, r
+        assert 0.1 < r["peak_rss_gib"] < 8 and r["seconds"] > 0 and r["estimate_default_s"] > r["seconds"]
+    assert rows["blend"]["gradient_directions"] > 0 and rows["rates"]["default_units"] == 20 * (16 // 4) ** 2
+    md = out.with_suffix(".md").read_text()
+    assert "| sd15 | rates |" in md and "| sd15 | blend |" in md and "--tasks rates" in md and "--tasks blend" in md

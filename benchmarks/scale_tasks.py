@@ -1,0 +1,233 @@
+"""Benchmark: every task of the app on the public architectures at full size (CPU, random weights): peak memory and
+time, each task in a fresh process.
+
+Each (architecture, task) runs in its own child process, whose peak resident set (``ru_maxrss`` of that child, the
+weights included) is the memory figure. At the app's defaults most tasks would run for hours on this CPU at 256 or
+512 pixels, so each runs a *reduced* version that makes the same largest calls (the same batch limits, the same
+gradient parts, hence the same peak memory) with fewer of them, and the report extrapolates the time to the
+defaults by the count of the unit that dominates the cost:
+
+- ``rates``: ``generation_curves`` at 2 timesteps and a 2x2 patch grid; the app's default (20 timesteps, patches of
+  4 model pixels) costs ``20 x (S/4)^2`` JVP directions against ``2 x 4`` here (S: model-space side);
+- ``remove``, ``transfer``, ``saliency``, ``blend``: each task's tuned config at 2 DDIM steps, run twice: without
+  gradient steps (inversion and generation: scaled by the default's DDIM steps, ``ui.edit_tab.edit_steps``), then
+  with 1 gradient step per active step on at most 4 directions (the extra time per differentiated direction,
+  scaled by an upper bound of the default's: every step active, ``max_patches`` directions per gradient step). The
+  gradient steps run in parts of ``pipeline.memory.grad_batch`` directions, so their peak does not grow with the
+  directions once a part is full (4 directions fill it on the 256-pixel and SD 1.5 models; below the limit the peak
+  is under the budget by construction). The app also measures the region's curves before and after (on by default):
+  rate JVPs without gradients, the calls of the ``rates`` row, so they add its per-direction cost per region patch
+  and timestep, not a larger peak;
+- ``geodesic``: ``interpolate_images`` with the tab's 7 points at t* = 400, 2 DDIM steps and 2 solver iterations
+  against the default 20 and 100.
+
+The extrapolations are linear estimates (they say so); the peak memory is measured. With ``--time-limit`` a child
+that runs past it is stopped and reported with its time and peak at the stop.
+
+    python -m benchmarks.scale_tasks --folders DIR [--archs cifar10-32,ddpm-256,sd15] [--tasks ...]
+
+``DIR/<arch>`` is the full-size reference folder (``python -m benchmarks.reference --arch A --out DIR/A`` builds it).
+Writes ``benchmarks/results/scale_tasks.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ARCHS = ("cifar10-32", "ddpm-256", "sd15")
+TASKS = ("rates", "remove", "transfer", "saliency", "blend", "geodesic")
+APP_STEPS = 20  # the Steps setting's default
+APP_PATCH = 4  # the rates tab's default patch size (model pixels)
+APP_SOLVER_ITERS = 100  # the geodesic tab's default solver iterations
+REDUCED = {"rates_timesteps": 2, "rates_grid": 2, "edit_steps": 2, "edit_iterations": 1, "edit_directions": 4,
+           "geo_steps": 2, "geo_iters": 2}
+
+
+def _one(folder: str, task: str, threads: int) -> dict:
+    """Run one reduced task in this process -> its figures (called in the child)."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    from pipeline import edit, load_model, scenes
+    from pipeline.interpolate import interpolate_images
+    from pipeline.rates import generation_curves
+    from ui.edit_tab import edit_steps
+
+    t0 = time.perf_counter()
+    m = load_model(folder, device="cpu")
+    load_s = time.perf_counter() - t0
+    n, s = m.image_size, m.sample_size
+    a = scenes.make_scene(20_000_003, size=n).image
+    b = scenes.make_scene(20_000_005, size=n).image
+    mask = np.zeros((n, n), bool)
+    mask[n // 4 : n // 2, n // 4 : n // 2] = True
+    source = np.zeros((n, n), bool)
+    source[n // 2 : 3 * n // 4, n // 2 : 3 * n // 4] = True
+    out: dict = {"load_s": load_s, "image": n, "model_space": s}
+    t0 = time.perf_counter()
+    if task == "rates":
+        grid = REDUCED["rates_grid"]
+        generation_curves(m, a, num_timesteps=REDUCED["rates_timesteps"], patch_size=s // grid)
+        units, default_units = REDUCED["rates_timesteps"] * grid**2, APP_STEPS * (s // APP_PATCH) ** 2
+        out["unit"] = "JVP directions"
+    elif task == "geodesic":
+        interpolate_images(m, a, b, n_points=7, t_star=400, num_steps=REDUCED["geo_steps"],
+                           max_iter=REDUCED["geo_iters"])
+        # cost ~ inversion + decoding (DDIM steps) + solver iterations: both scaled by their default counts
+        units, default_units = REDUCED["geo_steps"] + REDUCED["geo_iters"], APP_STEPS + APP_SOLVER_ITERS
+        out["unit"] = "DDIM steps + solver iterations"
+    else:
+        cfg = {"remove": edit.RemoveConfig(), "transfer": edit.TransferConfig(), "saliency": edit.SaliencyConfig(),
+               "blend": edit.BlendConfig()}[task]
+        def run(**extra):
+            kw = dict(t_edit=cfg.t_edit, num_steps=REDUCED["edit_steps"], iterations=REDUCED["edit_iterations"],
+                      measure_curves=False, **extra)
+            if task == "remove":
+                return edit.remove_object(m, a, mask, **kw)
+            if task == "transfer":
+                return edit.transfer(m, a, mask, source, **kw)
+            if task == "saliency":
+                return edit.adjust_saliency(m, a, mask, 2.0, **kw)
+            return edit.blend(m, a, b, mask, **kw)
+
+        plain = run(curve_weight=0.0)  # the same loop without gradient steps: inversion and generation only
+        plain_s = time.perf_counter() - t0
+        res = run(max_patches=REDUCED["edit_directions"])
+        grad_s = time.perf_counter() - t0 - plain_s
+        evals = int(res.diagnostics["rate_evaluations_with_grad"])
+        steps = edit_steps(cfg, cfg.t_edit, APP_STEPS)
+        per_dir = max(grad_s - plain_s, 0.0) / max(evals, 1)
+        out.update(plain_s=plain_s, gradient_directions=evals, per_direction_s=per_dir,
+                   plain_timing=dict(plain.timing))
+        units, default_units = REDUCED["edit_steps"], steps
+        # upper bound: every step active, every gradient step on cfg.max_patches directions
+        out["estimate_default_s"] = (plain_s * steps / REDUCED["edit_steps"]
+                                     + per_dir * steps * cfg.iterations * cfg.max_patches)
+        out["unit"] = (f"DDIM steps (gradient steps: {evals} directions here, at most "
+                       f"{steps * cfg.iterations * cfg.max_patches} at the defaults)")
+    out["seconds"] = time.perf_counter() - t0
+    out["units"], out["default_units"] = units, default_units
+    out.setdefault("estimate_default_s", out["seconds"] * default_units / units)
+    info = getattr(m, "info", {})
+    out["batch_limit"] = (info.get("memory") or {}).get("limit")
+    out["grad_limit"] = (info.get("grad_memory") or {}).get("limit")
+    return out
+
+
+def _child(folder: str, task: str, threads: int, limit_s: float | None) -> dict:
+    """Run ``_one`` in a fresh process; its peak RSS from ``wait4``."""
+    code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.scale_tasks import _one; "
+            f"print('RESULT ' + json.dumps(_one({folder!r}, {task!r}, {threads})))")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    stopped = False
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if limit_s is not None and time.perf_counter() - t0 > limit_s:
+            proc.kill()
+            stopped = True
+            pid, status, usage = os.wait4(proc.pid, 0)
+            break
+        time.sleep(0.5)
+    wall = time.perf_counter() - t0
+    stdout, stderr = proc.stdout.read(), proc.stderr.read()
+    row: dict = {"peak_rss_gib": usage.ru_maxrss / 2**20, "process_s": wall}
+    if stopped:
+        row["error"] = f"stopped at the time limit ({limit_s:.0f} s)"
+        return row
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
+    if os.waitstatus_to_exitcode(status) != 0 or not lines:
+        row["error"] = (stderr.strip().splitlines() or ["no output"])[-1][:300]
+        return row
+    row.update(json.loads(lines[-1][len("RESULT "):]))
+    return row
+
+
+def markdown(res: dict) -> str:
+    commands = list(dict.fromkeys(r.get("command", res["command"]) for r in res["rows"]))
+    lines = ["# Every task at full size (CPU, random weights)", "",
+             "Commands: " + "; ".join(f"`{c}`" for c in commands) + " (`DIR`: the folder of the full-size "
+             "reference models).", "",
+             f"Machine: {res['machine']}; {res['threads']} torch thread(s) per task; load average (1 min) "
+             f"{res['load_start']:.1f} at start, {res['load_end']:.1f} at end (the cores may be shared: seconds are "
+             "noisy, memory is not). Each task runs in a fresh process; peak RSS is that process's, the weights "
+             "included. Reduced runs (see `benchmarks/scale_tasks.py`): the same largest calls as the app's "
+             "defaults, fewer of them; the last column scales the measured time by the count of the costly unit "
+             "(an estimate, not a measurement).", "",
+             "| arch | task | peak RSS (GiB) | seconds (reduced) | unit: reduced / default | estimate at the "
+             "app's defaults | batch limit (maps / gradients) | notes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['arch']} | {r['task']} | {r['peak_rss_gib']:.2f} | {r['process_s']:.0f} (process) "
+                         f"| | | | {r['error']} |")
+            continue
+        est = r["estimate_default_s"]
+        est_s = f"{est:.0f} s" if est < 3600 else f"{est / 3600:.1f} h"
+        lim = f"{r['batch_limit'] or 'none'} / {r['grad_limit'] or 'none'}"
+        lines.append(f"| {r['arch']} | {r['task']} | {r['peak_rss_gib']:.2f} | {r['seconds']:.1f} | "
+                     f"{r['units']} / {r['default_units']} {r['unit']} | {est_s} | {lim} | load {r['load_s']:.1f} s, "
+                     f"images {r['image']} px, model space {r['model_space']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--folders", required=True, help="folder of the full-size reference models, one per arch (DIR/A)")
+    p.add_argument("--archs", default=",".join(ARCHS), help="comma-separated architectures")
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated tasks: {','.join(TASKS)}")
+    p.add_argument("--threads", type=int, default=2, help="torch threads in each task's process")
+    p.add_argument("--time-limit", type=float, default=None, help="seconds per task process; longer ones stop")
+    p.add_argument("--out", default="benchmarks/results/scale_tasks", help="report path without suffix")
+    p.add_argument("--render", action="store_true", help="only rewrite the .md from the .json at --out")
+    a = p.parse_args(argv)
+    if a.render:
+        res = json.loads(Path(a.out).with_suffix(".json").read_text())
+        Path(a.out).with_suffix(".md").write_text(markdown(res))
+        return 0
+    archs, tasks = a.archs.split(","), a.tasks.split(",")
+    bad = [x for x in archs if x not in ARCHS] + [t for t in tasks if t not in TASKS]
+    if bad:
+        p.error(f"unknown archs/tasks: {bad}")
+    out = Path(a.out)
+    prev = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
+    rows = [r for r in prev.get("rows", []) if (r["arch"], r["task"]) not in {(x, t) for x in archs for t in tasks}]
+    load0 = os.getloadavg()[0]
+    command = shlex.join(["python", "-m", "benchmarks.scale_tasks", "--folders", "DIR", "--archs", a.archs,
+                          "--tasks", a.tasks, "--threads", str(a.threads)]
+                         + (["--time-limit", f"{a.time_limit:g}"] if a.time_limit else []))
+    for arch in archs:
+        folder = str(Path(a.folders) / arch)
+        if not Path(folder).is_dir():
+            p.error(f"{folder} is missing: build it with python -m benchmarks.reference --arch {arch} --out {folder}")
+        for task in tasks:
+            row = {"arch": arch, "task": task, **_child(folder, task, a.threads, a.time_limit), "command": command}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            res = {"rows": sorted(rows, key=lambda r: (ARCHS.index(r["arch"]), TASKS.index(r["task"]))),
+                   "command": command,
+                   "machine": f"{os.cpu_count()} CPUs", "threads": a.threads, "load_start": load0,
+                   "load_end": os.getloadavg()[0]}
+            out.with_suffix(".json").write_text(json.dumps(res, indent=1))
+            out.with_suffix(".md").write_text(markdown(res))
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
