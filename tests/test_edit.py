@@ -384,3 +384,24 @@ def test_exact_loop_without_loss_returns_the_start(tiny_model):
     assert np.array_equal(r.image, img)
     r = E.remove_object(tiny_model, img, mask, init="invert", curve_weight=0.0, exact=False, **FAST)
     assert not np.array_equal(r.image, img)  # the plain DDIM round trip is not exact
+
+
+def test_default_patch_size_keeps_the_tuned_grid():
+    """Patches default to an 8 x 8 grid of model space, never under 4 cells: the tuned 4 on the 32x32 default model,
+    8 on SD 1.5's 64x64 latents, 32 on a 256-pixel DDPM (as many directions as on the default model)."""
+    from types import SimpleNamespace
+
+    sizes = {16: 4, 32: 4, 64: 8, 256: 32, 4: 4, 2: 2, 72: 9}
+    assert {s: E.default_patch_size(SimpleNamespace(sample_size=s)) for s in sizes} == sizes
+
+
+def test_the_default_patch_size_is_recorded(tiny_model):
+    from pipeline import scenes
+
+    img = scenes.make_scene(10_000_001, size=tiny_model.image_size).image
+    mask = np.zeros(img.shape[:2], bool)
+    mask[4:10, 4:10] = True
+    r = E.remove_object(tiny_model, img, mask, **FAST)
+    assert r.config["patch_size"] == E.default_patch_size(tiny_model) == 4
+    with pytest.raises(InputError, match="for_model"):
+        E.check_for_model(E.RemoveConfig(), tiny_model)

@@ -72,6 +72,8 @@ from .configs import (
     TransferConfig,
     check_config,
     check_for_model,
+    default_patch_size,
+    for_model,
     with_overrides,
 )
 from .curves import LOG_FLOOR, geomean, rates, trajectory_curves
@@ -96,7 +98,8 @@ from .tasks import adjust_saliency, blend, remove_object, transfer
 __all__ = [
     "BlendConfig", "EditConfig", "EditResult", "FLUCTUATIONS", "GRAD_MODES", "LOG_FLOOR", "LOSS_FLOOR", "MASS_FLOOR",
     "MatchOutput", "MatchPlan", "POLYAK", "REMOVE_INITS", "REMOVE_REFERENCES", "RemoveConfig", "SaliencyConfig",
-    "TRANSFER_INITS", "TransferConfig", "adjust_saliency", "blend", "check_config", "check_for_model", "check_image",
+    "TRANSFER_INITS", "TransferConfig", "adjust_saliency", "blend", "check_config", "check_for_model",
+    "default_patch_size", "for_model", "check_image",
     "check_mask", "corresponding_patches", "curve_loss", "geomean", "harmonic_fill", "harmonic_patch_fill",
     "match_curves", "mean_fill", "model_mask", "patch_coverage", "patch_neighbours", "pixel_dilate", "rates",
     "region_patches", "remove_object", "seeded_subset", "to_model", "trajectory_curves", "transfer", "warp_region",

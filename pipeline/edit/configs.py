@@ -47,7 +47,7 @@ class EditConfig:
     preserve_weight: float = 0.0  # weight w_p of mean_m (x - anchor)^2
     tolerance: float = 0.0  # dead zone of the curve loss (log units): |log r - log r*| below it counts as matched
     window: tuple[int, int] | None = None  # (t_min, t_max) where the loss is active; None: the task's default
-    patch_size: int = 4  # side, in model-space cells, of the patches e_p (must divide the model's size)
+    patch_size: int | None = None  # side (model-space cells) of the patches e_p; None: default_patch_size(model)
     max_patches: int = 32  # target patches per gradient step (a seeded random subset when there are more)
     max_reference_patches: int = 16  # patches that build a mean reference curve (a seeded subset beyond this)
     feather: float = 2.0  # feathering radius (model-space cells) of the blend with the original trajectory
@@ -141,7 +141,8 @@ def check_config(cfg: EditConfig) -> EditConfig:
     check_float("preserve_weight", cfg.preserve_weight, 0.0)
     check_float("tolerance", cfg.tolerance, 0.0)
     check_bool("relative", cfg.relative)
-    check_int("patch_size", cfg.patch_size, 1)
+    if cfg.patch_size is not None:
+        check_int("patch_size", cfg.patch_size, 1)
     check_int("max_patches", cfg.max_patches, 1)
     check_int("max_reference_patches", cfg.max_reference_patches, 1)
     check_float("feather", cfg.feather, 0.0)
@@ -174,9 +175,36 @@ def check_config(cfg: EditConfig) -> EditConfig:
     return cfg
 
 
+#: The tasks were tuned on 32-cell model spaces with patches of 4 cells: an 8 x 8 grid. Larger model spaces keep
+#: the grid (patches of S / 8 cells) so an edit evaluates as many patch directions on a 256-pixel or latent model as
+#: on the default one; smaller ones keep 4-cell patches.
+PATCH_GRID = 8
+MIN_DEFAULT_PATCH = 4
+
+
+def default_patch_size(model) -> int:
+    """The patch side used when ``patch_size`` is None: ``max(4, S // 8)`` for model space S x S (4 on the 32x32
+    default model, 8 on Stable Diffusion's 64x64 latents, 32 on a 256-pixel DDPM), reduced to a divisor of S."""
+    s = int(model.sample_size)
+    p = min(max(MIN_DEFAULT_PATCH, s // PATCH_GRID), s)
+    while s % p:
+        p -= 1
+    return p
+
+
+def for_model(cfg: EditConfig, model) -> EditConfig:
+    """``cfg`` with its model-dependent defaults filled in (``patch_size``), checked against ``model``."""
+    if cfg.patch_size is None:
+        cfg = replace(cfg, patch_size=default_patch_size(model))
+    check_for_model(cfg, model)
+    return cfg
+
+
 def check_for_model(cfg: EditConfig, model) -> None:
     """Checks that need the model: the patch size must divide model space, t_edit must be a training timestep."""
     s = model.sample_size
+    if cfg.patch_size is None:
+        raise InputError("patch_size is None: fill it with for_model(cfg, model) first")
     if s % cfg.patch_size:
         divisors = [d for d in range(1, s + 1) if s % d == 0]
         raise InputError(f"patch_size {cfg.patch_size} does not divide the model-space size {s}; accepted: {divisors}")

@@ -15,7 +15,7 @@ from ..images import resize_mask, resize_uint8, to_mask
 from ..progress import CancelFlag, ProgressFn
 from ..protocols import DiffusionOps
 from ..validate import check_float
-from .configs import BlendConfig, RemoveConfig, SaliencyConfig, TransferConfig, with_overrides
+from .configs import BlendConfig, RemoveConfig, SaliencyConfig, TransferConfig, for_model, with_overrides
 from .curves import LOG_FLOOR, geomean
 from .inputs import check_image, check_mask, to_model
 from .loop import MatchPlan
@@ -53,7 +53,7 @@ def remove_object(model: DiffusionOps, image, mask, *, config: RemoveConfig | No
     same loop without the curve loss; with ``exact`` it returns the start content). The result equals the input
     outside ``mask``.
     """
-    cfg = with_overrides(config, overrides, RemoveConfig)
+    cfg = for_model(with_overrides(config, overrides, RemoveConfig), model)
     run = Run(model, cfg, progress, cancel, inversions=1 + int(cfg.measure_curves and cfg.init != "invert"))
     img = check_image(image)
     mask_px = check_mask(mask, img.shape[:2])
@@ -108,7 +108,7 @@ def transfer(model: DiffusionOps, image, target_mask, source_mask, *, reference=
     the two regions' bounding boxes. With ``init="paste"`` the target starts from the source content warped onto it.
     The returned image equals the input outside ``target_mask``.
     """
-    cfg = with_overrides(config, overrides, TransferConfig)
+    cfg = for_model(with_overrides(config, overrides, TransferConfig), model)
     same = reference is None
     need_in = same or cfg.init == "invert" or cfg.measure_curves  # the input's own trajectory is used
     run = Run(model, cfg, progress, cancel,
@@ -169,7 +169,7 @@ def adjust_saliency(model: DiffusionOps, image, mask, factor: float, *, config: 
     and the patches of ``log c - b``; the reference's is ``factor`` times the input's. The returned image equals the
     input outside ``mask``.
     """
-    cfg = with_overrides(config, overrides, SaliencyConfig)
+    cfg = for_model(with_overrides(config, overrides, SaliencyConfig), model)
     check_float("factor (above 1: more salient, below 1: less)", factor, 0.0, lo_open=True)
     run = Run(model, cfg, progress, cancel, inversions=1)
     img = check_image(image)
@@ -227,7 +227,7 @@ def blend(model: DiffusionOps, background, foreground, mask, *, config: BlendCon
     background outside it. Object patches follow the foreground's curves for t > t_switch (identity), seam patches
     the background's curves for t <= t_switch (harmonised edges).
     """
-    cfg = with_overrides(config, overrides, BlendConfig)
+    cfg = for_model(with_overrides(config, overrides, BlendConfig), model)
     run = Run(model, cfg, progress, cancel, inversions=3)
     bg = check_image(background, name="background")
     fg = check_image(foreground, name="foreground")
