@@ -18,6 +18,8 @@ defaults by the count of the unit that dominates the cost:
   is under the budget by construction). The app also measures the region's curves before and after (on by default):
   rate JVPs without gradients, the calls of the ``rates`` row, so they add its per-direction cost per region patch
   and timestep, not a larger peak;
+- ``gradient``: the edits' costliest call alone, one curve-loss gradient on 4 patch directions at t = 500 (with
+  the gradient memory probe of ``pipeline.memory.grad_batch``), for models whose whole edit does not fit the time;
 - ``geodesic``: ``interpolate_images`` with the tab's 7 points at t* = 400, 2 DDIM steps and 2 solver iterations
   against the default 20 and 100.
 
@@ -45,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 ARCHS = ("cifar10-32", "ddpm-256", "sd15")
-TASKS = ("rates", "remove", "transfer", "saliency", "blend", "geodesic")
+TASKS = ("rates", "remove", "transfer", "saliency", "blend", "geodesic", "gradient")
 APP_STEPS = 20  # the Steps setting's default
 APP_PATCH = 4  # the rates tab's default patch size (model pixels)
 APP_SOLVER_ITERS = 100  # the geodesic tab's default solver iterations
@@ -81,6 +83,21 @@ def _one(folder: str, task: str, threads: int) -> dict:
         generation_curves(m, a, num_timesteps=REDUCED["rates_timesteps"], patch_size=s // grid)
         units, default_units = REDUCED["rates_timesteps"] * grid**2, APP_STEPS * (s // APP_PATCH) ** 2
         out["unit"] = "JVP directions"
+    elif task == "gradient":
+        # the edits' costliest call alone: one curve-loss gradient on 4 directions at t = 500 (memory probe included)
+        import torch
+
+        from pipeline.ddim import Trajectory
+        from pipeline.edit.loop import MatchPlan, _curve_loss_and_grad
+        from pipeline.rates import patch_directions
+
+        x = torch.randn(1, m.channels, s, s, generator=torch.Generator().manual_seed(0)).to(m.dtype)
+        v = patch_directions((m.channels, s, s), edit.default_patch_size(m), indices=torch.arange(4), dtype=m.dtype)
+        traj = Trajectory(torch.tensor([0, 500]), torch.stack([x, x]))
+        plan = MatchPlan(traj, traj, torch.ones(s, s), v, torch.ones(2, 4), torch.ones(2, 4))
+        _curve_loss_and_grad(m, x, 500, 1, torch.arange(4), plan, edit.EditConfig())
+        units = default_units = 4
+        out["unit"] = "directions differentiated (one gradient step of an edit; 32 at most)"
     elif task == "geodesic":
         interpolate_images(m, a, b, n_points=7, t_star=400, num_steps=REDUCED["geo_steps"],
                            max_iter=REDUCED["geo_iters"])
