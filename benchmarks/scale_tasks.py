@@ -183,10 +183,12 @@ def markdown(res: dict) -> str:
              f"{res['load_start']:.1f} at start, {res['load_end']:.1f} at end (the cores may be shared: seconds are "
              "noisy, memory is not). Each task runs in a fresh process; peak RSS is that process's, the weights "
              "included. Reduced runs (see `benchmarks/scale_tasks.py`): the same largest calls as the app's "
-             "defaults, fewer of them; the last column scales the measured time by the count of the costly unit "
-             "(an estimate, not a measurement).", "",
+             "defaults, fewer of them; the estimate scales the measured time by the count of the costly unit "
+             "(not a measurement). For the edits it is an upper bound: every DDIM step active and every gradient "
+             "step on `max_patches` = 32 directions, where the default patch grid leaves a region of a few "
+             "patches (the reduced remove run differentiated 4 directions in all), so expect several times less.", "",
              "| arch | task | peak RSS (GiB) | seconds (reduced) | unit: reduced / default | estimate at the "
-             "app's defaults | batch limit (maps / gradients) | notes |",
+             "app's defaults (edits: upper bound) | batch limit (maps / gradients) | notes |",
              "|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         if "error" in r:
@@ -204,7 +206,8 @@ def markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--folders", required=True, help="folder of the full-size reference models, one per arch (DIR/A)")
+    p.add_argument("--folders", help="folder of the full-size reference models, one per arch (DIR/A); required "
+                                      "unless --render")
     p.add_argument("--archs", default=",".join(ARCHS), help="comma-separated architectures")
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated tasks: {','.join(TASKS)}")
     p.add_argument("--threads", type=int, default=2, help="torch threads in each task's process")
@@ -216,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         res = json.loads(Path(a.out).with_suffix(".json").read_text())
         Path(a.out).with_suffix(".md").write_text(markdown(res))
         return 0
+    if not a.folders:
+        p.error("--folders is required (unless --render)")
     archs, tasks = a.archs.split(","), a.tasks.split(",")
     bad = [x for x in archs if x not in ARCHS] + [t for t in tasks if t not in TASKS]
     if bad:
