@@ -208,3 +208,25 @@ def test_gradient_probe_sets_its_own_limit(model, monkeypatch):
         assert (fig["per_sample_bytes"], fig["fixed_bytes"], fig["limit"]) == (450_000_000, 50_000_000, 2)
     finally:
         model.info.pop("grad_memory", None)
+
+
+def test_geodesic_solver_chunks_by_the_batch_limit(model, monkeypatch):
+    """The geodesic's energy gradient runs in chunks of half the model's batch limit (the backward pass keeps the
+    score's activations); an explicit chunk is kept, no limit means no chunking; chunking gives the same path."""
+    import numpy as np
+
+    from pipeline import interpolate
+
+    monkeypatch.setenv("DIFFGEO_MAX_BATCH", "4")
+    assert interpolate.solver_chunk(model, {"max_iter": 3}) == {"max_iter": 3, "chunk": 2}
+    assert interpolate.solver_chunk(model, {"chunk": 5}) == {"chunk": 5}
+    monkeypatch.setenv("DIFFGEO_MAX_BATCH", "1")
+    assert interpolate.solver_chunk(model, {})["chunk"] == 1
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 256, (model.image_size, model.image_size, 3), dtype=np.uint8) for _ in range(2))
+    kw = dict(n_points=5, t_star=100, num_steps=2, max_iter=3)
+    chunked = interpolate.interpolate_images(model, a, b, **kw).path
+    monkeypatch.setenv("DIFFGEO_MAX_BATCH", "0")
+    assert interpolate.solver_chunk(model, {}) == {}
+    whole = interpolate.interpolate_images(model, a, b, **kw).path
+    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-5)
