@@ -384,6 +384,10 @@ def test_phone_viewport(browser, page_url):
     for name in ("Generation curves", "Remove object", "Transfer", "Saliency", "Blend", "Geodesics",
                  "Geometry lab"):
         tab = page.get_by_role("tab", name=name, exact=True)
+        try:  # the tab bar may still be laying out on a loaded machine: wait for it, do not sample once
+            tab.wait_for(state="visible", timeout=30_000)
+        except Exception:
+            pass
         assert tab.is_visible(), f"tab {name!r} is not reachable on a phone"
         box = tab.bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390
