@@ -136,6 +136,13 @@ EXPORT_ORDER = ("eps_jvp", "eps", "h_jvp", "h")
 GIB = 2**30
 
 
+def _phases(record: dict) -> dict:
+    """{phase: [seconds, peak GiB]} of the export and check children, from a manifest artifact's ``extra`` or a
+    failure record ({} for a graph exported and checked in one child)."""
+    return {ph: [float(record[f"{ph}_seconds"]), float(record[f"{ph}_peak_rss_gib"])]
+            for ph in ("export", "check") if f"{ph}_seconds" in record}
+
+
 def export_arch(arch: str, folder: Path, out: Path, *, max_rss_gib: float, graph_timeout: float,
                 limit_s: float, graphs: tuple[str, ...] = EXPORT_ORDER, previous: dict | None = None) -> dict:
     """``python -m export`` of one architecture (each graph in a watched child); -> its report.
@@ -161,14 +168,15 @@ def export_arch(arch: str, folder: Path, out: Path, *, max_rss_gib: float, graph
                "--graphs", g, "--device", "cpu", "--force", "--max-rss-gib", str(max_rss_gib),
                "--graph-timeout", str(round(min(graph_timeout, left)))]
         print(f"{arch:>10} export: {shlex.join(cmd)}", flush=True)
-        w = run_watched(cmd, max_rss_bytes=int((max_rss_gib + 1) * GIB), timeout_s=left + 120, cwd=ROOT, env=env)
+        outer = 2 * round(min(graph_timeout, left)) + 120  # the export child, then the check child
+        w = run_watched(cmd, max_rss_bytes=int((max_rss_gib + 1) * GIB), timeout_s=outer, cwd=ROOT, env=env)
         public = ["DIR/" + arch if c == str(folder) else "EXPORT/" + arch if c == str(out) else c for c in cmd[1:]]
         rep["commands"].append("python " + shlex.join(public))
         rep["seconds"] += w.seconds
         rep["peak_rss_gib"] = max(rep["peak_rss_gib"], w.peak_rss_bytes / GIB)
         if not w.ok and w.returncode != 2:
             rep.setdefault("errors", {})[g] = describe(w, max_rss_bytes=int((max_rss_gib + 1) * GIB),
-                                                       timeout_s=left + 120)
+                                                       timeout_s=outer)
         print(f"{arch:>10} export {g}: {w.seconds:.0f} s, peak {w.peak_rss_bytes / GIB:.2f} GiB, "
               f"rc {w.returncode}", flush=True)
     try:
@@ -186,10 +194,11 @@ def export_arch(arch: str, folder: Path, out: Path, *, max_rss_gib: float, graph
                 "export_check_seconds": art["seconds"],
                 "peak_rss_gib": float(art["extra"].get("peak_rss_gib", "nan")), "files": sizes,
                 "parity": None if check is None else {"passed": check["passed"], "max_rel": check["max_rel"],
-                                                      "batches": check["batches"], "seconds": check["seconds"]}})
+                                                      "batches": check["batches"], "seconds": check["seconds"]},
+                "phases": _phases(art["extra"])})
         elif fail is not None:
             rep["graphs"].append({"graph": name, "failed": fail["reason"], "seconds": fail.get("seconds"),
-                                  "peak_rss_gib": fail.get("peak_rss_bytes", 0) / GIB})
+                                  "peak_rss_gib": fail.get("peak_rss_bytes", 0) / GIB, "phases": _phases(fail)})
         else:
             why = rep.get("errors", {}).get(g) or rep.get("stopped") or "the export ended before it"
             rep["graphs"].append({"graph": name, "failed": "not reached: " + why})
@@ -283,6 +292,10 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB" if n < GIB else f"{n / GIB:.2f} GiB"
 
 
+def _phase_note(phases: dict | None) -> str:
+    return "; ".join(f"{ph} {sec:.0f} s, peak {peak:.2f} GiB" for ph, (sec, peak) in (phases or {}).items())
+
+
 def _export_markdown(sec: dict) -> list[str]:
     lim = sec["limits"]
     lines = ["", "## Export (ONNX, batch-1 JVP graphs, each checked against PyTorch)", "",
@@ -294,8 +307,10 @@ def _export_markdown(sec: dict) -> list[str]:
              f"{lim['max_rss_gib']:g} --graph-timeout {lim['graph_timeout_s']:g}` in a child process of its own "
              f"(stopped past {lim['max_rss_gib']:g} GiB resident or {lim['graph_timeout_s']:g} s), the whole export "
              f"of an architecture within {lim['export_limit_s']:g} s" + lim.get("note", "")
-             + ". Seconds: the child's wall time (load, trace, export, parity check); peak: the child's peak "
-             "resident set (the weights included). The parity check "
+             + ". Seconds: the children's wall time (load, trace, export, parity check); peak: the largest "
+             "resident set (the weights included). Where the notes split the export and the check, they ran in two "
+             "children (the export, then the check in a fresh process: `python -m export` since the check child "
+             "was added); otherwise one child did both. The parity check "
              "runs each graph in ONNX Runtime and in eager PyTorch on two random inputs (dynamic graphs: batch 1 "
              "and 8); max rel = max|a - b| / max|b| per output, accepted up to 1e-4.", "",
              "| arch | graph | seconds | files | peak RSS (GiB) | parity | notes |", "|---|---|---|---|---|---|---|"]
@@ -304,7 +319,7 @@ def _export_markdown(sec: dict) -> list[str]:
             if "failed" in g:
                 secs = f"{g['seconds']:.0f}" if g.get("seconds") is not None else ""
                 peak = f"{g['peak_rss_gib']:.2f}" if g.get("peak_rss_gib") else ""
-                note = f" {g['note'].rstrip('.')}." if g.get("note") else ""
+                note = "".join(f" {n.rstrip('.')}." for n in (g.get("note"), _phase_note(g.get("phases"))) if n)
                 lines.append(f"| {rep['arch']} | {g['graph']} | {secs} | not kept | {peak} | | "
                              f"**not exported**: {g['failed']}.{note} The ONNX Runtime backend runs it in PyTorch |")
                 continue
@@ -313,7 +328,8 @@ def _export_markdown(sec: dict) -> list[str]:
             parity = "not checked" if par is None else (
                 ("passed" if par["passed"] else "FAILED") + " (max rel " +
                 ", ".join(f"{k} {v:.1e}" for k, v in par["max_rel"].items()) + ")")
-            notes = "external data (weights over 1 GiB)" if len(g["files"]) > 1 else ""
+            notes = "; ".join(filter(None, ["external data (weights over 1 GiB)" if len(g["files"]) > 1 else "",
+                                            _phase_note(g.get("phases"))]))
             lines.append(f"| {rep['arch']} | {g['graph']} | {g['seconds']:.0f} | {files} | {g['peak_rss_gib']:.2f} | "
                          f"{parity} | {notes} |")
         lines.append(f"| {rep['arch']} | (whole export) | {rep['seconds']:.0f} | | {rep['peak_rss_gib']:.2f} | | "

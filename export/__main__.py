@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="TensorRT engine precision")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs tensorrt and a GPU)")
     p.add_argument("--skip-check", action="store_true", help="skip the parity checks against PyTorch")
+    p.add_argument("--check-only", action="store_true",
+                   help="export nothing: run the parity check of the graphs already recorded in --out without one "
+                   "(exported with --skip-check) and record it; a graph that fails it is removed and recorded as a "
+                   "failure (with --force: re-check every recorded graph)")
     p.add_argument("--force", action="store_true", help="re-export even up-to-date artifacts")
     p.add_argument("--jobs", type=int, default=1, help="export ONNX graphs in this many processes (default 1)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="model-space size (default: the model's)")
@@ -37,9 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "it in the manifest's failures, export the others, exit 2)")
     p.add_argument("--max-rss-gib", type=float, default=None, metavar="GIB",
                    help="export each graph in a child process and stop it when its resident memory passes GIB "
-                   "(recorded as a failure with the measured peak)")
+                   "(recorded as a failure with the measured peak); the parity check runs in a second child with the "
+                   "same limits, after the exporter's memory is freed")
     p.add_argument("--graph-timeout", type=float, default=None, metavar="S",
-                   help="export each graph in a child process and stop it after S seconds (recorded as a failure)")
+                   help="export each graph in a child process and stop it after S seconds (recorded as a failure); "
+                   "the parity check's child has S seconds of its own")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -51,15 +57,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline import load_model
     from pipeline.errors import InputError, ModelLoadError
 
-    from .build import export_graphs
-    from .errors import ExportError
+    from .build import check_recorded, export_graphs, model_specs
+    from .errors import ExportError, ManifestError
 
     try:
         model = load_model(args.model, device=args.device)
         log.info("model %s: %s, %d channels, %dx%d", args.model, model.info.get("unet_class"), model.channels,
                  model.sample_size, model.sample_size)
         size = tuple(args.size) if args.size else None
-        if args.max_rss_gib is not None or args.graph_timeout is not None:
+        if args.check_only:
+            if args.skip_check:
+                raise InputError("--check-only and --skip-check contradict each other")
+            specs = model_specs(model, graphs=args.graphs, batch_sizes=args.batch_sizes, size=size)
+            manifest = check_recorded(model, args.out, specs, force=args.force)
+        elif args.max_rss_gib is not None or args.graph_timeout is not None:
             box = [model]
             del model  # _export_isolated frees it before the children load their own copies
             manifest = _export_isolated(box, args, size)
@@ -67,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             manifest = export_graphs(model, args.out, batch_sizes=args.batch_sizes, graphs=args.graphs,
                                      precision=args.precision, tensorrt=args.tensorrt, check=not args.skip_check,
                                      force=args.force, jobs=args.jobs, size=size, keep_going=not args.fail_fast)
-    except (InputError, ModelLoadError, ExportError) as err:
+    except (InputError, ModelLoadError, ExportError, ManifestError) as err:
         log.error("%s: %s", type(err).__name__, err)
         return 1
     print(f"{'artifact':<28} {'kind':<7} {'seconds':>8}  parity (max rel error per output)")
@@ -93,9 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _export_isolated(box: list, args, size):
-    """Export each graph in a child ``python -m export`` under :func:`export.watch.run_watched`; a child stopped for
-    memory or time (or dying) is recorded in the manifest's failures with its measured peak; each artifact's
-    ``extra`` gets the child's wall seconds and peak resident memory."""
+    """Export each graph in a child ``python -m export --skip-check`` under :func:`export.watch.run_watched`, then
+    check it in a second watched child (``--check-only``), so the check's ONNX Runtime session and eager JVP do not
+    share a process with the exporter's state. A child stopped for memory or time (or dying) is recorded in the
+    manifest's failures with its measured peak and the phase it was in (its files removed); each artifact's
+    ``extra`` gets the wall seconds (both phases) and the peak resident memory (the larger), and each phase's own.
+    With ``--skip-check``, or ``--tensorrt`` (engines are built and checked where the ONNX file was made), one child
+    does everything."""
     import gc
     from dataclasses import replace
     from pathlib import Path
@@ -114,17 +129,29 @@ def _export_isolated(box: list, args, size):
     gc.collect()  # the children load their own copy
     max_rss = int(args.max_rss_gib * 2**30) if args.max_rss_gib is not None else None
     out = Path(args.out)
+    two_phase = not args.skip_check and not args.tensorrt  # engines are built and checked in the export child
     for spec in specs:
         name = onnx_name(spec)
         cmd = [sys.executable, "-m", "export", "--model", args.model, "--out", str(out), "--graphs", spec.graph,
                "--batch-sizes", str(spec.batch or args.batch_sizes[0]), "--precision", args.precision,
                "--device", device, "--size", *(str(d) for d in spec.inputs[0].shape[-2:])]
-        cmd += [f for f, on in (("--tensorrt", args.tensorrt), ("--skip-check", args.skip_check),
-                                ("--force", args.force), ("-v", args.verbose)) if on]
+        verbose = ["-v"] if args.verbose else []
+        flags = (("--tensorrt", args.tensorrt), ("--skip-check", args.skip_check or two_phase), ("--force", args.force))
+        export_cmd = cmd + [f for f, on in flags if on] + verbose
         log.info("exporting %s in a child process (limits: %s GiB, %s s) ...", name, args.max_rss_gib,
                  args.graph_timeout)
-        w = run_watched(cmd, max_rss_bytes=max_rss, timeout_s=args.graph_timeout)
-        figures = {"seconds": w.seconds, "peak_rss_bytes": w.peak_rss_bytes}
+        phases = {"export": run_watched(export_cmd, max_rss_bytes=max_rss, timeout_s=args.graph_timeout)}
+        if two_phase and phases["export"].ok:
+            log.info("checking %s against PyTorch in a child process of its own ...", name)
+            phases["check"] = run_watched(cmd + ["--check-only"] + verbose, max_rss_bytes=max_rss,
+                                          timeout_s=args.graph_timeout)
+        last_phase, w = list(phases.items())[-1]
+        seconds = sum(p.seconds for p in phases.values())
+        peak = max(p.peak_rss_bytes for p in phases.values())
+        figures = {"seconds": round(seconds, 2), "peak_rss_bytes": peak, "stopped_in": last_phase}
+        per_phase = {f"{k}_{f}": v for ph, p in phases.items()
+                     for k, f, v in ((ph, "seconds", f"{p.seconds:.1f}"),
+                                     (ph, "peak_rss_gib", f"{p.peak_rss_bytes / 2**30:.2f}"))}
         with directory_lock(out):
             try:
                 manifest = Manifest.load(out)
@@ -132,22 +159,24 @@ def _export_isolated(box: list, args, size):
                 log.debug("new manifest (%s)", err)
                 manifest = Manifest(model_source=source, weights_hash=weights, code_version=code_version())
             art = manifest.artifacts.get(name)
-            if not w.killed and art is not None and name not in manifest.failures:
-                extra = {**art.extra, "wall_seconds": f"{w.seconds:.1f}",
-                         "peak_rss_gib": f"{w.peak_rss_bytes / 2**30:.2f}"}
+            if not w.killed and art is not None and name not in manifest.failures and (art.checks or not two_phase):
+                extra = {**art.extra, "wall_seconds": f"{seconds:.1f}", "peak_rss_gib": f"{peak / 2**30:.2f}",
+                         **per_phase}
                 manifest = manifest.with_artifact(replace(art, extra=extra))
-                log.info("%s: %.1f s, peak resident memory %.2f GiB", name, w.seconds, w.peak_rss_bytes / 2**30)
+                log.info("%s: %.1f s, peak resident memory %.2f GiB", name, seconds, peak / 2**30)
             else:
                 rec = manifest.failures.get(name)
                 reason = rec["reason"] if rec is not None and not w.killed else describe(
                     w, max_rss_bytes=max_rss, timeout_s=args.graph_timeout)
+                if last_phase == "check" and not reason.startswith("parity check"):
+                    reason = "in its parity check (a child process of its own, after the export): " + reason
                 written = [f for f in (out / name, out / (name + ".data")) if f.is_file()]
                 if written and w.killed:  # stopped after writing (in its parity check): never use it unchecked
                     figures["written_bytes"] = sum(f.stat().st_size for f in written)
                     reason += f"; {figures['written_bytes'] / 2**30:.2f} GiB of ONNX files had been written (removed)"
                 for f in written:
                     f.unlink()
-                manifest = manifest.with_failure(name, reason, key=onnx_key(spec, weights), **figures)
+                manifest = manifest.with_failure(name, reason, key=onnx_key(spec, weights), **figures, **per_phase)
                 log.warning("%s not exported: %s", name, reason)
             manifest.save(out)
     return manifest

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -318,3 +319,59 @@ def export_graphs(
     specs = model_specs(model, graphs=graphs, batch_sizes=batch_sizes, size=size)
     return export_specs(model, out_dir, specs, precision=precision, tensorrt=tensorrt, check=check, force=force,
                         jobs=jobs, progress=progress, keep_going=keep_going)
+
+
+def check_recorded(
+    model,
+    out_dir: str | os.PathLike,
+    specs: Sequence[GraphSpec],
+    *,
+    force: bool = False,
+    weights: str | None = None,
+) -> Manifest:
+    """Run the parity check of ONNX artifacts already recorded in ``out_dir`` (exported with ``check=False``) and
+    record its result: a passed check is added to the artifact; a failed one (or an error while running it) turns the
+    artifact into a recorded failure and removes its files, so no backend ever uses it. Artifacts that already have a
+    check are left alone unless ``force``. A spec with no valid artifact is skipped with a warning.
+
+    ``python -m export --max-rss-gib/--graph-timeout`` runs this in a child process of its own after the export child,
+    so the exporter's memory is gone before the check loads ONNX Runtime and runs the eager JVP beside it.
+    """
+    from .check import check_onnx
+
+    check_exportable(model)
+    out_dir = Path(out_dir)
+    weights = weights or weights_hash(model)
+    cdig = code_digest(code_version())
+    with directory_lock(out_dir):
+        manifest = Manifest.load(out_dir)
+        for spec in specs:
+            name = onnx_name(spec)
+            problem = manifest.problem(name, out_dir, onnx_key(spec, weights, cdig))
+            if problem is not None:
+                log.warning("%s: nothing to check (%s)", name, problem)
+                continue
+            art = manifest.artifacts[name]
+            if art.checks and not force:
+                log.info("%s: already checked", name)
+                continue
+            log.info("checking %s against PyTorch ...", name)
+            start = time.perf_counter()
+            try:
+                result = check_onnx(model, spec, out_dir / name, raise_on_failure=False)
+            except _GRAPH_FAILURES as err:
+                reason = f"parity check could not run ({type(err).__name__}: {err})"
+            else:
+                reason = None if result.passed else (
+                    f"parity check failed: max rel error {result.max_rel} (accepted <= {result.tolerance.max_rel})")
+            seconds = round(time.perf_counter() - start, 3)
+            if reason is None:
+                manifest = manifest.with_artifact(replace(art, checks=(result,)))
+                log.info("%s: parity passed in %.1f s", name, seconds)
+            else:
+                for fname in art.files:
+                    (out_dir / fname).unlink(missing_ok=True)
+                manifest = manifest.with_failure(name, reason, key=art.key, seconds=seconds)
+                log.warning("%s not usable: %s (files removed)", name, reason)
+            manifest.save(out_dir)
+    return manifest

@@ -158,3 +158,49 @@ def test_scale_benchmark_renders_export_and_ort_rows():
     assert "**not exported**: stopped: still running after the limit of 600 s." in md and "| 601 |" in md
     assert f"reproduce: `{cmd}`" in md
     assert "| a | ONNX Runtime | 0.100 | 0.250 | 2.50 | 0.200 | not exported: runs in PyTorch | n/a |" in md
+
+
+def test_check_recorded_adds_the_check_or_removes_the_graph(tiny_model, tmp_path, monkeypatch):
+    """``check_recorded`` (``python -m export --check-only``): an artifact exported unchecked gets its parity check; one
+    whose check fails becomes a recorded failure and its files are removed, so no backend ever uses it."""
+    import export.check as check_mod
+    from export.build import check_recorded
+
+    specs = model_specs(tiny_model, graphs=("h", "eps"))
+    man = export_specs(tiny_model, tmp_path, specs, check=False)
+    assert all(not a.checks for a in man.artifacts.values())
+    real = check_mod.check_onnx
+
+    def half_broken(model, spec, path, **kw):  # eps "disagrees with PyTorch"
+        res = real(model, spec, path, **kw)
+        if spec.graph == "eps":
+            from dataclasses import replace
+
+            return replace(res, passed=False, max_rel={"eps": 0.5})
+        return res
+
+    monkeypatch.setattr(check_mod, "check_onnx", half_broken)
+    man = check_recorded(tiny_model, tmp_path, specs)
+    assert man.artifacts["h.onnx"].checked and max(man.artifacts["h.onnx"].checks[0].max_rel.values()) <= 1e-4
+    assert "eps.onnx" not in man.artifacts and not (tmp_path / "eps.onnx").exists()
+    assert man.failures["eps.onnx"]["reason"].startswith("parity check failed: max rel error {'eps': 0.5}")
+    assert Manifest.load(tmp_path).failures.keys() == {"eps.onnx"}
+    before = Manifest.load(tmp_path).artifacts["h.onnx"].checks
+    assert check_recorded(tiny_model, tmp_path, specs[:1]).artifacts["h.onnx"].checks == before  # not re-run
+
+
+def test_cli_checks_in_a_child_of_its_own(tiny_pixel_dir, tmp_path, capsys):
+    """``--max-rss-gib``/``--graph-timeout``: the export child, then the parity check in a second child; the artifact
+    is checked and records both phases' seconds and peaks."""
+    from export.__main__ import main
+
+    rc = main(["--model", tiny_pixel_dir, "--out", str(tmp_path), "--graphs", "h", "--device", "cpu",
+               "--max-rss-gib", "8", "--graph-timeout", "300"])
+    assert rc == 0, capsys.readouterr()
+    art = Manifest.load(tmp_path).artifacts["h.onnx"]
+    assert art.checked, art.checks
+    for key in ("export_seconds", "export_peak_rss_gib", "check_seconds", "check_peak_rss_gib"):
+        assert float(art.extra[key]) > 0, art.extra
+    assert float(art.extra["wall_seconds"]) >= float(art.extra["check_seconds"])
+    assert main(["--model", tiny_pixel_dir, "--out", str(tmp_path), "--graphs", "h", "--check-only",
+                 "--skip-check"]) == 1
