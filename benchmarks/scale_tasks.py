@@ -7,8 +7,9 @@ weights included) is the memory figure. At the app's defaults most tasks would r
 gradient parts, hence the same peak memory) with fewer of them, and the report extrapolates the time to the
 defaults by the count of the unit that dominates the cost:
 
-- ``rates``: ``generation_curves`` at 2 timesteps and a 2x2 patch grid; the app's default (20 timesteps, patches of
-  4 model pixels) costs ``20 x (S/4)^2`` JVP directions against ``2 x 4`` here (S: model-space side);
+- ``rates``: ``generation_curves`` at 2 timesteps and a 2x2 patch grid; the app's default (20 timesteps, an 8 x 8
+  patch grid on any model: ``ui.config.Limits.patch_grids``) costs ``20 x 8^2`` JVP directions against ``2 x 4``
+  here;
 - ``remove``, ``transfer``, ``saliency``, ``blend``: each task's tuned config at 2 DDIM steps, run twice: without
   gradient steps (inversion and generation: scaled by the default's DDIM steps, ``ui.edit_tab.edit_steps``), then
   with 1 gradient step per active step on at most 4 directions (the extra time per differentiated direction,
@@ -49,7 +50,6 @@ sys.path.insert(0, str(ROOT))
 ARCHS = ("cifar10-32", "ddpm-256", "sd15")
 TASKS = ("rates", "remove", "transfer", "saliency", "blend", "geodesic", "gradient")
 APP_STEPS = 20  # the Steps setting's default
-APP_PATCH = 4  # the rates tab's default patch size (model pixels)
 APP_SOLVER_ITERS = 100  # the geodesic tab's default solver iterations
 REDUCED = {"rates_timesteps": 2, "rates_grid": 2, "edit_steps": 2, "edit_iterations": 1, "edit_directions": 4,
            "geo_steps": 2, "geo_iters": 2}
@@ -64,6 +64,7 @@ def _one(folder: str, task: str, threads: int) -> dict:
     from pipeline import edit, load_model, scenes
     from pipeline.interpolate import interpolate_images
     from pipeline.rates import generation_curves
+    from ui.config import DEFAULT_PATCH_GRID  # the curves tab's default (patches per side of model space)
     from ui.edit_tab import edit_steps
 
     t0 = time.perf_counter()
@@ -81,7 +82,7 @@ def _one(folder: str, task: str, threads: int) -> dict:
     if task == "rates":
         grid = REDUCED["rates_grid"]
         generation_curves(m, a, num_timesteps=REDUCED["rates_timesteps"], patch_size=s // grid)
-        units, default_units = REDUCED["rates_timesteps"] * grid**2, APP_STEPS * (s // APP_PATCH) ** 2
+        units, default_units = REDUCED["rates_timesteps"] * grid**2, APP_STEPS * DEFAULT_PATCH_GRID**2
         out["unit"] = "JVP directions"
     elif task == "gradient":
         # the edits' costliest call alone: one curve-loss gradient on 4 directions at t = 500 (memory probe included)

@@ -182,7 +182,7 @@ def test_api_parameters_keep_their_names():
     names = lambda api: [p["parameter_name"] for p in info[api]["parameters"]]
     settings = ["model", "backend", "steps", "seed"]
     edit = ["t_edit", "iterations", "measure", *settings]
-    assert names("/rates") == ["image", "patch_size", "statistic", "timestep", "points", *settings]
+    assert names("/rates") == ["image", "grid", "statistic", "timestep", "points", *settings]
     assert names("/remove") == ["editor", *edit]
     assert names("/transfer") == ["target", "source", *edit]
     assert names("/saliency") == ["editor", "factor", *edit]
@@ -313,11 +313,11 @@ def test_bad_settings_give_clear_errors(ev, images, tiny_pixel_dir):
 def test_requests_are_built_and_checked_in_one_place(images):
     """Each tab's request converts Gradio's values once: checked, typed, frozen."""
     req = rates_tab.RatesRequest.from_gradio(images["rgb.png"], "4", None, 250.0, "1,2; 3,4", "m", None, 2.0, None)
-    assert (req.patch_size, req.statistic, req.view.timestep) == (4, "tv", 250.0)
+    assert (req.grid, req.statistic, req.view.timestep) == (4, "tv", 250.0)
     assert req.view.points == ((1.0, 2.0), (3.0, 4.0)) and req.image.shape == (SIZE, SIZE, 3)
     assert req.settings == Settings("m", "auto", 2, 0)
     with pytest.raises(AttributeError):
-        req.patch_size = 8
+        req.grid = 8
     img = scene()
     same = edit_tab.TransferRequest.from_gradio(editor(img, square_mask()), editor(img, square_mask(20, 20, 4)),
                                                 *EDIT_FAST, "m", *FAST)
@@ -435,7 +435,7 @@ def test_cancel_stops_a_running_handler(ev, models, images, tiny_pixel_dir):
 
     def run():
         try:
-            ev.rates(images["rgb.png"], 1, "mean", 500, "", tiny_pixel_dir, "torch", 50, 0, request=Req())
+            ev.rates(images["rgb.png"], 32, "mean", 500, "", tiny_pixel_dir, "torch", 50, 0, request=Req())
         except gr.Error as err:
             errors.append(error_message(err))
 
@@ -472,9 +472,13 @@ def test_rates_tab(ev, images, tiny_pixel_dir):
     assert picture(saliency).shape == picture(rate).shape == (SIZE, SIZE, 3)
     assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 2  # two points, rates and accumulated side by side
     assert "backend:** torch" in status and "2 timesteps" in status
+    assert "a 4x4 grid of patches (4 pixels of the model's image each)" in status  # grid 4 on the 16-pixel model
     assert {Path(f).name for f in files} == {"curves.npz", "saliency.png"}
     with np.load(files[0]) as z:
-        assert z["curves"].shape[0] == 2 and z["saliency"].shape == (SIZE, SIZE)
+        assert z["curves"].shape == (2, 4, 4) and z["saliency"].shape == (SIZE, SIZE)
+    # the grid is patches per side of model space on any model: 32 on a 16-pixel model is 1-pixel patches
+    *_, fine, files_fine, _ = ev.rates(images["rgb.png"], 32, "mean", 500, "", tiny_pixel_dir, *FAST)
+    assert "a 16x16 grid of patches (1 pixels of the model's image each)" in fine
     # replot without the model: new timestep and a clicked point
     points = rates_tab.select_point("3,4; 20,20", gr.SelectData(None, {"index": [30, 1], "value": None}))
     assert points == "20,20; 30,1"
@@ -727,7 +731,7 @@ def _valid_args(images) -> dict[str, tuple]:
 
 #: (event, argument index, the name the message must contain); None values are allowed where they mean a default.
 NUMBER_FIELDS = [
-    ("rates", 1, "patch size"), ("rates", 3, "rate-map timestep t"), ("rates", 7, "steps"), ("rates", 8, "seed"),
+    ("rates", 1, "patch grid"), ("rates", 3, "rate-map timestep t"), ("rates", 7, "steps"), ("rates", 8, "seed"),
     ("remove", 1, "edit depth t_edit"), ("remove", 2, "gradient steps per timestep"),
     ("saliency", 1, "saliency factor"),
     ("geodesic", 2, "path points"), ("geodesic", 3, "noise level t*"), ("geodesic", 4, "lambda"),
@@ -827,7 +831,7 @@ def test_hosted_limits_are_enforced_and_shown(tiny_pixel_dir, images):
     for index, value, words in [(6, "torch-compile", "backend must be one of auto, torch"),
                                 (6, "onnxruntime", "backend must be one of auto, torch"),
                                 (7, limits.steps[1] + 1, f"steps must be a whole number in [2, {limits.steps[1]}]"),
-                                (1, 1, "patch size must be one of 2, 4, 8")]:
+                                (1, 1, "patch grid must be one of 16, 8, 4")]:
         args = list(good)
         args[index] = value
         with pytest.raises(gr.Error) as excinfo:
@@ -846,7 +850,7 @@ def test_hosted_limits_are_enforced_and_shown(tiny_pixel_dir, images):
     assert [c[1] for c in by_label["Backend"].choices] == ["auto", "torch"]
     assert by_label["Steps"].maximum == limits.steps[1]
     assert by_label["Solver iterations"].maximum == 200 and by_label["Path points"].maximum == 11
-    assert [c[1] for c in by_label["Patch size (model pixels)"].choices] == [2, 4, 8]
+    assert [c[1] for c in by_label["Patch grid"].choices] == [16, 8, 4]
     assert "limits" in str(demo.get_config_file()) and f"{limits.time_limit_s:g} s" in limits.describe()
     local = {b.label: b for b in app.build_demo(AppConfig()).blocks.values() if getattr(b, "label", None)}
     assert len(local["Backend"].choices) == 5 and local["Solver iterations"].maximum == 500
@@ -858,7 +862,7 @@ def test_time_limit_stops_a_request_with_a_clear_message(tiny_pixel_dir, images)
     models.model(tiny_pixel_dir)
     start = time.monotonic()
     with pytest.raises(gr.Error) as excinfo:
-        rates_tab.rates_event(models)(images["rgb.png"], 2, "mean", 500, "", "local model 1", "torch", 50, 0)
+        rates_tab.rates_event(models)(images["rgb.png"], 8, "mean", 500, "", "local model 1", "torch", 50, 0)
     assert "Time limit" in error_message(excinfo) and "0.5 s" in error_message(excinfo)
     assert time.monotonic() - start < 30
     assert models.running() == 0 and models.model_jobs() == 0
@@ -879,7 +883,7 @@ def test_concurrent_torch_jobs_do_not_break_each_other(tiny_pixel_dir, images):
 
     def call():
         try:
-            results.append(rates(images["rgb.png"], 2, "mean", 500, "", tiny_pixel_dir, "torch", 8, 0))
+            results.append(rates(images["rgb.png"], 8, "mean", 500, "", tiny_pixel_dir, "torch", 8, 0))
         except gr.Error as err:
             errors.append(error_message(err))
 

@@ -352,7 +352,7 @@ def test_soak_100_requests(server, files, tiny_pixel_dir):
 # --------------------------------------------------------------------------------------------------------------------
 #: A rates job of minutes on the tiny model (100 timesteps, one direction per model pixel).
 def long_job(files, model: str) -> tuple:
-    return (handle_file(files["a"]), 1, "mean", 500, "", model, "torch", 100, 0)
+    return (handle_file(files["a"]), 32, "mean", 500, "", model, "torch", 100, 0)
 
 
 def _wait_until_busy(pid: int, timeout: float = 120) -> float:
@@ -399,7 +399,7 @@ def test_killed_client_stops_its_computation(server, server_dir, client, files, 
     start = (server_dir / "server.log").stat().st_size
     code = (f"import time\nfrom gradio_client import Client, handle_file\n"
             f"c = Client({server[0]!r}, verbose=False)\n"
-            f"job = c.submit(handle_file({files['a']!r}), 1, 'mean', 500, '', {tiny_pixel_dir!r}, 'torch', 100, 0, "
+            f"job = c.submit(handle_file({files['a']!r}), 32, 'mean', 500, '', {tiny_pixel_dir!r}, 'torch', 100, 0, "
             f"api_name='/rates')\nprint('submitted', flush=True)\ntime.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -415,7 +415,7 @@ def test_nan_over_raw_http_is_a_named_error(server, files, tiny_pixel_dir):
     url = server[0]
     image = upload(url, files["a"])
     for index, value, field in [(3, float("nan"), "rate-map timestep t"), (8, float("nan"), "seed"),
-                                (7, "ten", "steps"), (7, None, "steps"), (1, float("inf"), "patch size")]:
+                                (7, "ten", "steps"), (7, None, "steps"), (1, float("inf"), "patch grid")]:
         data = [image, 4, "mean", 500, "", tiny_pixel_dir, *FAST]
         data[index] = value
         event, payload = call_raw(url, "rates", data)

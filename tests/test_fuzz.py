@@ -260,7 +260,7 @@ def base_data(api: str, model: str) -> list:
 
 #: (api, argument index, the field's name in messages, what None means: "error" or "default").
 FIELDS = [
-    ("rates", 1, "patch size", "error"), ("rates", 2, "statistic", "default"),
+    ("rates", 1, "patch grid", "error"), ("rates", 2, "statistic", "default"),
     ("rates", 3, "rate-map timestep t", "error"), ("rates", 6, "backend", "default"), ("rates", 7, "steps", "error"),
     ("rates", 8, "seed", "default"), ("rates_replot", 0, "rate-map timestep t", "error"),
     ("remove", 1, "edit depth t_edit", "error"), ("remove", 2, "gradient steps per timestep", "error"),

@@ -371,3 +371,20 @@ def test_saliency_window_is_checked_before_computing(tiny_model):
         generation_curves(tiny_model, np.zeros((16, 16, 3), np.uint8), num_timesteps=3, t_max=300, t_min=250,
                           statistic="tv", progress=lambda *a: calls.append(a))
     assert calls == []
+
+
+def test_patch_size_for_grid():
+    """A grid of patches per side maps to the same cost on every model size: the largest divisor of the side not
+    above side / grid, at least 1."""
+    from pipeline.rates import patch_size_for_grid
+
+    assert [patch_size_for_grid(32, g) for g in (32, 16, 8, 4)] == [1, 2, 4, 8]
+    assert [patch_size_for_grid(256, g) for g in (32, 16, 8, 4)] == [8, 16, 32, 64]
+    assert patch_size_for_grid(64, 8) == 8 and patch_size_for_grid(16, 32) == 1
+    assert patch_size_for_grid(96, 8) == 12 and patch_size_for_grid(100, 8) == 10  # 12 does not divide 100: 10
+    for side in (7, 30, 100, 256):
+        for grid in (1, 3, 8, 32):
+            p = patch_size_for_grid(side, grid)
+            assert side % p == 0 and 1 <= p <= max(1, side // grid)
+    with pytest.raises(InputError):
+        patch_size_for_grid(32, 0)

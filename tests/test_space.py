@@ -258,7 +258,7 @@ def test_first_start_full_warmup(tmp_path, capsys):
         assert exports, "the warm-up exported nothing (was the cache empty?)"
         example = run.app / "weights/examples/scene_20000018.png"
         client = Client(run.url, verbose=False, download_files=str(tmp_path / "downloads"), httpx_kwargs=HTTPX)
-        out = client.predict(handle_file(str(example)), 4, "mean", 500, "", "default", "auto", 2, 0,
+        out = client.predict(handle_file(str(example)), 8, "mean", 500, "", "default", "auto", 2, 0,
                              api_name="/rates")
         assert "onnxruntime" in out[3], out[3]
         check_space_dirs(run)

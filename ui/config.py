@@ -42,7 +42,9 @@ class Limits:
 
     backends: tuple[str, ...] = BACKENDS
     steps: tuple[int, int] = (2, 100)  # DDIM steps / curve timesteps (every model-bound tab)
-    patch_sizes: tuple[int, ...] = (1, 2, 4, 8)  # rate-map patch sizes (model pixels): patch 1 is 16x patch 4's JVPs
+    #: rate-map patch grids (patches per side of model space, whatever its size;
+    #: ``pipeline.rates.patch_size_for_grid``): grid**2 JVPs per timestep, so grid 32 is 16x grid 8's
+    patch_grids: tuple[int, ...] = (32, 16, 8, 4)
     edit_iterations: tuple[int, int] = (0, 10)  # gradient steps per timestep of the editing tabs
     path_points: tuple[int, int] = (3, 17)  # geodesic path points
     solver_iterations: tuple[int, int] = (1, 500)  # L-BFGS iterations of the geodesic boundary value problem
@@ -54,19 +56,22 @@ class Limits:
         """One Markdown line for the page: what this demo accepts."""
         limit = f"; a request stops after {self.time_limit_s:g} s" if self.time_limit_s else ""
         return (f"**This demo's limits:** backends {', '.join(self.backends)}; at most {self.steps[1]} steps, "
-                f"patch sizes {', '.join(map(str, self.patch_sizes))}, {self.edit_iterations[1]} gradient steps per "
+                f"patch grids {', '.join(map(str, self.patch_grids))}, {self.edit_iterations[1]} gradient steps per "
                 f"timestep, {self.path_points[1]} path points and {self.solver_iterations[1]} solver "
                 f"iterations{limit}.")
 
+
+#: The curves tab's default patch grid (8 x 8 patches of model space on any model: 64 JVPs per timestep).
+DEFAULT_PATCH_GRID = 8
 
 #: Limits of a local (not hosted) app: every backend, the full sliders, no time limit.
 LOCAL_LIMITS = Limits()
 
 #: Limits of a hosted demo (``--hosted``). torch-compile compiles for minutes on first use, onnxruntime and tensorrt
 #: export graphs for minutes (``auto`` picks the one ``--warmup`` prepared), so only ``auto`` and ``torch`` are offered.
-HOSTED_LIMITS = Limits(backends=("auto", "torch"), steps=(2, 50), patch_sizes=(2, 4, 8), edit_iterations=(0, 5),
-                       path_points=(3, 11), solver_iterations=(1, 200), lab_points=(5, 33), lab_iterations=(10, 300),
-                       time_limit_s=300.0)
+HOSTED_LIMITS = Limits(backends=("auto", "torch"), steps=(2, 50), patch_grids=(16, 8, 4),
+                       edit_iterations=(0, 5), path_points=(3, 11), solver_iterations=(1, 200), lab_points=(5, 33),
+                       lab_iterations=(10, 300), time_limit_s=300.0)
 
 
 def _env_flag(name: str) -> bool:

@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline import rates, viz
 from pipeline.errors import InputError
-from ui.config import LOCAL_LIMITS, Limits
+from ui.config import DEFAULT_PATCH_GRID, LOCAL_LIMITS, Limits
 from ui.describe import model_resolution
 from ui.errors import ui_errors
 from ui.inputs import Point, Settings, choice, format_points, number, parse_points, read_image, whole_number
@@ -48,27 +48,28 @@ class RatesView:
 
 @dataclass(frozen=True, eq=False)
 class RatesRequest:
-    """The tab's inputs: the image (uint8 (H, W, 3); a large photo's working copy, ``ui.photos``), patch size, saliency
-    statistic, view, and shared settings."""
+    """The tab's inputs: the image (uint8 (H, W, 3); a large photo's working copy, ``ui.photos``), the patch grid
+    (patches per side of model space: :func:`pipeline.rates.patch_size_for_grid` turns it into the model's patch size),
+    saliency statistic, view, and shared settings."""
 
     image: np.ndarray
-    patch_size: int
+    grid: int
     statistic: str
     view: RatesView
     settings: Settings
 
     @classmethod
-    def from_gradio(cls, image, patch_size, statistic, timestep, points, model, backend, steps, seed,
+    def from_gradio(cls, image, grid, statistic, timestep, points, model, backend, steps, seed,
                     limits: Limits = LOCAL_LIMITS) -> RatesRequest:
         """The ``/rates`` event's values in the order Gradio passes them, checked (against ``limits``) before any
         image is decoded."""
         settings = Settings.from_gradio(model, backend, steps, seed, limits)
         view = RatesView.from_gradio(timestep, points)
-        patch = choice(whole_number(patch_size, "patch size", 1, max(limits.patch_sizes)), "patch size",
-                       limits.patch_sizes)
+        grid = choice(whole_number(grid, "patch grid", 1, max(limits.patch_grids)), "patch grid",
+                      limits.patch_grids)
         statistic = choice(rates.DEFAULT_STATISTIC if statistic is None else statistic, "statistic",
                            tuple(s for s in STATISTICS if s in rates.STATISTICS))
-        return cls(working_copy(read_image(image)), patch, statistic, view, settings)
+        return cls(working_copy(read_image(image)), grid, statistic, view, settings)
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,7 +105,8 @@ def run_rates(req: RatesRequest, models: ModelManager, progress: Any = None, ses
     """Curves, saliency and rate map for the request -> (saliency file, rate-map file, curves figure, status,
     downloads, session state)."""
     with models.run(req.settings, progress, session) as run:
-        res = rates.generation_curves(run.model, req.image, num_timesteps=run.steps, patch_size=req.patch_size,
+        patch_size = rates.patch_size_for_grid(run.model.sample_size, req.grid)
+        res = rates.generation_curves(run.model, req.image, num_timesteps=run.steps, patch_size=patch_size,
                                       statistic=req.statistic, seed=run.seed, progress=run.progress,
                                       cancel=run.cancel)
     state = RatesState(req.image, res)
@@ -120,8 +122,8 @@ def run_rates(req: RatesRequest, models: ModelManager, progress: Any = None, ses
     summary = (f"**Saliency** of your image, shown at {w}x{h}"
                f"{' (a working copy of a larger photo; points are in its pixels)' if max(h, w) >= WORKING_SIDE else ''}"
                f".  \n**Worked at:** the model's {model_resolution(run.model, req.image.shape)}: a {grid} grid of "
-               f"patches ({res.pixels_per_patch} model pixels each), generation curves at {len(res.timesteps)} "
-               f"timesteps; saliency = {stat} of each patch's "
+               f"patches ({res.pixels_per_patch} pixels of the model's image each), generation curves at "
+               f"{len(res.timesteps)} timesteps; saliency = {stat} of each patch's "
                f"curve. Rate map at t = {t_shown}.  \n*Internals:* {res.jvp_evaluations} Jacobian-vector products "
                f"({res.batching}).")
     status = run.status(summary)
@@ -154,10 +156,10 @@ def rates_event(models: ModelManager):
     """The ``/rates`` handler Gradio calls: its positional values -> :class:`RatesRequest` -> :func:`run_rates`."""
 
     @ui_errors(hosted=models.config.hosted)
-    def rates(image, patch_size, statistic, timestep, points, model, backend, steps, seed, progress=PROGRESS,
+    def rates(image, grid, statistic, timestep, points, model, backend, steps, seed, progress=PROGRESS,
               request: gr.Request = None):
         """Image -> saliency map, rate map at a timestep, and the curves of up to two points; plus downloads."""
-        req = RatesRequest.from_gradio(image, patch_size, statistic, timestep, points, model, backend, steps, seed,
+        req = RatesRequest.from_gradio(image, grid, statistic, timestep, points, model, backend, steps, seed,
                                        models.config.limits)
         return run_rates(req, models, progress, request)
 
@@ -179,7 +181,10 @@ def build(page: Page) -> None:
             with gr.Column():
                 image = image_input("Image", "rates-image")
                 with gr.Row():
-                    patch = gr.Radio(list(page.limits.patch_sizes), value=4, label="Patch size (model pixels)")
+                    patch = gr.Radio([(f"{g} x {g}", g) for g in page.limits.patch_grids],
+                                     value=DEFAULT_PATCH_GRID,
+                                     label="Patch grid", info="patches per side of the model's space, on any model; "
+                                     "a finer grid shows more detail and costs more (32 x 32 is 16 times 8 x 8)")
                     stat = gr.Dropdown(list(STATISTIC_CHOICES), value="tv", label="Saliency statistic",
                                        info="how each patch's time-normalised curve becomes one number: its total "
                                             "variation (the paper's) or standard deviation; or its mean or peak")
