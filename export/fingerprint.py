@@ -41,7 +41,10 @@ def weights_hash(model) -> str:
     h = hashlib.sha256()
     unet = model.unet
     h.update(type(unet).__name__.encode())
-    h.update(json.dumps(dict(unet.config), sort_keys=True, default=str).encode())
+    # diffusers' private config entries say where the config came from, not what it computes: _name_or_path (the
+    # folder), _diffusers_version, and _use_default_values (built from a set: its order changes between processes)
+    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
     h.update(f"|{model.kind}|{model.prediction_type}|".encode())
     for name, t in unet.state_dict().items():
         _update_tensor(h, name, t)

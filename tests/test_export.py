@@ -215,6 +215,40 @@ def test_changing_weights_changes_the_key(tiny_pixel_dir, tiny_model, manifest, 
     assert manifest.problem("h.onnx", exported["dir"], new_key).startswith("stale")
 
 
+def test_weights_hash_is_the_same_in_every_process_and_folder(tiny_pixel_dir, tmp_path):
+    """The key must survive a restart: diffusers' private config entries (the folder's path, and the list of defaulted
+    keys, whose order follows the process's string hashing) are not hashed; a real config change is."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    folders = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        shutil.copytree(tiny_pixel_dir, folder)
+        cfg = json.loads((folder / "unet" / "config.json").read_text())
+        for key in ("dropout", "downsample_type", "upsample_type", "add_attention", "resnet_time_scale_shift",
+                    "class_embed_type", "num_class_embeds", "time_embedding_dim"):
+            cfg.pop(key, None)  # defaulted on load: several entries in _use_default_values
+        (folder / "unet" / "config.json").write_text(json.dumps(cfg))
+        folders.append(folder)
+    code = ("import sys; from pipeline import load_model; from export import weights_hash; "
+            "m = load_model(sys.argv[1], device='cpu'); "
+            "assert len(m.unet.config['_use_default_values']) > 3, m.unet.config['_use_default_values']; "
+            "print(weights_hash(m))")
+    root = str(Path(__file__).resolve().parent.parent)
+    hashes = {subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True,
+                             cwd=root, env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip()
+              for folder, seed in zip(folders * 2, ("1", "2", "3", "4"), strict=True)}
+    assert len(hashes) == 1, hashes
+    cfg = json.loads((folders[1] / "unet" / "config.json").read_text())
+    (folders[1] / "unet" / "config.json").write_text(json.dumps({**cfg, "norm_eps": 1e-3}))
+    changed = subprocess.run([sys.executable, "-c", code, str(folders[1])], capture_output=True, text=True,
+                             check=True, cwd=root).stdout.strip()
+    assert changed not in hashes
+
+
 def test_garbled_manifest_is_rebuilt_with_a_warning(exported, manifest, tiny_model, tmp_path, caplog):
     work = tmp_path / "art"
     shutil.copytree(exported["dir"], work)
