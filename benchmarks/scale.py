@@ -27,6 +27,10 @@ Where a call would push the run past ``--time-limit``, it is not run and the row
   (``--max-rss-gib``, ``--graph-timeout``), the whole export under ``--export-limit`` seconds: per graph its export
   + parity-check time, file sizes, peak resident memory and the parity result; a graph stopped or failed is reported
   with its measured peak and time;
+- ``jvp``: the relative error of h and of the JVP ``D h_t(x)[v]`` in float32 and bfloat16 against float64
+  (``benchmarks.reference.jvp_relative_errors``: one point, t = 500, batch 1), with each dtype's JVP time, in a
+  watched child per architecture; SD 1.5 at a 32x32 latent (``--jvp-sizes``; the float64 copy of its U-Net alone is
+  6.9 GB);
 - ``ort``: for each exported architecture, ``eps``, ``eps_jvp``, ``h`` and ``h_jvp`` at batch 1 on ONNX Runtime (the
   exported files, through :class:`accel.ort_backend.OnnxRuntimeBackend`; a graph that did not export runs in PyTorch
   and says so) and in eager PyTorch, alternating, in one process: the JVP/forward ratios of each.
@@ -411,7 +415,32 @@ def _markdown(info: dict, reports: list[dict]) -> str:
         lines += _export_markdown(info["export"])
     if info.get("ort"):
         lines += _ort_markdown(info["ort"])
+    if info.get("jvp"):
+        lines += _jvp_markdown(info["jvp"])
     return "\n".join(lines) + "\n"
+
+
+def _jvp_markdown(sec: dict) -> list[str]:
+    lines = ["", "## JVP error against float64, per dtype (batch 1, t = 500)", "",
+             f"Command: `{sec['command']}`.", "",
+             f"Machine: {sec['machine']}; load average (1 min) {sec['load'][0]:.1f} at start, "
+             f"{sec['load_end'][0]:.1f} at end. Per architecture, in a child process of its own: "
+             "`benchmarks.reference.jvp_relative_errors`, x and v standard normal in model space (seed 0), "
+             "err = ||out - out_float64|| / ||out_float64|| for h_t(x) and D h_t(x)[v]; each dtype's model is loaded "
+             "alone (`load_model(dtype=...)`); the JVP's seconds are its first call.", "",
+             "| arch | point | dtype | h error | JVP error | JVP seconds | notes |", "|---|---|---|---|---|---|---|"]
+    for rep in sec["reports"]:
+        if "error" in rep:
+            lines.append(f"| {rep['arch']} | | | | | | not measured: {rep['error']} |")
+            continue
+        point = f"{rep['size']}x{rep['size']}" + (" (reduced)" if rep["size"] != rep["sample_size"] else "")
+        for dtype, e in rep["errors"].items():
+            note = f"peak RSS {rep['peak_rss_gib']:.2f} GiB (the process)" if dtype == "float64" else ""
+            if dtype == "float64" and rep["size"] != rep["sample_size"]:
+                note += f"; model space {rep['sample_size']}x{rep['sample_size']}, measured at {rep['size']}"
+            err = ("reference", "reference") if dtype == "float64" else (f"{e['h']:.1e}", f"{e['jvp']:.1e}")
+            lines.append(f"| {rep['arch']} | {point} | {dtype} | {err[0]} | {err[1]} | {e['jvp_s']:.1f} | {note} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -426,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS / "scale"), help="report path without suffix (.md and .json)")
     p.add_argument("--render", action="store_true", help="only rewrite the .md from the .json at --out")
     p.add_argument("--parts", default="calls,export,ort", help="comma-separated parts to measure: calls, export, "
-                   "ort (default: all); the others' rows in an existing --out .json are kept")
+                   "ort, jvp (default: calls,export,ort); the others' rows in an existing --out .json are kept")
     p.add_argument("--export-dir", default=None, help="where the exports go (EXPORT/<arch>; default DIR/exports)")
     p.add_argument("--max-rss-gib", type=float, default=16.0, help="export: stop a graph's export when its "
                    "resident memory passes this (default 16)")
@@ -438,7 +467,10 @@ def main(argv: list[str] | None = None) -> int:
                    "(default all: a fresh folder); a subset keeps the folder's other graphs and adds to the report")
     p.add_argument("--ort-reps", type=int, default=None, help="ort: timed rounds per call (default 5 for "
                    "cifar10-32, 2 for ddpm-256, 1 for sd15; with more than one, an untimed warm-up round first)")
+    p.add_argument("--jvp-sizes", default="sd15=32", help="jvp: model-space size of the point per architecture "
+                   "(ARCH=SIZE,...; default sd15=32, the others at their sample size)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--jvp-worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--ort-worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.render:
@@ -453,6 +485,21 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         print("REPORT " + json.dumps(worker(args.worker, args.folders, args.dtype, args.time_limit)), flush=True)
         return 0
+    if args.jvp_worker:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        sys.path.insert(0, str(ROOT))
+        from benchmarks.reference import jvp_relative_errors
+        from pipeline import load_model
+
+        sizes = dict(kv.split("=") for kv in args.jvp_sizes.split(",") if kv)
+        sample = load_model(args.folders, device="cpu").sample_size
+        size = int(sizes.get(args.jvp_worker, sample))
+        errors = jvp_relative_errors(args.folders, ("float32", "bfloat16"), size=size)
+        print("REPORT " + json.dumps({"arch": args.jvp_worker, "size": size, "sample_size": sample,
+                                      "errors": errors}), flush=True)
+        return 0
     if args.ort_worker:
         import torch
 
@@ -464,9 +511,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     parts = [x.strip() for x in args.parts.split(",") if x.strip()]
-    unknown = sorted(set(parts) - {"calls", "export", "ort"})
+    unknown = sorted(set(parts) - {"calls", "export", "ort", "jvp"})
     if unknown:
-        p.error(f"unknown parts {unknown}; accepted: calls, export, ort")
+        p.error(f"unknown parts {unknown}; accepted: calls, export, ort, jvp")
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     out = Path(args.out)
     old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
@@ -528,6 +575,23 @@ def main(argv: list[str] | None = None) -> int:
                     reps[arch] = {"arch": arch, "error": describe(w, max_rss_bytes=int(args.max_rss_gib * GIB),
                                                                   timeout_s=args.time_limit + 600)}
             data["ort"] = {**sec, "load_end": os.getloadavg(), "reports": [reps[a] for a in ARCH_ORDER if a in reps]}
+    if "jvp" in parts:
+        from export.watch import describe, run_watched
+
+        sec = {"command": _public_command({"command": command}), "machine": machine, "load": os.getloadavg()}
+        reps = {r["arch"]: r for r in old.get("jvp", {}).get("reports", [])}
+        for arch in archs:
+            cmd = [sys.executable, "-m", "benchmarks.scale", "--jvp-worker", arch, "--folders",
+                   str(Path(args.folders) / arch), "--threads", str(args.threads), "--jvp-sizes", args.jvp_sizes]
+            w = run_watched(cmd, max_rss_bytes=int(args.max_rss_gib * GIB), timeout_s=args.time_limit, cwd=ROOT)
+            found = [ln for ln in w.output.splitlines() if ln.startswith("REPORT ")]
+            if found and w.ok:
+                reps[arch] = {**json.loads(found[-1][len("REPORT "):]), "peak_rss_gib": w.peak_rss_bytes / GIB}
+            else:
+                reps[arch] = {"arch": arch, "error": describe(w, max_rss_bytes=int(args.max_rss_gib * GIB),
+                                                              timeout_s=args.time_limit)}
+            print(f"{arch:>10} jvp: {reps[arch]}", flush=True)
+        data["jvp"] = {**sec, "load_end": os.getloadavg(), "reports": [reps[a] for a in ARCH_ORDER if a in reps]}
     if "calls" not in parts:
         if "reports" not in data:
             data.update(command="", machine=machine, load=[0, 0, 0], load_end=[0, 0, 0], reports=[])

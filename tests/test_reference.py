@@ -306,6 +306,17 @@ def test_scale_benchmark_on_small_variants(small_dir, tmp_path, monkeypatch):
             assert r["seconds"] >= 0 and r["peak_rss_gib"] >= calls["load"]["rss_after_gib"] * 0.5
     report = scale.worker("cifar10-32", str(refs / "cifar10-32"), "float32", time_limit=0.0)
     assert [r["call"] for r in report["rows"] if "skipped" in r] == ["eps_jvp", "h_jvp", "h_jvp_point x16"]
+    # the jvp part: float32 and bfloat16 against float64, the calls rows kept
+    assert scale.main(["--folders", str(refs), "--archs", "cifar10-32,sd15", "--threads", "1", "--parts", "jvp",
+                       "--jvp-sizes", "sd15=8", "--out", str(out)]) == 0
+    data2 = json.loads(out.with_suffix(".json").read_text())
+    assert data2["reports"] == data["reports"]
+    jvp = {r["arch"]: r for r in data2["jvp"]["reports"]}
+    assert jvp["sd15"]["size"] == 8 and jvp["cifar10-32"]["size"] == jvp["cifar10-32"]["sample_size"]
+    for r in jvp.values():
+        assert r["errors"]["float32"]["jvp"] < 1e-4 and 1e-4 < r["errors"]["bfloat16"]["jvp"] < 0.2, r
+    md = out.with_suffix(".md").read_text()
+    assert "| sd15 | 8x8 (reduced) | bfloat16 |" in md and "## JVP error against float64" in md
 
 
 @pytest.mark.parametrize("arch", ARCH_NAMES)
@@ -367,6 +378,6 @@ def test_scale_tasks_benchmark_on_a_small_variant(small_dir, tmp_path):
     for r in rows.values():
         assert "error" not in r, r
         assert 0.1 < r["peak_rss_gib"] < 8 and r["seconds"] > 0 and r["estimate_default_s"] > r["seconds"]
-    assert rows["blend"]["gradient_directions"] > 0 and rows["rates"]["default_units"] == 20 * (16 // 4) ** 2
+    assert rows["blend"]["gradient_directions"] > 0 and rows["rates"]["default_units"] == 20 * 8**2  # 8 x 8 grid
     md = out.with_suffix(".md").read_text()
     assert "| sd15 | rates |" in md and "| sd15 | blend |" in md and "--tasks rates" in md and "--tasks blend" in md
