@@ -27,6 +27,10 @@ Where a call would push the run past ``--time-limit``, it is not run and the row
   (``--max-rss-gib``, ``--graph-timeout``), the whole export under ``--export-limit`` seconds: per graph its export
   + parity-check time, file sizes, peak resident memory and the parity result; a graph stopped or failed is reported
   with its measured peak and time;
+- ``compile``: ``eps``, ``eps_jvp``, ``h`` and ``h_jvp`` at batch 1 with torch.compile (inductor; the JVPs from the
+  make_fx-traced graph) and in eager PyTorch, alternating, in one watched process per architecture: each graph's
+  first call (its compile) and the JVP/forward ratios; a graph whose compile would start past ``--time-limit`` is
+  reported as not compiled;
 - ``jvp``: the relative error of h and of the JVP ``D h_t(x)[v]`` in float32 and bfloat16 against float64
   (``benchmarks.reference.jvp_relative_errors``: one point, t = 500, batch 1), with each dtype's JVP time, in a
   watched child per architecture; SD 1.5 at a 32x32 latent (``--jvp-sizes``; the float64 copy of its U-Net alone is
@@ -283,6 +287,65 @@ def ort_worker(arch: str, folder: str, artifacts: str, reps: int, time_limit: fl
     return rep
 
 
+def compile_worker(arch: str, folder: str, reps: int, time_limit: float) -> dict:
+    """torch.compile (inductor; the JVPs from the make_fx-traced aten graph, :class:`accel.torch_backend.
+    CompiledTorchBackend`) beside eager PyTorch at batch 1, in this process: each graph's first call (the compile)
+    and the median of the timed rounds -> report. A graph whose compile would start past ``time_limit`` is not
+    compiled and says so."""
+    import statistics
+
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from accel.torch_backend import CompiledTorchBackend
+    from export.trace import graph_function
+    from pipeline import load_model
+
+    t_start = time.perf_counter()
+    m = load_model(folder, device="cpu")
+    backend = CompiledTorchBackend(m, batch_sizes=(1,))
+    size = (m.sample_size, m.sample_size)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, m.channels, *size, generator=gen)
+    v = torch.randn(1, m.channels, *size, generator=gen)
+    tt = torch.full((1,), m.num_train_timesteps // 2, dtype=torch.long)
+    calls = {"h": backend._h, "eps": backend._eps, "h_jvp": backend._h_jvp, "eps_jvp": backend._eps_jvp}
+    rep: dict = {"arch": arch, "threads": torch.get_num_threads(), "graphs": {}, "fallback": {}, "first_call_s": {}}
+    for g in ("h", "h_jvp", "eps", "eps_jvp"):  # first calls: the compiles, cheapest first
+        if time.perf_counter() - t_start > time_limit:
+            rep["fallback"][g] = f"not compiled: the time limit of {time_limit:.0f} s was spent on the others"
+            continue
+        t0 = time.perf_counter()
+        calls[g](x, tt) if g in ("h", "eps") else calls[g](x, tt, v)
+        rep["first_call_s"][g] = time.perf_counter() - t0
+        print(f"{arch:>10} compile {g}: first call {rep['first_call_s'][g]:.0f} s", flush=True)
+    times: dict = {(e, g): [] for e in ("compile", "eager") for g in EXPORT_GRAPHS}
+    for r in range(reps):
+        for g in EXPORT_GRAPHS:
+            if g in rep["fallback"]:
+                continue
+            args = (x, tt) if g in ("h", "eps") else (x, tt, v)
+            for engine, fn in (("compile", calls[g]), ("eager", graph_function(m, g))):
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    fn(*args)
+                times[(engine, g)].append(time.perf_counter() - t0)
+        print(f"{arch:>10} compile round {r}: {time.perf_counter() - t_start:.0f} s", flush=True)
+        if time.perf_counter() - t_start > time_limit:
+            break
+    for g in EXPORT_GRAPHS:
+        rep["graphs"][g] = {e: statistics.median(times[(e, g)]) if times[(e, g)] else None
+                            for e in ("compile", "eager")}
+    rep["rounds"] = max(len(v) for v in times.values())
+    rep["warmup_rounds"] = 1  # the first calls above
+    for e in ("compile", "eager"):
+        for a in ("eps", "h"):
+            num, den = rep["graphs"][f"{a}_jvp"][e], rep["graphs"][a][e]
+            rep[f"ratio_{a}_{e}"] = num / den if num is not None and den is not None else None
+    rep["total_s"] = time.perf_counter() - t_start
+    return rep
+
+
 def _public_command(info: dict) -> str:
     """The reproducing command with this machine's reference folder written as ``DIR``."""
     args = shlex.split(info["command"])
@@ -342,14 +405,21 @@ def _export_markdown(sec: dict) -> list[str]:
     return lines
 
 
-def _ort_markdown(sec: dict) -> list[str]:
-    lines = ["", "## JVP/forward ratio on ONNX Runtime beside eager PyTorch (batch 1)", "",
+def _ort_markdown(sec: dict, engine: str = "ort") -> list[str]:
+    if engine == "ort":
+        title, label, how, missing = ("ONNX Runtime", "ONNX Runtime", "ONNX Runtime (the exported graphs above, CPU "
+                                      "provider, the same threads)", "not exported: runs in PyTorch")
+    else:
+        title, label, how, missing = ("torch.compile", "torch.compile", "torch.compile (inductor, "
+                                      "`accel.torch_backend.CompiledTorchBackend`: the JVPs compiled from the "
+                                      "make_fx-traced aten graph; each graph's first call, the compile, is in the "
+                                      "notes)", "not compiled")
+    lines = ["", f"## JVP/forward ratio on {title} beside eager PyTorch (batch 1)", "",
              f"Last command: `{sec['command']}`; each row's notes say the command that reproduces it.", "",
              f"Machine: {sec['machine']}; load average (1 min) {sec['load'][0]:.1f} at start, "
-             f"{sec['load_end'][0]:.1f} at end. One process per architecture runs each call on ONNX Runtime (the "
-             "exported graphs above, CPU provider, the same threads) and in eager PyTorch (`torch.func.jvp` for the "
-             "JVPs), alternating; median seconds over the timed rounds. Target: eps_jvp / eps and h_jvp / h at most "
-             "3 on ONNX Runtime.", "",
+             f"{sec['load_end'][0]:.1f} at end. One process per architecture runs each call on {how} and in eager "
+             "PyTorch (`torch.func.jvp` for the JVPs), alternating; median seconds over the timed rounds. Target: "
+             f"eps_jvp / eps and h_jvp / h at most 3 on {label}.", "",
              "| arch | engine | h | h_jvp | h_jvp / h | eps | eps_jvp | eps_jvp / eps | notes |",
              "|---|---|---|---|---|---|---|---|---|"]
     for rep in sec["reports"]:
@@ -357,24 +427,28 @@ def _ort_markdown(sec: dict) -> list[str]:
             lines.append(f"| {rep['arch']} | | | | | | | | not run: {rep['error']} |")
             continue
         gr = rep["graphs"]
-        for e, label in (("ort", "ONNX Runtime"), ("eager", "torch eager")):
+        for e, row_label in ((engine, label), ("eager", "torch eager")):
             notes = [f"{rep['rounds']} timed round(s)" + (", after a warm-up round" if rep.get("warmup_rounds")
                                                           else ", no warm-up (first calls)")]
-            if e == "ort":
+            if e == engine:
+                if rep.get("first_call_s"):
+                    notes.append("first calls (compile) " + ", ".join(f"{g} {s:.0f} s"
+                                                                      for g, s in rep["first_call_s"].items()))
+                notes += [f"{g}: {why}" for g, why in rep["fallback"].items() if engine == "compile"]
                 notes.append(f"peak RSS {rep['peak_rss_gib']:.2f} GiB")
                 notes.append(f"reproduce: `{rep.get('command', sec['command'])}`")
             fb = set(rep["fallback"])
 
             def cell(g, fb=fb, e=e, gr=gr):
                 if gr[g][e] is None:
-                    return "not exported: runs in PyTorch" if g in fb and e == "ort" else "not timed"
+                    return missing if g in fb and e == engine else "not timed"
                 return f"{gr[g][e]:.3f}"
 
             def ratio(a, b, e=e, rep=rep):
                 r = rep[f"ratio_{a}_{e}"]
                 return "n/a" if r is None else f"{r:.2f}"
 
-            lines.append(f"| {rep['arch']} | {label} | {cell('h')} | {cell('h_jvp')} | {ratio('h', 'h_jvp')} | "
+            lines.append(f"| {rep['arch']} | {row_label} | {cell('h')} | {cell('h_jvp')} | {ratio('h', 'h_jvp')} | "
                          f"{cell('eps')} | {cell('eps_jvp')} | {ratio('eps', 'eps_jvp')} | {'; '.join(notes)} |")
     return lines
 
@@ -415,6 +489,8 @@ def _markdown(info: dict, reports: list[dict]) -> str:
         lines += _export_markdown(info["export"])
     if info.get("ort"):
         lines += _ort_markdown(info["ort"])
+    if info.get("compile"):
+        lines += _ort_markdown(info["compile"], engine="compile")
     if info.get("jvp"):
         lines += _jvp_markdown(info["jvp"])
     return "\n".join(lines) + "\n"
@@ -455,7 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS / "scale"), help="report path without suffix (.md and .json)")
     p.add_argument("--render", action="store_true", help="only rewrite the .md from the .json at --out")
     p.add_argument("--parts", default="calls,export,ort", help="comma-separated parts to measure: calls, export, "
-                   "ort, jvp (default: calls,export,ort); the others' rows in an existing --out .json are kept")
+                   "ort, compile, jvp (default: calls,export,ort); the others' rows in an existing --out .json are "
+                   "kept")
     p.add_argument("--export-dir", default=None, help="where the exports go (EXPORT/<arch>; default DIR/exports)")
     p.add_argument("--max-rss-gib", type=float, default=16.0, help="export: stop a graph's export when its "
                    "resident memory passes this (default 16)")
@@ -471,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
                    "(ARCH=SIZE,...; default sd15=32, the others at their sample size)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--jvp-worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--compile-worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--ort-worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.render:
@@ -484,6 +562,14 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
         print("REPORT " + json.dumps(worker(args.worker, args.folders, args.dtype, args.time_limit)), flush=True)
+        return 0
+    if args.compile_worker:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        reps = args.ort_reps or {"cifar10-32": 5, "ddpm-256": 2}.get(args.compile_worker, 1)
+        rep = compile_worker(args.compile_worker, args.folders, reps, args.time_limit)
+        print("REPORT " + json.dumps(rep), flush=True)
         return 0
     if args.jvp_worker:
         import torch
@@ -511,9 +597,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     parts = [x.strip() for x in args.parts.split(",") if x.strip()]
-    unknown = sorted(set(parts) - {"calls", "export", "ort", "jvp"})
+    unknown = sorted(set(parts) - {"calls", "export", "ort", "jvp", "compile"})
     if unknown:
-        p.error(f"unknown parts {unknown}; accepted: calls, export, ort, jvp")
+        p.error(f"unknown parts {unknown}; accepted: calls, export, ort, jvp, compile")
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     out = Path(args.out)
     old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
@@ -575,6 +661,27 @@ def main(argv: list[str] | None = None) -> int:
                     reps[arch] = {"arch": arch, "error": describe(w, max_rss_bytes=int(args.max_rss_gib * GIB),
                                                                   timeout_s=args.time_limit + 600)}
             data["ort"] = {**sec, "load_end": os.getloadavg(), "reports": [reps[a] for a in ARCH_ORDER if a in reps]}
+    if "compile" in parts:
+        from export.watch import describe, run_watched
+
+        sec = {"command": _public_command({"command": command}), "machine": machine, "load": os.getloadavg()}
+        reps = {r["arch"]: r for r in old.get("compile", {}).get("reports", [])}
+        for arch in archs:
+            cmd = [sys.executable, "-m", "benchmarks.scale", "--compile-worker", arch, "--folders",
+                   str(Path(args.folders) / arch), "--threads", str(args.threads), "--time-limit",
+                   str(args.time_limit)] + (["--ort-reps", str(args.ort_reps)] if args.ort_reps else [])
+            w = run_watched(cmd, max_rss_bytes=int(args.max_rss_gib * GIB), timeout_s=args.time_limit + 900,
+                            cwd=ROOT)
+            sys.stdout.write(w.output)
+            found = [ln for ln in w.output.splitlines() if ln.startswith("REPORT ")]
+            if found and w.ok:
+                reps[arch] = {**json.loads(found[-1][len("REPORT "):]), "peak_rss_gib": w.peak_rss_bytes / GIB,
+                              "command": sec["command"]}
+            else:
+                reps[arch] = {"arch": arch, "error": describe(w, max_rss_bytes=int(args.max_rss_gib * GIB),
+                                                              timeout_s=args.time_limit + 900)}
+        data["compile"] = {**sec, "load_end": os.getloadavg(),
+                           "reports": [reps[a] for a in ARCH_ORDER if a in reps]}
     if "jvp" in parts:
         from export.watch import describe, run_watched
 

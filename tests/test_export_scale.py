@@ -204,3 +204,24 @@ def test_cli_checks_in_a_child_of_its_own(tiny_pixel_dir, tmp_path, capsys):
     assert float(art.extra["wall_seconds"]) >= float(art.extra["check_seconds"])
     assert main(["--model", tiny_pixel_dir, "--out", str(tmp_path), "--graphs", "h", "--check-only",
                  "--skip-check"]) == 1
+
+
+def test_scale_benchmark_renders_compile_rows():
+    """The torch.compile rows: each graph's first call (the compile) in the notes; a graph not compiled in the time
+    limit says so and its ratio is not claimed."""
+    from benchmarks.scale import _markdown
+
+    cmd = "python -m benchmarks.scale --folders DIR --archs a --parts compile"
+    sec = {"command": cmd, "machine": "m", "load": [1, 1, 1], "load_end": [2, 2, 2]}
+    rep = {"arch": "a", "graphs": {"h": {"compile": 0.1, "eager": 0.2}, "h_jvp": {"compile": 0.2, "eager": 0.9},
+                                   "eps": {"compile": 0.3, "eager": 0.5}, "eps_jvp": {"compile": None, "eager": None}},
+           "fallback": {"eps_jvp": "not compiled: the time limit of 600 s was spent on the others"},
+           "first_call_s": {"h": 40.0, "h_jvp": 61.0, "eps": 50.0}, "rounds": 2, "warmup_rounds": 1,
+           "ratio_h_compile": 2.0, "ratio_eps_compile": None, "ratio_h_eager": 4.5, "ratio_eps_eager": None,
+           "peak_rss_gib": 3.0, "command": cmd}
+    md = _markdown({"command": "c", "machine": "m", "load": [1], "load_end": [1],
+                    "compile": {**sec, "reports": [rep]}}, [])
+    assert "## JVP/forward ratio on torch.compile beside eager PyTorch (batch 1)" in md
+    assert "| a | torch.compile | 0.100 | 0.200 | 2.00 | 0.300 | not compiled | n/a |" in md
+    assert "first calls (compile) h 40 s, h_jvp 61 s, eps 50 s" in md and "eps_jvp: not compiled: the time" in md
+    assert "| a | torch eager | 0.200 | 0.900 | 4.50 | 0.500 | not timed | n/a |" in md
