@@ -700,12 +700,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{arch:>10} jvp: {reps[arch]}", flush=True)
         data["jvp"] = {**sec, "load_end": os.getloadavg(), "reports": [reps[a] for a in ARCH_ORDER if a in reps]}
     if "calls" not in parts:
-        if "reports" not in data:
-            data.update(command="", machine=machine, load=[0, 0, 0], load_end=[0, 0, 0], reports=[])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(data, indent=1))
-        out.with_suffix(".md").write_text(_markdown(data, data["reports"]))
-        print(f"wrote {out.with_suffix('.md')}")
+        _write(out, data, [p for p in parts if p != "calls"])
         return 0
     info = {"command": command, "machine": machine, "load": os.getloadavg()}
     reports = []
@@ -725,11 +720,29 @@ def main(argv: list[str] | None = None) -> int:
     info["load_end"] = os.getloadavg()
     out.parent.mkdir(parents=True, exist_ok=True)
     info["command"] = _public_command(info)
-    data = {**data, **info, "reports": reports}
-    out.with_suffix(".json").write_text(json.dumps(data, indent=1))
-    out.with_suffix(".md").write_text(_markdown(data, reports))
-    print(f"wrote {out.with_suffix('.md')}")
+    _write(out, {**data, **info, "reports": reports}, parts)
     return 0
+
+
+#: The report's keys each part owns (``calls``: the top-level rows and their run's facts).
+_PART_KEYS = {"calls": ("command", "machine", "load", "load_end", "reports")}
+
+
+def _write(out: Path, data: dict, parts: list[str]) -> None:
+    """Write this run's ``parts`` into ``out`` (.json and .md), keeping every other part as the file has it *now*: a
+    run of other parts that ended meanwhile (e.g. ``jvp`` beside a long ``export``) is not overwritten."""
+    path = out.with_suffix(".json")
+    current = json.loads(path.read_text()) if path.is_file() else {}
+    for part in parts:
+        for key in _PART_KEYS.get(part, (part,)):
+            if key in data:
+                current[key] = data[key]
+    if "reports" not in current:
+        current.update(command="", machine="", load=[0, 0, 0], load_end=[0, 0, 0], reports=[])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=1))
+    out.with_suffix(".md").write_text(_markdown(current, current["reports"]))
+    print(f"wrote {out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

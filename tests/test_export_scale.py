@@ -225,3 +225,19 @@ def test_scale_benchmark_renders_compile_rows():
     assert "| a | torch.compile | 0.100 | 0.200 | 2.00 | 0.300 | not compiled | n/a |" in md
     assert "first calls (compile) h 40 s, h_jvp 61 s, eps 50 s" in md and "eps_jvp: not compiled: the time" in md
     assert "| a | torch eager | 0.200 | 0.900 | 4.50 | 0.500 | not timed | n/a |" in md
+
+
+def test_scale_benchmark_keeps_parts_written_meanwhile(tmp_path):
+    """A run writes only its own parts, into the report as it is at the end of the run: a shorter run of another part
+    that ended meanwhile keeps its rows."""
+    import json
+
+    from benchmarks.scale import _write
+
+    out = tmp_path / "scale"
+    out.with_suffix(".json").write_text(json.dumps({"command": "c", "machine": "m", "load": [1], "load_end": [1],
+                                                    "reports": [], "jvp": {"new": 1}}))
+    _write(out, {"export": {"reports": []}, "jvp": {"stale": 1}, "reports": [{"stale": 1}]}, ["export"])
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["jvp"] == {"new": 1} and data["export"] == {"reports": []} and data["reports"] == []
+    assert out.with_suffix(".md").is_file()
