@@ -227,6 +227,9 @@ def test_scale_benchmark_renders_compile_rows():
     assert "| a | torch eager | 0.200 | 0.900 | 4.50 | 0.500 | not timed | n/a |" in md
 
 
+JVP_SECTION = {"command": "j", "machine": "m", "load": [1], "load_end": [1], "reports": []}
+
+
 def test_scale_benchmark_keeps_parts_written_meanwhile(tmp_path):
     """A run writes only its own parts, into the report as it is at the end of the run: a shorter run of another part
     that ended meanwhile keeps its rows."""
@@ -236,8 +239,8 @@ def test_scale_benchmark_keeps_parts_written_meanwhile(tmp_path):
 
     out = tmp_path / "scale"
     out.with_suffix(".json").write_text(json.dumps({"command": "c", "machine": "m", "load": [1], "load_end": [1],
-                                                    "reports": [], "jvp": {"new": 1}}))
+                                                    "reports": [], "jvp": JVP_SECTION}))
     _write(out, {"compile": {}, "jvp": {"stale": 1}, "reports": [{"stale": 1}]}, ["compile"])  # {}: no rows to render
     data = json.loads(out.with_suffix(".json").read_text())
-    assert data["jvp"] == {"new": 1} and data["compile"] == {} and data["reports"] == []
+    assert data["jvp"] == JVP_SECTION and data["compile"] == {} and data["reports"] == []
     assert out.with_suffix(".md").is_file()
