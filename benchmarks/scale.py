@@ -74,8 +74,11 @@ def worker(arch: str, folder: str, dtype: str, time_limit: float) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT))
+    import numpy as np
+
     from pipeline import load_model
-    from pipeline.rates import DEFAULT_BATCH_SIZE
+    from pipeline.rates import DEFAULT_BATCH_SIZE, generation_curves, patch_size_for_grid, rate_map
+    from ui.config import DEFAULT_PATCH_GRID
 
     t_start = time.perf_counter()
     report: dict = {"arch": arch, "dtype": dtype, "rows": []}
@@ -83,7 +86,8 @@ def worker(arch: str, folder: str, dtype: str, time_limit: float) -> dict:
     def row(name: str, fn, *, est_s: float | None = None) -> float | None:
         left = time_limit - (time.perf_counter() - t_start)
         if est_s is not None and est_s > left:
-            report["rows"].append({"call": name, "skipped": f"estimated {est_s:.0f} s, {left:.0f} s left"})
+            report["rows"].append({"call": name, "skipped": f"estimated {est_s:.0f} s ({est_s / 3600:.1f} h; from the "
+                                   f"rows above), {left:.0f} s left of --time-limit", "estimate_s": est_s})
             return None
         Path("/proc/self/clear_refs").write_text("5")
         t0 = time.perf_counter()
@@ -133,7 +137,28 @@ def worker(arch: str, folder: str, dtype: str, time_limit: float) -> dict:
     jvp_s = row("eps_jvp", call(m.eps_jvp, x, t, v[:1]), est_s=jvp_est)
     h_est = jvp_s if jvp_s is not None else jvp_est
     h_s = row("h_jvp", call(m.h_jvp, x, t, v[:1]), est_s=h_est)
-    row(f"h_jvp_point x{n}", point, est_s=n * (h_s if h_s is not None else h_est))
+    point_s = row(f"h_jvp_point x{n}", point, est_s=n * (h_s if h_s is not None else h_est))
+    # the curves tab's maps at its default grid (8 x 8 patches of model space on any model)
+    grid = DEFAULT_PATCH_GRID
+    patch = patch_size_for_grid(m.sample_size, grid)
+    point_est = point_s if point_s is not None else n * (h_s if h_s is not None else h_est)
+    map_est = grid**2 / n * point_est
+
+    def one_map():
+        rate_map(m, x, t, patch_size=patch)
+        return {"grid": grid, "patch_size": patch, "directions": grid**2}
+
+    map_s = row(f"rate map {grid}x{grid}", one_map, est_s=map_est)
+    steps = 10
+    image = np.random.default_rng(0).integers(0, 256, (m.image_size, m.image_size, 3), dtype=np.uint8)
+
+    def curve_map():
+        generation_curves(m, image, num_timesteps=steps, patch_size=patch)
+        return {"grid": grid, "patch_size": patch, "directions": steps * grid**2, "timesteps": steps}
+
+    # the curves: a rate map per timestep, plus the DDIM inversion to reach each (one eps per step)
+    row(f"curve map {steps} timesteps {grid}x{grid}", curve_map,
+        est_s=steps * ((map_s if map_s is not None else map_est) + (eps_s or 0.0)))
     report["total_s"] = time.perf_counter() - t_start
     return report
 
@@ -455,10 +480,14 @@ def _ort_markdown(sec: dict, engine: str = "ort") -> list[str]:
 
 def _markdown(info: dict, reports: list[dict]) -> str:
     lines = ["# Scale benchmark: the public architectures at full size (CPU, random weights)", "",
-             f"Command: `{_public_command(info)}` (`DIR`: the folder of the full-size reference models)", "",
+             f"Command: `{_public_command(info)}` (`DIR`: the folder of the full-size reference models)"
+             + "".join(f"; {r['arch']}'s rows: `{r['command']}`" for r in reports
+                       if r.get("command") and r["command"] != _public_command(info)), "",
              f"Machine: {info['machine']}; load average (1 min) {info['load'][0]:.1f} at start, "
              f"{info['load_end'][0]:.1f} at end (the cores are shared: seconds are noisy, memory is not). Peak "
-             "memory is the process's peak resident set during the call, the weights included.", "",
+             "memory is the process's peak resident set during the call, the weights included. A row past "
+             "`--time-limit` is not run; its estimate scales the rows above it (a rate map: 4 of the 16-direction "
+             "point batches; a curve map: a rate map and a DDIM step per timestep).", "",
              "| arch | dtype | call | seconds | peak RSS (GiB) | notes |", "|---|---|---|---|---|---|"]
     for rep in reports:
         if "error" in rep:
@@ -483,6 +512,8 @@ def _markdown(info: dict, reports: list[dict]) -> str:
                                  f"{r['budget_bytes'] / 2**30:.1f} GiB")
             if "parts" in r:
                 notes.append(f"{r['parts']} part(s)")
+            if "directions" in r:
+                notes.append(f"{r['directions']} JVP directions, patches of {r['patch_size']} model pixels")
             lines.append(f"| {rep['arch']} | {rep['dtype']} | {r['call']} | {r['seconds']:.1f} | "
                          f"{r['peak_rss_gib']:.2f} | {'; '.join(notes)} |")
     if info.get("export"):
@@ -720,6 +751,12 @@ def main(argv: list[str] | None = None) -> int:
     info["load_end"] = os.getloadavg()
     out.parent.mkdir(parents=True, exist_ok=True)
     info["command"] = _public_command(info)
+    for rep in reports:
+        rep["command"] = info["command"]
+    ran = {(r["arch"], r.get("dtype")) for r in reports}
+    kept = [r for r in old.get("reports", []) if (r["arch"], r.get("dtype")) not in ran]  # other archs' rows
+    reports = sorted(kept + reports, key=lambda r: (ARCH_ORDER.index(r["arch"]) if r["arch"] in ARCH_ORDER else 9,
+                                                   r.get("dtype", "")))
     _write(out, {**data, **info, "reports": reports}, parts)
     return 0
 

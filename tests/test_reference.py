@@ -300,12 +300,24 @@ def test_scale_benchmark_on_small_variants(small_dir, tmp_path, monkeypatch):
     assert str(refs) not in out.with_suffix(".md").read_text() and str(refs) not in data["command"]
     for rep in data["reports"]:
         calls = {r["call"]: r for r in rep["rows"]}
-        assert set(calls) == {"load", "batch limit", "eps", "eps_jvp", "h_jvp", "h_jvp_point x16"}, rep
+        assert set(calls) == {"load", "batch limit", "eps", "eps_jvp", "h_jvp", "h_jvp_point x16", "rate map 8x8",
+                              "curve map 10 timesteps 8x8"}, rep
         assert calls["batch limit"]["limit"] == 4 and calls["h_jvp_point x16"]["parts"] == 4
+        assert calls["rate map 8x8"]["directions"] == 64 and calls["curve map 10 timesteps 8x8"]["directions"] == 640
         for r in rep["rows"]:
             assert r["seconds"] >= 0 and r["peak_rss_gib"] >= calls["load"]["rss_after_gib"] * 0.5
     report = scale.worker("cifar10-32", str(refs / "cifar10-32"), "float32", time_limit=0.0)
-    assert [r["call"] for r in report["rows"] if "skipped" in r] == ["eps_jvp", "h_jvp", "h_jvp_point x16"]
+    skipped = [r for r in report["rows"] if "skipped" in r]
+    assert [r["call"] for r in skipped] == ["eps_jvp", "h_jvp", "h_jvp_point x16", "rate map 8x8",
+                                            "curve map 10 timesteps 8x8"]
+    assert skipped[-1]["estimate_s"] > skipped[-2]["estimate_s"] > skipped[-3]["estimate_s"] > 0
+    # a run of one architecture keeps the other's rows
+    assert scale.main(["--folders", str(refs), "--archs", "sd15", "--threads", "1", "--parts", "calls",
+                       "--time-limit", "0", "--out", str(out)]) == 0
+    again = {r["arch"]: r for r in json.loads(out.with_suffix(".json").read_text())["reports"]}
+    assert again["cifar10-32"] == {r["arch"]: r for r in data["reports"]}["cifar10-32"]
+    assert any("skipped" in r for r in again["sd15"]["rows"])
+    out.with_suffix(".json").write_text(json.dumps(data))  # back to the full run for the jvp part below
     # the jvp part: float32 and bfloat16 against float64, the calls rows kept
     assert scale.main(["--folders", str(refs), "--archs", "cifar10-32,sd15", "--threads", "1", "--parts", "jvp",
                        "--jvp-sizes", "sd15=8", "--out", str(out)]) == 0
