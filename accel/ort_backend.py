@@ -4,7 +4,9 @@ Providers are tried in the order TensorRT, CUDA, CPU, keeping those ``onnxruntim
 lists; each session logs the provider that actually runs (``session.get_providers()[0]``) and warns when it is not the
 first one asked for. On CUDA providers with the model on a CUDA device, inputs and outputs are bound in place with IO
 binding (no host round trip). Session options (measured in ``benchmarks/accel.py``): full graph optimisation, memory
-pattern on, ``threads`` intra-op threads (default: ``torch.get_num_threads()``).
+pattern on, ``threads`` intra-op threads (default: ``torch.get_num_threads()``); the CPU memory arena only for graphs
+up to 256 MiB (:func:`export.check.cpu_arena_for`: without it SD 1.5's ``h_jvp`` session peaks at 6.6 GiB instead of
+10.8 and holds 2.3 GiB between calls instead of 10.8).
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ class OnnxRuntimeBackend(GraphBackend):
         threads: intra-op threads of the CPU provider (default ``torch.get_num_threads()``).
         optimization: graph optimisation level, one of ``disable``, ``basic``, ``extended``, ``all``.
         mem_pattern: ONNX Runtime's memory pattern optimisation.
+        cpu_arena: ONNX Runtime's CPU memory arena; None (default): per graph, on up to 256 MiB of graph and weights
+            (:func:`export.check.cpu_arena_for`).
         point_graph: use the ``h_jvp_point`` graph for many directions at one point.
     """
 
@@ -87,7 +91,8 @@ class OnnxRuntimeBackend(GraphBackend):
 
     def __init__(self, model, *, artifacts: str | os.PathLike | None = None, batch_sizes: Sequence[int] = (1, 8),
                  providers: Sequence[str] | None = None, threads: int | None = None, optimization: str = "all",
-                 mem_pattern: bool = True, point_graph: bool = True, check: bool = True, precision: str = "fp32"):
+                 mem_pattern: bool = True, cpu_arena: bool | None = None, point_graph: bool = True,
+                 check: bool = True, precision: str = "fp32"):
         ort = import_onnxruntime()
         if optimization not in OPTIMIZATION_LEVELS:
             raise InputError(f"optimization must be one of {OPTIMIZATION_LEVELS}, got {optimization!r}")
@@ -103,12 +108,18 @@ class OnnxRuntimeBackend(GraphBackend):
         self.threads = torch.get_num_threads() if threads is None else threads
         self.optimization = optimization
         self.mem_pattern = bool(mem_pattern)
+        self.cpu_arena = None if cpu_arena is None else bool(cpu_arena)
         self.info.update(requested_providers=list(providers) if providers is not None else None,
                          providers=self.providers, missing_providers=missing, threads=self.threads,
-                         optimization=optimization, mem_pattern=self.mem_pattern, running_on={})
+                         optimization=optimization, mem_pattern=self.mem_pattern,
+                         cpu_arena="auto (graphs up to 256 MiB)" if cpu_arena is None else self.cpu_arena,
+                         running_on={})
 
     # ---- sessions ----------------------------------------------------------------------------------------------
-    def session_options(self):
+    def session_options(self, path: str | os.PathLike | None = None):
+        """The session options of the graph at ``path`` (the CPU arena by its size unless ``cpu_arena`` is set)."""
+        from export.check import cpu_arena_for, graph_bytes
+
         ort = import_onnxruntime()
         so = ort.SessionOptions()
         so.graph_optimization_level = {
@@ -120,6 +131,10 @@ class OnnxRuntimeBackend(GraphBackend):
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
         so.enable_mem_pattern = self.mem_pattern
+        arena = self.cpu_arena
+        if arena is None:
+            arena = cpu_arena_for(graph_bytes(path)) if path is not None else True
+        so.enable_cpu_mem_arena = arena
         so.log_severity_level = 3  # errors only
         return so
 
@@ -137,7 +152,7 @@ class OnnxRuntimeBackend(GraphBackend):
 
     def _load(self, spec, path: Path):
         ort = import_onnxruntime()
-        sess = ort.InferenceSession(str(path), self.session_options(), providers=self._provider_list(path))
+        sess = ort.InferenceSession(str(path), self.session_options(path), providers=self._provider_list(path))
         running = sess.get_providers()
         self.info["running_on"][spec.name] = running[0]
         log.info("onnxruntime: %s runs on %s (session providers %s)", spec.name, running[0], running)

@@ -244,3 +244,24 @@ def test_scale_benchmark_keeps_parts_written_meanwhile(tmp_path):
     data = json.loads(out.with_suffix(".json").read_text())
     assert data["jvp"] == JVP_SECTION and data["compile"] == {} and data["reports"] == []
     assert out.with_suffix(".md").is_file()
+
+
+def test_large_graphs_get_sessions_without_the_cpu_arena(tiny_model, tmp_path, monkeypatch):
+    """The CPU memory arena holds each run's peak until the next: graphs over ``LEAN_SESSION_BYTES`` (weights
+    included) get sessions without it, in the backend and in the parity check; an explicit ``cpu_arena`` wins."""
+    import export.check as check_mod
+    from accel.ort_backend import OnnxRuntimeBackend
+
+    man = export_specs(tiny_model, tmp_path, model_specs(tiny_model, graphs=("h",)))
+    path = tmp_path / "h.onnx"
+    assert check_mod.graph_bytes(path) == path.stat().st_size > 0
+    assert check_mod.cpu_arena_for(10 << 20) and not check_mod.cpu_arena_for(1 << 30)
+    backend = OnnxRuntimeBackend(tiny_model, artifacts=tmp_path, batch_sizes=(1,), threads=1)
+    assert backend.session_options(path).enable_cpu_mem_arena  # a small graph keeps the arena
+    monkeypatch.setattr(check_mod, "LEAN_SESSION_BYTES", 0)  # every graph is "large"
+    assert not backend.session_options(path).enable_cpu_mem_arena
+    assert OnnxRuntimeBackend(tiny_model, artifacts=tmp_path, cpu_arena=True).session_options(path).enable_cpu_mem_arena
+    x = torch.randn(2, tiny_model.channels, tiny_model.sample_size, tiny_model.sample_size)
+    with torch.no_grad():
+        assert _rel(backend.h(x, 300), tiny_model.h(x, 300)) <= 1e-4  # runs the same without the arena
+    assert check_mod.check_onnx(tiny_model, man.artifacts["h.onnx"].spec, path).passed
