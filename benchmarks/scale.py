@@ -246,13 +246,17 @@ def export_arch(arch: str, folder: Path, out: Path, *, max_rss_gib: float, graph
 
 
 def ort_worker(arch: str, folder: str, artifacts: str, reps: int, time_limit: float) -> dict:
-    """ONNX Runtime beside eager PyTorch at batch 1, in this process: per graph the median seconds -> report."""
+    """ONNX Runtime beside eager PyTorch at batch 1, in this process: per graph the median seconds -> report.
+
+    One session at a time: each graph's session is made, warmed up (with more than one round), timed against eager
+    PyTorch in alternation, and freed before the next graph's, so the process holds the model and one session (SD 1.5's
+    four sessions together with its model pass 16 GiB)."""
+    import gc
     import statistics
 
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from accel.graph_backend import _TORCH_FALLBACK
     from accel.ort_backend import OnnxRuntimeBackend
     from export.manifest import Manifest
     from export.trace import graph_function
@@ -264,46 +268,45 @@ def ort_worker(arch: str, folder: str, artifacts: str, reps: int, time_limit: fl
     backend = OnnxRuntimeBackend(m, artifacts=artifacts, batch_sizes=(1,), check=False,
                                  threads=torch.get_num_threads())
     man = Manifest.load(artifacts)
-    rep: dict = {"arch": arch, "threads": torch.get_num_threads(), "graphs": {}, "fallback": {}}
-    handles = {}
-    for g in EXPORT_GRAPHS:
-        batch = None if g in ("h", "eps") else 1
-        spec = backend.spec(g, batch, size)
-        name = spec.name + ".onnx"
-        if name in man.artifacts:  # the exported file as it is (its key is not re-derived: the code may have moved)
-            handles[g] = (spec, backend._load(spec, Path(artifacts) / name))
-        else:
-            reason = man.failures.get(name, {}).get("reason", "not exported")
-            rep["fallback"][g] = reason
-            handles[g] = (spec, _TORCH_FALLBACK)
-        backend._handles[(g, batch, size)] = handles[g]
+    rep: dict = {"arch": arch, "threads": torch.get_num_threads(), "graphs": {}, "fallback": {},
+                 "sessions": "one at a time"}
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, m.channels, *size, generator=gen)
     v = torch.randn(1, m.channels, *size, generator=gen)
     tt = torch.full((1,), m.num_train_timesteps // 2, dtype=torch.long)
-    times: dict = {(e, g): [] for e in ("ort", "eager") for g in EXPORT_GRAPHS}
     warm = 1 if reps > 1 else 0  # a first round warms up (session arenas, first-call allocations), not counted
     rep["warmup_rounds"] = warm
-    for r in range(reps + warm):
-        for g in EXPORT_GRAPHS:
-            args = (x, tt) if g in ("h", "eps") else (x, tt, v)
+    rounds = []
+    for g in EXPORT_GRAPHS:
+        batch = None if g in ("h", "eps") else 1
+        spec = backend.spec(g, batch, size)
+        name = spec.name + ".onnx"
+        times: dict = {"ort": [], "eager": []}
+        if name not in man.artifacts:
+            rep["fallback"][g] = man.failures.get(name, {}).get("reason", "not exported")
+            rep["graphs"][g] = {"ort": None, "eager": None}
+            continue
+        # the exported file as it is (its key is not re-derived: the code may have moved)
+        backend._handles[(g, batch, size)] = (spec, backend._load(spec, Path(artifacts) / name))
+        args = (x, tt) if g in ("h", "eps") else (x, tt, v)
+        for r in range(reps + warm):
             for engine in ("ort", "eager"):
-                if g in rep["fallback"]:
-                    continue  # no graph to compare with (the eager figure is in the calls rows)
                 t0 = time.perf_counter()
                 with torch.no_grad():
                     if engine == "ort":
-                        backend._run(g, handles[g][0].batch, size, *args)
+                        backend._run(g, batch, size, *args)
                     else:
                         graph_function(m, g)(*args)
                 if r >= warm:
-                    times[(engine, g)].append(time.perf_counter() - t0)
-        print(f"{arch:>10} ort round {r}: {time.perf_counter() - t_start:.0f} s", flush=True)
-        if r >= warm and time.perf_counter() - t_start > time_limit:
-            break
-    for g in EXPORT_GRAPHS:
-        rep["graphs"][g] = {e: statistics.median(times[(e, g)]) if times[(e, g)] else None for e in ("ort", "eager")}
-    rep["rounds"] = max(len(v) for v in times.values())
+                    times[engine].append(time.perf_counter() - t0)
+            if r >= warm and time.perf_counter() - t_start > time_limit:
+                break
+        backend._handles.pop((g, batch, size))
+        gc.collect()  # the session goes before the next graph's
+        rep["graphs"][g] = {e: statistics.median(t) if t else None for e, t in times.items()}
+        rounds.append(len(times["ort"]))
+        print(f"{arch:>10} ort {g}: {rep['graphs'][g]} ({time.perf_counter() - t_start:.0f} s)", flush=True)
+    rep["rounds"] = min(rounds) if rounds else 0
     for e in ("ort", "eager"):
         for a in ("eps", "h"):
             num, den = rep["graphs"][f"{a}_jvp"][e], rep["graphs"][a][e]
@@ -456,6 +459,8 @@ def _ort_markdown(sec: dict, engine: str = "ort") -> list[str]:
             notes = [f"{rep['rounds']} timed round(s)" + (", after a warm-up round" if rep.get("warmup_rounds")
                                                           else ", no warm-up (first calls)")]
             if e == engine:
+                if rep.get("sessions"):
+                    notes.append("one session at a time (each graph's timed against eager, then freed)")
                 if rep.get("first_call_s"):
                     notes.append("first calls (compile) " + ", ".join(f"{g} {s:.0f} s"
                                                                       for g, s in rep["first_call_s"].items()))

@@ -265,3 +265,15 @@ def test_large_graphs_get_sessions_without_the_cpu_arena(tiny_model, tmp_path, m
     with torch.no_grad():
         assert _rel(backend.h(x, 300), tiny_model.h(x, 300)) <= 1e-4  # runs the same without the arena
     assert check_mod.check_onnx(tiny_model, man.artifacts["h.onnx"].spec, path).passed
+
+
+def test_scale_ort_worker_one_session_at_a_time(tiny_model, tiny_pixel_dir, tmp_path):
+    """The ort part's worker times each exported graph on ONNX Runtime beside eager PyTorch, one session at a time;
+    a graph that did not export is reported as a fallback with no ratio."""
+    from benchmarks.scale import ort_worker
+
+    export_specs(tiny_model, tmp_path, model_specs(tiny_model, graphs=("h", "h_jvp"), batch_sizes=(1,)))
+    rep = ort_worker("tiny", tiny_pixel_dir, str(tmp_path), reps=2, time_limit=300)
+    assert rep["sessions"] == "one at a time" and rep["rounds"] == 2 and rep["warmup_rounds"] == 1
+    assert all(rep["graphs"][g][e] > 0 for g in ("h", "h_jvp") for e in ("ort", "eager")), rep
+    assert rep["ratio_h_ort"] > 0 and rep["ratio_eps_ort"] is None and set(rep["fallback"]) == {"eps", "eps_jvp"}
