@@ -307,10 +307,7 @@ def ort_worker(arch: str, folder: str, artifacts: str, reps: int, time_limit: fl
         rounds.append(len(times["ort"]))
         print(f"{arch:>10} ort {g}: {rep['graphs'][g]} ({time.perf_counter() - t_start:.0f} s)", flush=True)
     rep["rounds"] = min(rounds) if rounds else 0
-    for e in ("ort", "eager"):
-        for a in ("eps", "h"):
-            num, den = rep["graphs"][f"{a}_jvp"][e], rep["graphs"][a][e]
-            rep[f"ratio_{a}_{e}"] = num / den if num is not None and den is not None else None
+    _ratios(rep, "ort")
     rep["total_s"] = time.perf_counter() - t_start
     return rep
 
@@ -366,12 +363,17 @@ def compile_worker(arch: str, folder: str, reps: int, time_limit: float) -> dict
                             for e in ("compile", "eager")}
     rep["rounds"] = max(len(v) for v in times.values())
     rep["warmup_rounds"] = 1  # the first calls above
-    for e in ("compile", "eager"):
+    _ratios(rep, "compile")
+    rep["total_s"] = time.perf_counter() - t_start
+    return rep
+
+
+def _ratios(rep: dict, engine: str) -> None:
+    """``ratio_{eps,h}_{engine,eager}``: each JVP's median over its forward's (None where either is missing)."""
+    for e in (engine, "eager"):
         for a in ("eps", "h"):
             num, den = rep["graphs"][f"{a}_jvp"][e], rep["graphs"][a][e]
             rep[f"ratio_{a}_{e}"] = num / den if num is not None and den is not None else None
-    rep["total_s"] = time.perf_counter() - t_start
-    return rep
 
 
 def _public_command(info: dict) -> str:
