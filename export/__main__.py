@@ -68,8 +68,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check_only:
             if args.skip_check:
                 raise InputError("--check-only and --skip-check contradict each other")
+            import gc
+
+            from .check import LazyModel
+            from .fingerprint import weights_hash
+
             specs = model_specs(model, graphs=args.graphs, batch_sizes=args.batch_sizes, size=size)
-            manifest = check_recorded(model, args.out, specs, force=args.force)
+            weights, steps, device = weights_hash(model), model.num_train_timesteps, model.device
+            del model  # loaded again for PyTorch's turn of each check, after ONNX Runtime's session is freed
+            gc.collect()
+            lazy = LazyModel(lambda: load_model(args.model, device=device), steps)
+            manifest = check_recorded(lazy, args.out, specs, force=args.force, weights=weights)
         elif args.max_rss_gib is not None or args.graph_timeout is not None:
             box = [model]
             del model  # _export_isolated frees it before the children load their own copies

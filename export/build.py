@@ -335,11 +335,16 @@ def check_recorded(
     check are left alone unless ``force``. A spec with no valid artifact is skipped with a warning.
 
     ``python -m export --max-rss-gib/--graph-timeout`` runs this in a child process of its own after the export child,
-    so the exporter's memory is gone before the check loads ONNX Runtime and runs the eager JVP beside it.
+    so the exporter's memory is gone before the check loads ONNX Runtime and runs the eager JVP beside it; it passes a
+    :class:`~export.check.LazyModel` (with ``weights``), so the PyTorch model is loaded only after ONNX Runtime has run
+    the graph and freed its session.
     """
-    from .check import check_onnx
+    from .check import LazyModel, check_onnx
 
-    check_exportable(model)
+    if not isinstance(model, LazyModel):
+        check_exportable(model)
+    elif weights is None:
+        raise InputError("check_recorded with a LazyModel needs the model's weights hash (weights=)")
     out_dir = Path(out_dir)
     weights = weights or weights_hash(model)
     cdig = code_digest(code_version())

@@ -32,9 +32,18 @@ def _torch_runner_class():
     class TorchRunner(BaseRunner):
         """A polygraphy runner around an eager PyTorch function (any device; inputs and outputs as numpy)."""
 
-        def __init__(self, fn, spec: GraphSpec, device: torch.device, name: str = "torch-eager"):
+        def __init__(self, fn, spec: GraphSpec, device: torch.device, name: str = "torch-eager", loader=None):
             super().__init__(name=name, prefix="torch-runner")
-            self._fn, self._spec, self._device = fn, spec, device
+            self._fn, self._spec, self._device, self._loader = fn, spec, device, loader
+
+        def activate_impl(self):
+            if self._loader is not None:  # load the model only now: after the graph's runner has freed its session
+                model = self._loader()
+                self._fn, self._device = graph_function(model, self._spec.graph), model.device
+
+        def deactivate_impl(self):
+            if self._loader is not None:
+                self._fn = None
 
         def get_input_metadata_impl(self):
             meta = TensorMetadata()
@@ -63,11 +72,11 @@ def check_batches(spec: GraphSpec, samples: int = 2) -> tuple[int, ...]:
     return ((1,) + (other,) * (samples - 1))[:samples]
 
 
-def _feeds(model, spec: GraphSpec, batches: tuple[int, ...], seed: int) -> list[OrderedDict]:
+def _feeds(num_timesteps: int, spec: GraphSpec, batches: tuple[int, ...], seed: int) -> list[OrderedDict]:
     gen = torch.Generator().manual_seed(seed)
     feeds = []
     for b in batches:
-        inputs = example_inputs(spec, batch=b, num_timesteps=model.num_train_timesteps, generator=gen)
+        inputs = example_inputs(spec, batch=b, num_timesteps=num_timesteps, generator=gen)
         feeds.append(OrderedDict((n, t.numpy()) for n, t in zip(spec.input_names, inputs, strict=True)))
     return feeds
 
@@ -75,17 +84,24 @@ def _feeds(model, spec: GraphSpec, batches: tuple[int, ...], seed: int) -> list[
 def compare(model, spec: GraphSpec, runner, runner_label: str, *, precision: str = "fp32", samples: int = 2,
             seed: int = 0, raise_on_failure: bool = True) -> CheckResult:
     """Run ``runner`` (a polygraphy runner of the exported graph) and the eager PyTorch function on the same random
-    inputs and compare every output. Raises :class:`ParityError` on failure unless ``raise_on_failure=False``."""
+    inputs and compare every output. Raises :class:`ParityError` on failure unless ``raise_on_failure=False``.
+
+    ``model`` may be a :class:`LazyModel`: the PyTorch model is then loaded only after the graph's runner has run and
+    freed its session, so the two never share the process's memory."""
     from polygraphy.comparator import Comparator, SimpleCompareFunc
     from polygraphy.logger import G_LOGGER
 
     tol = TOLERANCES[precision]
     batches = check_batches(spec, samples)
     reference = "torch eager" + (" (torch.func.jvp)" if spec.is_jvp else "")
-    torch_runner = _torch_runner_class()(graph_function(model, spec.graph), spec, model.device)
+    if isinstance(model, LazyModel):
+        torch_runner = _torch_runner_class()(None, spec, None, loader=model.load)
+    else:
+        torch_runner = _torch_runner_class()(graph_function(model, spec.graph), spec, model.device)
     start = time.perf_counter()
     with G_LOGGER.verbosity(G_LOGGER.ERROR):
-        results = Comparator.run([runner, torch_runner], data_loader=_feeds(model, spec, batches, seed))
+        results = Comparator.run([runner, torch_runner],
+                                 data_loader=_feeds(model.num_train_timesteps, spec, batches, seed))
         accuracy = Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(atol=tol.atol, rtol=tol.rtol))
     (_, graph_iters), (_, ref_iters) = list(results.items())
     max_abs: dict[str, float] = {}
@@ -134,6 +150,15 @@ def cpu_arena_for(nbytes: int) -> bool:
     allocations a run, a few MiB held).
     """
     return nbytes <= LEAN_SESSION_BYTES
+
+
+class LazyModel:
+    """A model the parity check loads only when PyTorch's turn comes (``load()``: a fresh load each time, freed when
+    that turn ends): for the largest graphs, where the model and an ONNX Runtime session of the same weights together
+    pass the memory there is. ``num_train_timesteps`` is all the inputs need before that."""
+
+    def __init__(self, load, num_train_timesteps: int):
+        self.load, self.num_train_timesteps = load, int(num_train_timesteps)
 
 
 def check_onnx(model, spec: GraphSpec, onnx_path: str | Path, *, samples: int = 2, seed: int = 0,

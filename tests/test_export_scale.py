@@ -277,3 +277,25 @@ def test_scale_ort_worker_one_session_at_a_time(tiny_model, tiny_pixel_dir, tmp_
     assert rep["sessions"] == "one at a time" and rep["rounds"] == 2 and rep["warmup_rounds"] == 1
     assert all(rep["graphs"][g][e] > 0 for g in ("h", "h_jvp") for e in ("ort", "eager")), rep
     assert rep["ratio_h_ort"] > 0 and rep["ratio_eps_ort"] is None and set(rep["fallback"]) == {"eps", "eps_jvp"}
+
+
+def test_parity_check_with_a_lazy_model_loads_it_after_the_graph(tiny_model, tiny_pixel_dir, tmp_path):
+    """``LazyModel``: the PyTorch model is loaded for the check only after ONNX Runtime ran the graph (the largest
+    graphs and their model do not fit in memory together), and the result equals the eager check's."""
+    from export.build import check_recorded
+    from export.check import LazyModel, check_onnx
+    from export.fingerprint import weights_hash
+    from pipeline import load_model
+
+    specs = model_specs(tiny_model, graphs=("h_jvp",), batch_sizes=(1,))
+    export_specs(tiny_model, tmp_path, specs, check=False)
+    events = []
+    lazy = LazyModel(lambda: events.append("load") or load_model(tiny_pixel_dir, device="cpu"),
+                     tiny_model.num_train_timesteps)
+    res = check_onnx(lazy, specs[0], tmp_path / "h_jvp_b1.onnx")
+    assert events == ["load"] and res.passed
+    assert res.max_rel == check_onnx(tiny_model, specs[0], tmp_path / "h_jvp_b1.onnx").max_rel
+    with pytest.raises(Exception, match="weights hash"):
+        check_recorded(lazy, tmp_path, specs)
+    man = check_recorded(lazy, tmp_path, specs, weights=weights_hash(tiny_model))
+    assert man.artifacts["h_jvp_b1.onnx"].checked and events == ["load", "load"]
