@@ -236,7 +236,8 @@ def export_arch(arch: str, folder: Path, out: Path, *, max_rss_gib: float, graph
             why = rep.get("errors", {}).get(g) or rep.get("stopped") or "the export ended before it"
             rep["graphs"].append({"graph": name, "failed": "not reached: " + why})
     if not fresh and previous:
-        rep["runs"] = previous.get("runs", [{"command": previous.get("command"), "seconds": previous["seconds"]}])
+        first = (previous.get("command") or "").strip("`")  # the rendered command of a single run
+        rep["runs"] = previous.get("runs", [{"command": first, "seconds": previous["seconds"]}])
         rep["seconds_this_run"] = rep["seconds"]
         rep["seconds"] += previous["seconds"]
         rep["peak_rss_gib"] = max(rep["peak_rss_gib"], previous["peak_rss_gib"])
@@ -430,7 +431,8 @@ def _export_markdown(sec: dict) -> list[str]:
             lines.append(f"| {rep['arch']} | {g['graph']} | {g['seconds']:.0f} | {files} | {g['peak_rss_gib']:.2f} | "
                          f"{parity} | {notes} |")
         lines.append(f"| {rep['arch']} | (whole export) | {rep['seconds']:.0f} | | {rep['peak_rss_gib']:.2f} | | "
-                     + "; ".join(filter(None, [rep.get("stopped"), "the largest process tree of the graph exports",
+                     + "; ".join(filter(None, [rep.get("stopped"), rep.get("note"),
+                                               "the largest process tree of the graph exports",
                                                "reproduce: " + rep.get("command", f"`{sec['command']}`")])) + " |")
     return lines
 
