@@ -5,7 +5,8 @@
 1. ``tensorrt`` when tensorrt imports and the model is on a CUDA device;
 2. ``onnxruntime`` when the model is on a CUDA device and onnxruntime has the CUDA or TensorRT provider;
 3. ``onnxruntime`` (CPU provider) when the model is on the CPU and the graphs can be had (onnxruntime imports, and
-   either ``artifacts=`` is given or onnx + onnxscript import to export them). Measured on the 2-core CPU
+   either ``artifacts=`` is given or onnx + onnxscript import to export them, for U-Nets of at most 1 GiB of weights:
+   :data:`AUTO_EXPORT_MAX_BYTES`). Measured on the 2-core CPU
    (``benchmarks/results/accel.md``): faster than eager PyTorch for h, eps and both JVPs at batch 1 and 8;
 4. ``torch`` otherwise (eager; also the only backend that returns gradients).
 
@@ -80,6 +81,12 @@ def available_backends(device: str | torch.device | None = None) -> list[Backend
     return [_status(n, dev) for n in BACKENDS]
 
 
+#: ``auto`` on a CPU exports graphs on first use only for models whose U-Net weights are at most this (ddpm-256's
+#: 455 MB: its four graphs export in under 10 minutes here; SD 1.5's 3.4 GB: about 20 minutes, and its sessions hold
+#: about 10 GiB beside the model; ``benchmarks/results/scale.md``).
+AUTO_EXPORT_MAX_BYTES = 1 << 30
+
+
 def _auto(model, artifacts) -> tuple[str, str]:
     dev = model.device
     if dev.type == "cuda":
@@ -95,6 +102,13 @@ def _auto(model, artifacts) -> tuple[str, str]:
                 return "onnxruntime", f"onnxruntime with {sorted(gpu)} (tensorrt: {trt.reason})"
         return "torch", f"model on {dev}, no GPU graph runtime (tensorrt: {trt.reason})"
     ort_status = _status("onnxruntime", dev)
+    unet = getattr(model, "unet", None)
+    weights = sum(p.numel() * p.element_size() for p in unet.parameters()) if unet is not None else 0
+    if ort_status.available and artifacts is None and weights > AUTO_EXPORT_MAX_BYTES:
+        return "torch", (f"CPU model with {weights / 2**30:.1f} GiB of U-Net weights: exporting its graphs takes tens "
+                         "of minutes on a CPU and each ONNX Runtime session holds the weights again beside the model "
+                         "(SD 1.5: about 10 GiB for the four sessions beside its 4.3); ask for backend='onnxruntime' "
+                         "(or pass exported artifacts) to use them")
     if ort_status.available and (artifacts is not None or (_has("onnx") and _has("onnxscript"))):
         return "onnxruntime", f"CPU model; {ort_status.reason}"
     return "torch", f"CPU model; onnxruntime unusable ({ort_status.reason})"

@@ -125,6 +125,18 @@ def test_auto_picks_onnxruntime_on_cpu_and_logs_it(tiny_model, exported, caplog)
     assert b.name == "onnxruntime" and "auto picked the onnxruntime backend" in caplog.text
 
 
+def test_auto_keeps_large_cpu_models_in_torch_unless_graphs_are_given(tiny_model, exported, caplog, monkeypatch):
+    """On a CPU, ``auto`` exports on first use only for U-Nets up to ``AUTO_EXPORT_MAX_BYTES`` (SD 1.5's graphs take
+    tens of minutes to export and their sessions hold the weights again); with exported artifacts it uses them."""
+    from accel import get_backend, registry
+
+    monkeypatch.setattr(registry, "AUTO_EXPORT_MAX_BYTES", 0)  # the tiny model is "large"
+    with caplog.at_level(logging.INFO, logger="accel"):
+        b = get_backend(tiny_model, "auto")
+    assert b.name == "torch" and "exporting its graphs takes tens of minutes" in caplog.text
+    assert get_backend(tiny_model, "auto", artifacts=exported, batch_sizes=(SHARED_BATCH,)).name == "onnxruntime"
+
+
 # ---- backend switching -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("n", [1, 2, 3])  # 1: padded; 2: exact; 3: two chunks, the last padded
 def test_onnxruntime_matches_torch_for_any_batch(ort_backend, torch_backend, n):
