@@ -79,7 +79,7 @@ def _env_flag(name: str) -> bool:
 
 
 #: Model dtypes the app can load (``--dtype``): the JVP's error against float64 per dtype is measured per public
-#: architecture at full size in ``benchmarks/scale.py --parts jvp`` (bfloat16 2.6 to 3.9 % relative, float32 about 2e-6).
+#: architecture at full size by ``benchmarks/scale.py --parts jvp`` (bfloat16 2.6 to 3.9 % relative, float32 ~2e-6).
 DTYPES = ("float32", "bfloat16", "float16")
 
 
