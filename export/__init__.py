@@ -9,7 +9,7 @@ Contracts are data (:mod:`export.specs`), artifacts are keyed by hashes (:mod:`e
 manifest (:mod:`export.manifest`). onnx, onnxruntime, polygraphy and tensorrt are imported only when used.
 """
 
-from .build import check_exportable, export_graphs, export_specs, model_specs
+from .build import check_exportable, check_recorded, export_graphs, export_specs, model_specs
 from .cache import CACHE_ENV, cache_root, ensure_artifact, model_cache_dir
 from .errors import ExportError, GraphUnavailable, ManifestError, ParityError
 from .fingerprint import artifact_key, code_digest, code_version, weights_hash
@@ -20,6 +20,6 @@ __all__ = [
     "CACHE_ENV", "DEFAULT_GRAPHS", "GRAPHS", "PRECISIONS", "TOLERANCES", "Artifact", "CheckResult", "ExportError",
     "GraphSpec", "GraphUnavailable", "Manifest", "ManifestError",
     "ParityError", "TensorSpec", "Tolerance", "artifact_key", "cache_root",
-    "check_exportable", "code_digest", "code_version", "ensure_artifact", "export_graphs", "export_specs",
-    "graph_spec", "model_cache_dir", "model_specs", "weights_hash",
+    "check_exportable", "check_recorded", "code_digest", "code_version", "ensure_artifact", "export_graphs",
+    "export_specs", "graph_spec", "model_cache_dir", "model_specs", "weights_hash",
 ]
