@@ -102,9 +102,10 @@ def _auto(model, artifacts) -> tuple[str, str]:
                 return "onnxruntime", f"onnxruntime with {sorted(gpu)} (tensorrt: {trt.reason})"
         return "torch", f"model on {dev}, no GPU graph runtime (tensorrt: {trt.reason})"
     ort_status = _status("onnxruntime", dev)
-    unet = getattr(model, "unet", None)
-    weights = sum(p.numel() * p.element_size() for p in unet.parameters()) if unet is not None else 0
-    if ort_status.available and artifacts is None and weights > AUTO_EXPORT_MAX_BYTES:
+    from export.onnx_export import param_bytes
+
+    weights = param_bytes(model) if ort_status.available and artifacts is None and hasattr(model, "unet") else 0
+    if weights > AUTO_EXPORT_MAX_BYTES:
         return "torch", (f"CPU model with {weights / 2**30:.1f} GiB of U-Net weights: exporting its graphs takes tens "
                          "of minutes on a CPU and each ONNX Runtime session holds the weights again beside the model "
                          "(SD 1.5: about 10 GiB for the four sessions beside its 4.3); ask for backend='onnxruntime' "

@@ -158,9 +158,10 @@ def _export_isolated(box: list, args, size):
         seconds = sum(p.seconds for p in phases.values())
         peak = max(p.peak_rss_bytes for p in phases.values())
         figures = {"seconds": round(seconds, 2), "peak_rss_bytes": peak, "stopped_in": last_phase}
-        per_phase = {f"{k}_{f}": v for ph, p in phases.items()
-                     for k, f, v in ((ph, "seconds", f"{p.seconds:.1f}"),
-                                     (ph, "peak_rss_gib", f"{p.peak_rss_bytes / 2**30:.2f}"))}
+        per_phase = {}
+        for ph, p in phases.items():
+            per_phase[f"{ph}_seconds"] = f"{p.seconds:.1f}"
+            per_phase[f"{ph}_peak_rss_gib"] = f"{p.peak_rss_bytes / 2**30:.2f}"
         with directory_lock(out):
             try:
                 manifest = Manifest.load(out)

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 EXTERNAL_DATA_BYTES = 1 << 30  # weights above this go to an external .data file (protobuf caps a file at 2 GiB)
 
 
-def _param_bytes(model) -> int:
+def param_bytes(model) -> int:
+    """Bytes of the U-Net's weights (what an exported graph carries as initializers)."""
     return sum(p.numel() * p.element_size() for p in model.unet.parameters())
 
 
@@ -39,7 +40,7 @@ def export_onnx(model, spec: GraphSpec, path: str | Path) -> list[Path]:
     data = path.with_name(path.name + ".data")
     for stale in (path, data):
         stale.unlink(missing_ok=True)
-    external = _param_bytes(model) > EXTERNAL_DATA_BYTES
+    external = param_bytes(model) > EXTERNAL_DATA_BYTES
     chatter = io.StringIO()
     # "torchvision is not installed", initializer deduplication and similar notices
     quiet = [logging.getLogger(n) for n in ("torch.onnx", "onnx_ir", "onnxscript")]
