@@ -83,7 +83,8 @@ def available_backends(device: str | torch.device | None = None) -> list[Backend
 
 #: ``auto`` on a CPU exports graphs on first use only for models whose U-Net weights are at most this (ddpm-256's
 #: 455 MB: its four graphs export in under 10 minutes here; SD 1.5's 3.4 GB: about 20 minutes, and its sessions hold
-#: about 10 GiB beside the model; ``benchmarks/results/scale.md``).
+#: an estimated 10 GiB beside the model (1.7 GiB measured for h_jvp, 3.3 for eps once made;
+#: ``benchmarks/results/scale.md``).
 AUTO_EXPORT_MAX_BYTES = 1 << 30
 
 
@@ -108,8 +109,8 @@ def _auto(model, artifacts) -> tuple[str, str]:
     if weights > AUTO_EXPORT_MAX_BYTES:
         return "torch", (f"CPU model with {weights / 2**30:.1f} GiB of U-Net weights: exporting its graphs takes tens "
                          "of minutes on a CPU and each ONNX Runtime session holds the weights again beside the model "
-                         "(SD 1.5: about 10 GiB for the four sessions beside its 4.3); ask for backend='onnxruntime' "
-                         "(or pass exported artifacts) to use them")
+                         "(SD 1.5: an estimated 10 GiB for the four sessions beside its 4.3); ask for "
+                         "backend='onnxruntime' (or pass exported artifacts) to use them")
     if ort_status.available and (artifacts is not None or (_has("onnx") and _has("onnxscript"))):
         return "onnxruntime", f"CPU model; {ort_status.reason}"
     return "torch", f"CPU model; onnxruntime unusable ({ort_status.reason})"
