@@ -176,8 +176,16 @@ def _export_isolated(box: list, args, size):
                 log.info("%s: %.1f s, peak resident memory %.2f GiB", name, seconds, peak / 2**30)
             else:
                 rec = manifest.failures.get(name)
-                reason = rec["reason"] if rec is not None and not w.killed else describe(
-                    w, max_rss_bytes=max_rss, timeout_s=args.graph_timeout)
+                if rec is not None and not w.killed:
+                    reason = rec["reason"]
+                elif last_phase == "check" and w.ok:  # the check child found no graph of this key to check
+                    nothing = [ln for ln in w.output.splitlines() if "nothing to check" in ln]
+                    reason = (f"parity check child exited after {w.seconds:.0f} s without checking it: "
+                              + (nothing[-1].split("WARNING export: ")[-1] if nothing else "no record")
+                              + " (a key that changed between the two children: were the sources or the weights "
+                              "edited during the export?)")
+                else:
+                    reason = describe(w, max_rss_bytes=max_rss, timeout_s=args.graph_timeout)
                 if last_phase == "check" and not reason.startswith("parity check"):
                     reason = "in its parity check (a child process of its own, after the export): " + reason
                 written = [f for f in (out / name, out / (name + ".data")) if f.is_file()]

@@ -316,3 +316,88 @@ def test_latent_model_exports_every_graph(tiny_latent_model, tmp_path):
 
     man = export_graphs(tiny_latent_model, tmp_path, batch_sizes=(2,), graphs=DEFAULT_GRAPHS)
     assert len(man.artifacts) == 4 and all(a.checked for a in man.artifacts.values())
+
+
+# ---- graph rewrites of the traced JVP ------------------------------------------------------------------------------
+def _trace_jvp(fn, *inputs):
+    from torch._decomp import core_aten_decompositions
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def jvp(x, v):
+        return torch.func.jvp(fn, (x,), (v,))
+
+    with torch.no_grad():
+        return make_fx(jvp, tracing_mode="real", decomposition_table=core_aten_decompositions())(*inputs)
+
+
+def _ops(gm) -> list[str]:
+    return [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+
+
+@pytest.mark.parametrize("dim", [-1, 1])
+def test_attention_jvp_rewrites_match_float64(dim):
+    """Forward AD's softmax tangent recomputes the exponentials (logsumexp_jvp): the rewrite uses the softmax the graph
+    already has. The score tangent ``dq k^T + q dk^T`` becomes one product of concatenated factors. The traced JVP
+    still equals eager float64 forward AD."""
+    from export.trace import fuse_matmul_sums, fuse_softmax_jvp
+
+    g = torch.Generator().manual_seed(0)
+    wq, wk = torch.randn(6, 6, generator=g, dtype=torch.float64), torch.randn(6, 6, generator=g, dtype=torch.float64)
+
+    def attention(x):  # (B, L, 6) -> (B, L, 6)
+        scores = (x @ wq) @ (x @ wk).transpose(-1, -2) / 6**0.5
+        return torch.softmax(scores, dim=dim) @ x
+
+    x = torch.randn(2, 40, 6, generator=g, dtype=torch.float64)  # scores (2, 40, 40): larger than their factors
+    v = torch.randn(2, 40, 6, generator=g, dtype=torch.float64)
+    gm = _trace_jvp(attention, x, v)
+    assert "aten.exp.default" in _ops(gm) and "aten.amax.default" in _ops(gm)  # the pattern is there to rewrite
+    bmm_before = _ops(gm).count("aten.bmm.default")
+    assert fuse_softmax_jvp(gm) == 1
+    # the score tangent's two products become one; the output tangent's (smaller than its factors) stay two
+    assert fuse_matmul_sums(gm) == 1
+    gm.recompile()
+    ops = _ops(gm)
+    assert "aten.exp.default" not in ops and "aten.amax.default" not in ops and ops.count("aten._softmax.default") == 1
+    assert ops.count("aten.bmm.default") == bmm_before - 1 and ops.count("aten.cat.default") == 2
+    out, tangent = gm(x, v)
+    ref_out, ref_tangent = torch.func.jvp(attention, (x,), (v,))
+    assert rel_err(out, ref_out) < 1e-14
+    assert rel_err(tangent, ref_tangent) < 1e-13
+
+
+def test_jvp_rewrites_leave_other_graphs_alone():
+    """A graph without the exact patterns (log-softmax's tangent; a softmax whose tangent is not taken; a sum of
+    products smaller than their factors) is unchanged."""
+    from export.trace import fuse_matmul_sums, fuse_softmax_jvp
+
+    x = torch.randn(3, 7, dtype=torch.float64)
+    w = torch.randn(7, 7, dtype=torch.float64)
+    for fn in (lambda z: torch.log_softmax(z, -1), lambda z: torch.softmax(z.detach(), -1) * z,
+               lambda z: (z @ w) @ z.T):  # a product's tangent whose output (3, 3) is smaller than its factors
+        gm = _trace_jvp(fn, x, torch.randn_like(x))
+        before = _ops(gm)
+        assert fuse_softmax_jvp(gm) == 0 and fuse_matmul_sums(gm) == 0
+        assert _ops(gm) == before
+
+
+def test_traced_jvp_graph_of_a_cross_attention_unet_has_no_second_softmax(tiny_latent_model):
+    """On the latent model's JVP graph (self- and cross-attention), every softmax tangent is rewritten: no
+    exponential of the scores is left, and the cleaned graph still matches eager forward AD."""
+    from export.trace import graph_function, trace_static
+
+    m = tiny_latent_model
+    s = m.sample_size
+    h_shape = tuple(m.h(torch.zeros(1, m.channels, s, s), 10).shape[1:])
+    spec = graph_spec("eps_jvp", channels=m.channels, size=(s, s), h_shape=h_shape, batch=1)
+    traced = trace_static(m, spec)
+    ops = _ops(traced.gm)
+    assert ops.count("aten._softmax.default") > 0
+    assert "aten.amax.default" not in ops
+    g = torch.Generator().manual_seed(3)
+    x, v = torch.randn(1, m.channels, s, s, generator=g), torch.randn(1, m.channels, s, s, generator=g)
+    t = torch.tensor([m.num_train_timesteps // 2])
+    with torch.no_grad():
+        got, ref = traced(x, t, v), graph_function(m, "eps_jvp")(x, t, v)
+    for a, b in zip(got, ref):
+        assert rel_err(a, b) < REL_TOL
