@@ -246,6 +246,32 @@ def export_arch(arch: str, folder: Path, out: Path, *, max_rss_gib: float, graph
     return rep
 
 
+#: The environment that gives a process's large allocations transparent huge pages: glibc's malloc then advises
+#: the kernel to back its memory maps with 2 MiB pages (when the kernel's THP mode is ``always`` or ``madvise``), so
+#: each new 512 MiB tensor of SD 1.5's attention costs 256 page faults instead of 131,072.
+HUGEPAGES_ENV = "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"
+
+
+def _hugepages_env() -> dict[str, str]:
+    name, value = HUGEPAGES_ENV.split("=", 1)
+    old = os.environ.get(name)
+    return {name: value if not old else f"{old}:{value}"}
+
+
+def _thp_mode() -> str:
+    """The kernel's transparent huge page mode (the bracketed word of its sysfs file), or "unknown"."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return "unknown"
+    found = re.search(r"\[(\w+)\]", text)
+    return found.group(1) if found else "unknown"
+
+
+def _ort_key(rep: dict) -> tuple[str, bool]:
+    return rep["arch"], bool(rep.get("hugepages"))
+
+
 def ort_worker(arch: str, folder: str, artifacts: str, reps: int, time_limit: float) -> dict:
     """ONNX Runtime beside eager PyTorch at batch 1, in this process: per graph the median seconds -> report.
 
@@ -451,15 +477,20 @@ def _ort_markdown(sec: dict, engine: str = "ort") -> list[str]:
              f"Machine: {sec['machine']}; load average (1 min) {sec['load'][0]:.1f} at start, "
              f"{sec['load_end'][0]:.1f} at end. One process per architecture runs each call on {how} and in eager "
              "PyTorch (`torch.func.jvp` for the JVPs), alternating; median seconds over the timed rounds. Target: "
-             f"eps_jvp / eps and h_jvp / h at most 3 on {label}.", "",
+             f"eps_jvp / eps and h_jvp / h at most 3 on {label}."
+             + (f" Rows marked `{HUGEPAGES_ENV}` ran their worker with that environment (`--hugepages`): glibc "
+                "backs its large allocations with transparent huge pages (the kernel's THP mode here: "
+                f"{sec.get('thp', 'unknown')}), so a new tensor costs a page fault per 2 MiB instead of per 4 KiB; "
+                "the Docker image sets it." if any(r.get("hugepages") for r in sec["reports"]) else ""), "",
              "| arch | engine | h | h_jvp | h_jvp / h | eps | eps_jvp | eps_jvp / eps | notes |",
              "|---|---|---|---|---|---|---|---|---|"]
     for rep in sec["reports"]:
+        pages = f" ({HUGEPAGES_ENV})" if rep.get("hugepages") else ""
         if "error" in rep:
-            lines.append(f"| {rep['arch']} | | | | | | | | not run: {rep['error']} |")
+            lines.append(f"| {rep['arch']} | {pages} | | | | | | | not run: {rep['error']} |")
             continue
         gr = rep["graphs"]
-        for e, row_label in ((engine, label), ("eager", "torch eager")):
+        for e, row_label in ((engine, label + pages), ("eager", "torch eager" + pages)):
             notes = [f"{rep['rounds']} timed round(s)" + (", after a warm-up round" if rep.get("warmup_rounds")
                                                           else ", no warm-up (first calls)")]
             if e == engine:
@@ -582,6 +613,9 @@ def main(argv: list[str] | None = None) -> int:
                    "export (default 900)")
     p.add_argument("--export-graphs", default=",".join(EXPORT_ORDER), help="export: the graphs to (re-)export "
                    "(default all: a fresh folder); a subset keeps the folder's other graphs and adds to the report")
+    p.add_argument("--hugepages", action="store_true", help="ort: run the worker with glibc's transparent huge "
+                   f"pages for its large allocations ({HUGEPAGES_ENV}; the kernel's THP mode must be always or "
+                   "madvise), reported as rows of their own beside the default ones")
     p.add_argument("--ort-reps", type=int, default=None, help="ort: timed rounds per call (default 5 for "
                    "cifar10-32, 2 for ddpm-256, 1 for sd15; with more than one, an untimed warm-up round first)")
     p.add_argument("--jvp-sizes", default="sd15=32", help="jvp: model-space size of the point per architecture "
@@ -656,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
         export_dir = Path(args.export_dir) if args.export_dir else Path(args.folders) / "exports"
         sec = {"command": _public_command({"command": command}), "machine": machine, "load": os.getloadavg(),
                "limits": {"max_rss_gib": args.max_rss_gib, "graph_timeout_s": args.graph_timeout,
-                          "export_limit_s": args.export_limit}}
+                          "export_limit_s": args.export_limit}, "thp": _thp_mode()}
         if "export" in parts:
             reps = {r["arch"]: r for r in old.get("export", {}).get("reports", [])}
             for arch in archs:
@@ -673,13 +707,14 @@ def main(argv: list[str] | None = None) -> int:
             data["export"] = {**sec, "load_end": os.getloadavg(),
                               "reports": [reps[a] for a in ARCH_ORDER if a in reps]}
         if "ort" in parts:
-            reps = {r["arch"]: r for r in old.get("ort", {}).get("reports", [])}
+            reps = {_ort_key(r): r for r in old.get("ort", {}).get("reports", [])}
             for arch in archs:
+                key = (arch, args.hugepages)
                 man_path = export_dir / arch / "manifest.json"
                 done = json.loads(man_path.read_text())["artifacts"] if man_path.is_file() else {}
                 if not done:
-                    reps[arch] = {"arch": arch, "error": "no graph of this architecture exported (see the export "
-                                  "rows)", "command": sec["command"]}
+                    reps[key] = {"arch": arch, "hugepages": args.hugepages, "command": sec["command"],
+                                 "error": "no graph of this architecture exported (see the export rows)"}
                     continue
                 cmd = [sys.executable, "-m", "benchmarks.scale", "--ort-worker", arch, "--folders",
                        str(Path(args.folders) / arch), "--export-dir", str(export_dir / arch), "--threads",
@@ -688,19 +723,22 @@ def main(argv: list[str] | None = None) -> int:
                     cmd += ["--ort-reps", str(args.ort_reps)]
                 from export.watch import run_watched
 
+                env = {**os.environ, **_hugepages_env()} if args.hugepages else None
                 w = run_watched(cmd, max_rss_bytes=int(args.max_rss_gib * GIB), timeout_s=args.time_limit + 600,
-                                cwd=ROOT)
+                                cwd=ROOT, env=env)
                 sys.stdout.write(w.output)
                 found = [ln for ln in w.output.splitlines() if ln.startswith("REPORT ")]
                 if found:
-                    reps[arch] = {**json.loads(found[-1][len("REPORT "):]), "peak_rss_gib": w.peak_rss_bytes / GIB,
-                                  "command": sec["command"]}
+                    reps[key] = {**json.loads(found[-1][len("REPORT "):]), "peak_rss_gib": w.peak_rss_bytes / GIB,
+                                 "command": sec["command"], "hugepages": args.hugepages}
                 else:
                     from export.watch import describe
 
-                    reps[arch] = {"arch": arch, "error": describe(w, max_rss_bytes=int(args.max_rss_gib * GIB),
-                                                                  timeout_s=args.time_limit + 600)}
-            data["ort"] = {**sec, "load_end": os.getloadavg(), "reports": [reps[a] for a in ARCH_ORDER if a in reps]}
+                    reps[key] = {"arch": arch, "hugepages": args.hugepages,
+                                 "error": describe(w, max_rss_bytes=int(args.max_rss_gib * GIB),
+                                                   timeout_s=args.time_limit + 600)}
+            data["ort"] = {**sec, "load_end": os.getloadavg(),
+                           "reports": [reps[k] for k in sorted(reps, key=lambda k: (ARCH_ORDER.index(k[0]), k[1]))]}
     if "compile" in parts:
         from export.watch import describe, run_watched
 

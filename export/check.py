@@ -129,8 +129,9 @@ def compare(model, spec: GraphSpec, runner, runner_label: str, *, precision: str
     return result
 
 
-#: Graph files (weights included) above this size get ONNX Runtime sessions without the CPU memory arena
-#: (:func:`cpu_arena_for`).
+#: Graph files (weights included) above this size get no CPU memory arena of their own (:func:`cpu_arena_for`): the
+#: parity check runs them without one, the backend on the process's shared arena
+#: (:func:`accel.ort_backend.shared_cpu_arena`).
 LEAN_SESSION_BYTES = 256 << 20
 
 
@@ -142,12 +143,13 @@ def graph_bytes(onnx_path: str | Path) -> int:
 
 
 def cpu_arena_for(nbytes: int) -> bool:
-    """Whether an ONNX Runtime CPU session of a graph of ``nbytes`` should use the CPU memory arena.
+    """Whether an ONNX Runtime CPU session of a graph of ``nbytes`` should have a CPU memory arena of its own.
 
-    The arena keeps the peak of every run for the next and grows in powers of two. Measured on SD 1.5's ``h_jvp``
-    graph (1.3 GiB of weights, batch 1, 2 threads): peak resident 10.8 GiB with the arena and 6.6 GiB without, and
-    2.3 GiB held between runs instead of 10.8, at the same speed (5.2 s a run). Small graphs keep it (many small
-    allocations a run, a few MiB held).
+    A session's arena keeps the peak of every run for the next and grows in powers of two. Measured on SD 1.5's
+    ``h_jvp`` graph (1.3 GiB of weights, batch 1, 2 threads): peak resident 10.8 GiB with it and 6.6 GiB without, and
+    2.3 GiB held between runs instead of 10.8; on ``eps_jvp``, 21.7 GiB. Small graphs keep it (many small allocations
+    a run, a few MiB held). The parity check, which frees its session before PyTorch's turn, runs large graphs
+    without an arena; the backend gives them a shared one (:func:`accel.ort_backend.shared_cpu_arena`).
     """
     return nbytes <= LEAN_SESSION_BYTES
 

@@ -399,5 +399,5 @@ def test_traced_jvp_graph_of_a_cross_attention_unet_has_no_second_softmax(tiny_l
     t = torch.tensor([m.num_train_timesteps // 2])
     with torch.no_grad():
         got, ref = traced(x, t, v), graph_function(m, "eps_jvp")(x, t, v)
-    for a, b in zip(got, ref):
+    for a, b in zip(got, ref, strict=True):
         assert rel_err(a, b) < REL_TOL

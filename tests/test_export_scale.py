@@ -13,6 +13,7 @@ import torch
 from export import ExportError, Manifest, export_specs, model_specs
 from export.fingerprint import file_sha256
 from export.watch import describe, run_watched
+from pipeline.errors import InputError
 
 
 def _rel(a, b) -> float:
@@ -246,24 +247,36 @@ def test_scale_benchmark_keeps_parts_written_meanwhile(tmp_path):
     assert out.with_suffix(".md").is_file()
 
 
-def test_large_graphs_get_sessions_without_the_cpu_arena(tiny_model, tmp_path, monkeypatch):
-    """The CPU memory arena holds each run's peak until the next: graphs over ``LEAN_SESSION_BYTES`` (weights
-    included) get sessions without it, in the backend and in the parity check; an explicit ``cpu_arena`` wins."""
+def test_large_graphs_share_one_cpu_arena_and_the_check_uses_none(tiny_model, tmp_path, monkeypatch):
+    """A session's own CPU arena grows in powers of two and holds its peak: graphs over ``LEAN_SESSION_BYTES``
+    (weights included) share the process's arena instead (grown by what is asked, no memory pattern), and the parity
+    check, which frees its session before PyTorch runs, gets none; an explicit ``cpu_arena`` wins."""
     import export.check as check_mod
-    from accel.ort_backend import OnnxRuntimeBackend
+    from accel.ort_backend import OnnxRuntimeBackend, shared_cpu_arena
 
     man = export_specs(tiny_model, tmp_path, model_specs(tiny_model, graphs=("h",)))
     path = tmp_path / "h.onnx"
     assert check_mod.graph_bytes(path) == path.stat().st_size > 0
     assert check_mod.cpu_arena_for(10 << 20) and not check_mod.cpu_arena_for(1 << 30)
     backend = OnnxRuntimeBackend(tiny_model, artifacts=tmp_path, batch_sizes=(1,), threads=1)
-    assert backend.session_options(path).enable_cpu_mem_arena  # a small graph keeps the arena
+    small = backend.session_options(path)
+    assert backend.arena_for(path) is True and small.enable_cpu_mem_arena and small.enable_mem_pattern
+    with pytest.raises(RuntimeError, match="use_env_allocators"):  # not set
+        small.get_session_config_entry("session.use_env_allocators")
     monkeypatch.setattr(check_mod, "LEAN_SESSION_BYTES", 0)  # every graph is "large"
-    assert not backend.session_options(path).enable_cpu_mem_arena
-    assert OnnxRuntimeBackend(tiny_model, artifacts=tmp_path, cpu_arena=True).session_options(path).enable_cpu_mem_arena
+    large = backend.session_options(path)
+    assert backend.arena_for(path) == "shared" and large.enable_cpu_mem_arena and not large.enable_mem_pattern
+    assert large.get_session_config_entry("session.use_env_allocators") == "1"
+    assert shared_cpu_arena()  # registered once; a second call returns the same answer
+    assert shared_cpu_arena()
+    assert not OnnxRuntimeBackend(tiny_model, artifacts=tmp_path, cpu_arena=False).session_options(
+        path).enable_cpu_mem_arena
+    with pytest.raises(InputError, match="cpu_arena"):
+        OnnxRuntimeBackend(tiny_model, artifacts=tmp_path, cpu_arena="big")
     x = torch.randn(2, tiny_model.channels, tiny_model.sample_size, tiny_model.sample_size)
     with torch.no_grad():
-        assert _rel(backend.h(x, 300), tiny_model.h(x, 300)) <= 1e-4  # runs the same without the arena
+        assert _rel(backend.h(x, 300), tiny_model.h(x, 300)) <= 1e-4  # runs the same on the shared arena
+        assert _rel(backend.h(x, 300), tiny_model.h(x, 300)) <= 1e-4  # and again, on the arena's kept memory
     assert check_mod.check_onnx(tiny_model, man.artifacts["h.onnx"].spec, path).passed
 
 
