@@ -21,7 +21,7 @@ FROM ${CUDA_IMAGE}
 
 # GLIBC_TUNABLES: glibc's malloc backs its large allocations with transparent huge pages (where the host's THP mode
 # is "always" or "madvise"): a new 512 MiB attention tensor of SD 1.5 costs 256 page faults instead of 131,072.
-# Measured on a 2-core CPU (benchmarks/results/scale.md): SD 1.5's eager eps_jvp 35.1 -> 25.3 s a call.
+# Measured on a 2-core CPU (benchmarks/results/scale.md): SD 1.5's eager eps_jvp 30.4 -> 25.9 s a call.
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
