@@ -157,7 +157,6 @@ class OnnxRuntimeBackend(GraphBackend):
 
     def session_options(self, path: str | os.PathLike | None = None):
         """The session options of the graph at ``path`` (its CPU arena: :meth:`arena_for`)."""
-
         ort = import_onnxruntime()
         so = ort.SessionOptions()
         so.graph_optimization_level = {

@@ -202,7 +202,7 @@ def _dim(node: torch.fx.Node, d) -> int | None:
         if len(d) != 1:
             return None
         d = d[0]
-    if not isinstance(val, torch.Tensor) or not isinstance(d, int):
+    if not isinstance(val, torch.Tensor) or not isinstance(d, int) or val.dim() == 0:
         return None
     return d % val.dim()
 
