@@ -26,6 +26,14 @@ Features per image (x in [0, 1], (H, W, 3)):
 | edge density         | 3    | fraction of pixels with gradient magnitude > 0.1, 0.25, 0.5       |
 | low-frequency DCT    | 27   | 2-D DCT-II (orthonormal) 3x3 lowest coefficients per channel      |
 
+3. **Denoising error.** The training objective on held-out scenes: mean squared error of the predicted noise,
+   ``E |eps_theta(sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps, t) - eps|^2``, at the timesteps ``DENOISE_TIMESTEPS`` on the
+   ``n_recon`` reconstruction scenes (noise seeded by ``seed``): how well the model knows the family it is measured
+   on, free of sampler effects. Lower is better; ``1`` is what predicting zero gives.
+
+``--family`` picks the scene family (``pipeline.scenes.FAMILIES``) of every held-out set; ``--name`` the stem of the
+written files (default ``default_model``), so one model can be measured on several families side by side.
+
 Held-out seeds used (``pipeline.scenes.HELDOUT_SEEDS``): reconstruction ``[0, n_recon)``, sample reference
 ``[10_000, 10_000 + n)``, floor set ``[20_000, 20_000 + n)`` (offsets into the split).
 """
@@ -50,7 +58,7 @@ from pipeline import load_model  # noqa: E402
 from pipeline.ddim import INVERT_METHODS, generate, invert, sample  # noqa: E402
 from pipeline.errors import InputError  # noqa: E402
 from pipeline.model import DEFAULT_MODEL_DIR  # noqa: E402
-from pipeline.scenes import HELDOUT_SEEDS, make_dataset  # noqa: E402
+from pipeline.scenes import FAMILIES, HELDOUT_SEEDS, make_dataset  # noqa: E402
 
 REF_OFFSET = 10_000  # held-out offset of the sample-quality reference set
 FLOOR_OFFSET = 20_000  # held-out offset of the floor set
@@ -58,6 +66,7 @@ BLUR_SIGMA = 0.7  # degraded copy: Gaussian blur, pixels
 NOISE_STD = 0.04  # degraded copy: Gaussian noise std on [0, 1]
 HIST_BINS = 3  # colour histogram bins per channel
 DCT_K = 3  # lowest K x K DCT coefficients per channel
+DENOISE_TIMESTEPS = (50, 200, 500, 800)  # timesteps of the held-out denoising error
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,8 @@ class BenchConfig:
     seed: int = 0  # noise seed of the samples
     threads: int | None = None  # torch CPU threads
     inversions: tuple[str, ...] = ("corrected", "explicit", "explicit+1")  # METHOD[+N]: invert(method, fixed_point)
+    family: str = "smooth"  # scene family of every held-out set (pipeline.scenes.FAMILIES)
+    name: str = "default_model"  # stem of the written files: NAME.{json,md}, NAME.samples.png, NAME.recon.png
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -192,6 +203,27 @@ def draw_samples(model, n: int, *, steps: int, batch_size: int, seed: int) -> np
     return np.concatenate(out)
 
 
+@torch.no_grad()
+def denoising_error(model, images: np.ndarray, timesteps=DENOISE_TIMESTEPS, *, batch_size: int = 64,
+                    seed: int = 0) -> dict[int, float]:
+    """Mean squared error of the predicted noise on ``images`` at each timestep (the training loss, unweighted).
+    uint8 (N, H, W, 3) -> {t: mse}. The noise is seeded (``seed`` + t), so two models see the same noisy inputs."""
+    out = {}
+    for t in timesteps:
+        gen = torch.Generator().manual_seed(int(seed) + int(t))
+        ab = float(model.alphas_cumprod[int(t)])
+        total, count = 0.0, 0
+        for i in range(0, len(images), batch_size):
+            x0 = to_tensor(images[i : i + batch_size]).to(torch.float64)
+            eps = torch.randn(x0.shape, generator=gen, dtype=torch.float64)
+            xt = (ab**0.5 * x0 + (1 - ab) ** 0.5 * eps).to(model.device, model.dtype)
+            pred = model.eps(xt, int(t)).to(torch.float64).cpu()
+            total += float(((pred - eps) ** 2).sum())
+            count += eps.numel()
+        out[int(t)] = total / count
+    return out
+
+
 def grid(images: np.ndarray, *, cols: int = 8, gap: int = 2, scale: int = 4) -> np.ndarray:
     """Tile images (N, H, W, 3) uint8 into a grid with white gaps, upscaled ``scale``x (nearest)."""
     n, h, w, _ = images.shape
@@ -207,13 +239,18 @@ def grid(images: np.ndarray, *, cols: int = 8, gap: int = 2, scale: int = 4) -> 
 # The benchmark
 # --------------------------------------------------------------------------------------------------------------------
 def run_benchmark(cfg: BenchConfig) -> dict:
-    """Run both measurements; write ``default_model.{json,md}`` and ``default_model.samples.png`` in ``cfg.out``."""
+    """Run the measurements; write ``NAME.{json,md}``, ``NAME.samples.png`` and ``NAME.recon.png`` in ``cfg.out``
+    (``NAME`` = ``cfg.name``)."""
     from PIL import Image
 
     if cfg.n_recon < 1 or cfg.n_samples < 2 or cfg.steps < 1:
         raise InputError("n_recon >= 1, n_samples >= 2 and steps >= 1 are required")
     if not cfg.inversions:
         raise InputError("at least one inversion is required")
+    if cfg.family not in FAMILIES:
+        raise InputError(f"family must be one of {', '.join(FAMILIES)}, got {cfg.family!r}")
+    if not cfg.name or Path(cfg.name).name != cfg.name:
+        raise InputError(f"name must be a plain file stem, got {cfg.name!r}")
     for spec in cfg.inversions:
         parse_inversion(spec)
     if cfg.threads:
@@ -225,12 +262,15 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     t_end = cfg.t_end if cfg.t_end is not None else model.num_train_timesteps - 1
     res: dict = {"config": asdict(cfg), "model_source": cfg.model, "size": size,
                  "parameters": sum(p.numel() for p in model.unet.parameters()), "device": str(model.device),
-                 "torch_threads": torch.get_num_threads(), "t_end": t_end}
+                 "torch_threads": torch.get_num_threads(), "t_end": t_end, "family": cfg.family}
     info = (DEFAULT_MODEL_DIR if cfg.model == "default" else Path(cfg.model)) / "train_info.json"
     if info.is_file():
         res["train_info"] = json.loads(info.read_text())
 
-    heldout = make_dataset(HELDOUT_SEEDS[: cfg.n_recon], size)
+    heldout = make_dataset(HELDOUT_SEEDS[: cfg.n_recon], size, family=cfg.family)
+    res["denoising_error"] = {str(t): v for t, v in denoising_error(model, heldout, batch_size=cfg.batch_size,
+                                                                    seed=cfg.seed).items()}
+    print("denoising error " + ", ".join(f"t={t}: {v:.4f}" for t, v in res["denoising_error"].items()), flush=True)
     res["recon_methods"], recons = {}, {}
     for spec in cfg.inversions:
         t0 = time.time()
@@ -249,8 +289,8 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     t0 = time.time()
     samples = draw_samples(model, cfg.n_samples, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed)
     t_sample = time.time() - t0
-    ref = make_dataset(HELDOUT_SEEDS[REF_OFFSET : REF_OFFSET + cfg.n_samples], size)
-    floor = make_dataset(HELDOUT_SEEDS[FLOOR_OFFSET : FLOOR_OFFSET + cfg.n_samples], size)
+    ref = make_dataset(HELDOUT_SEEDS[REF_OFFSET : REF_OFFSET + cfg.n_samples], size, family=cfg.family)
+    floor = make_dataset(HELDOUT_SEEDS[FLOOR_OFFSET : FLOOR_OFFSET + cfg.n_samples], size, family=cfg.family)
     res["sfd"] = {"n": cfg.n_samples, "samples_vs_heldout": sfd(samples, ref, ref),
                   "floor_heldout_vs_heldout": sfd(floor, ref, ref),
                   "scale_degraded_vs_heldout": sfd(degrade(floor), ref, ref),
@@ -259,11 +299,11 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     print(f"SFD samples {res['sfd']['samples_vs_heldout']:.2f}, floor {res['sfd']['floor_heldout_vs_heldout']:.2f}, "
           f"degraded {res['sfd']['scale_degraded_vs_heldout']:.2f}", flush=True)
 
-    Image.fromarray(grid(samples[:64])).save(out / "default_model.samples.png")
-    Image.fromarray(grid(np.concatenate([heldout[:32], recon[:32]]))).save(out / "default_model.recon.png")
+    Image.fromarray(grid(samples[:64])).save(out / f"{cfg.name}.samples.png")
+    Image.fromarray(grid(np.concatenate([heldout[:32], recon[:32]]))).save(out / f"{cfg.name}.recon.png")
     res["command"] = reproduce_command(cfg)
-    (out / "default_model.json").write_text(json.dumps(res, indent=1))
-    (out / "default_model.md").write_text(markdown(res))
+    (out / f"{cfg.name}.json").write_text(json.dumps(res, indent=1))
+    (out / f"{cfg.name}.md").write_text(markdown(res))
     return res
 
 
@@ -275,17 +315,24 @@ def reproduce_command(cfg: BenchConfig) -> str:
     if cfg.t_end is not None:
         args += ["--t-end", str(cfg.t_end)]
     args += ["--inversions", ",".join(cfg.inversions)]
+    if cfg.family != "smooth":
+        args += ["--family", cfg.family]
+    if cfg.name != "default_model":
+        args += ["--name", cfg.name]
     return shlex.join(args)
 
 
 def markdown(res: dict) -> str:
     """A markdown summary of a result dict."""
     r, s = res["recon"], res["sfd"]
+    family = res.get("family", "smooth")
+    den = res.get("denoising_error", {})
     return "\n".join([
-        "# Default model quality",
+        "# Model quality" + ("" if family == "smooth" else f" on the {family} scene family"),
         "",
         f"Model `{res['model_source']}` ({res['parameters']:,} parameters, {res['size']}x{res['size']}), "
-        f"DDIM {res['config']['steps']} steps, device {res['device']} ({res['torch_threads']} threads).",
+        f"DDIM {res['config']['steps']} steps, device {res['device']} ({res['torch_threads']} threads); held-out "
+        f"scenes of the `{family}` family.",
         "",
         "| metric | value |",
         "|---|---|",
@@ -297,6 +344,7 @@ def markdown(res: dict) -> str:
         f"| SFD floor: held-out vs disjoint held-out | {s['floor_heldout_vs_heldout']:.2f} |",
         f"| SFD scale: degraded disjoint held-out ({s['degradation']}) vs held-out | "
         f"{s['scale_degraded_vs_heldout']:.2f} |",
+        *[f"| denoising error (noise MSE) at t={t}, {r['n']} held-out scenes | {v:.4f} |" for t, v in den.items()],
         "",
         f"Reconstruction by inversion method ({res['config']['steps']}-step plain DDIM generation in all rows; "
         "`pipeline.ddim.invert`):",
@@ -313,8 +361,9 @@ def markdown(res: dict) -> str:
         f"Reconstruction (`{r['inversion']}`) took {r['seconds']:.0f} s, sampling {s['sampling_seconds']:.0f} s "
         "(wall clock, shared CPU).",
         "",
-        "Images: `default_model.samples.png` (the first 64 samples), `default_model.recon.png` (rows 1-4: held-out "
-        "scenes, rows 5-8: their reconstructions).",
+        f"Images: `{res['config'].get('name', 'default_model')}.samples.png` (the first 64 samples), "
+        f"`{res['config'].get('name', 'default_model')}.recon.png` (rows 1-4: held-out scenes, rows 5-8: their "
+        "reconstructions).",
         "",
         "Reproduce:",
         "",
@@ -338,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inversions", default=",".join(d.inversions),
                    help="comma-separated inversions to reconstruct with, METHOD or METHOD+N (N fixed-point "
                         f"iterations), METHOD in {', '.join(INVERT_METHODS)}; the first is the headline figure")
+    p.add_argument("--family", default=d.family, choices=FAMILIES,
+                   help="scene family of the held-out sets (default: smooth)")
+    p.add_argument("--name", default=d.name, help="stem of the written files (default: default_model)")
     a = p.parse_args(argv)
     inversions = tuple(v.strip() for v in a.inversions.split(",") if v.strip())
     try:
@@ -348,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     if not inversions:
         p.error("--inversions needs at least one entry")
     cfg = BenchConfig(model=a.model, out=a.out, n_recon=a.n_recon, n_samples=a.n_samples, steps=a.steps,
-                      t_end=a.t_end, batch_size=a.batch_size, seed=a.seed, threads=a.threads, inversions=inversions)
+                      t_end=a.t_end, batch_size=a.batch_size, seed=a.seed, threads=a.threads, inversions=inversions,
+                      family=a.family, name=a.name)
     print("reproduce with:", reproduce_command(cfg), flush=True)
     run_benchmark(cfg)
     return 0

@@ -52,6 +52,14 @@ def test_default_model_benchmark_smoke(tiny_pixel_dir, tmp_path):
     assert all(math.isfinite(v) for v in (r["sfd"]["samples_vs_heldout"], r["sfd"]["floor_heldout_vs_heldout"]))
     assert "| `explicit` | 3 + 3 |" in (tmp_path / "default_model.md").read_text()
     assert (tmp_path / "default_model.samples.png").is_file()
+    assert set(r["denoising_error"]) == {"50", "200", "500", "800"} and r["family"] == "smooth"
+    # another family under another name: its own files, the family in the command and the title
+    _run(["-m", "benchmarks.default_model", "--model", tiny_pixel_dir, "--out", str(tmp_path), "--n-recon", "2",
+          "--n-samples", "2", "--steps", "2", "--batch-size", "2", "--inversions", "explicit", "--threads", "1",
+          "--family", "textured", "--name", "tex"])
+    r = json.loads((tmp_path / "tex.json").read_text())
+    assert r["family"] == "textured" and "--family textured --name tex" in r["command"]
+    assert "textured scene family" in (tmp_path / "tex.md").read_text() and (tmp_path / "tex.recon.png").is_file()
 
 
 def test_geodesic_metrics_benchmark_smoke(tiny_pixel_dir, tmp_path):
