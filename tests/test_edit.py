@@ -132,6 +132,37 @@ def test_deterministic_by_seed(tiny_model, scene):
     assert not np.array_equal(a.image, c.image)  # fresh noise in the mask comes from the seed
 
 
+def test_removal_samples_return_the_mean_of_the_seeded_fills(tiny_model, scene):
+    kw = dict(seed=3, init_noise=1.0, iterations=2, tolerance=0.0)
+    fills = [_run_task("remove", tiny_model, scene, **{**kw, "seed": 3 + j}) for j in range(3)]
+    calls = []
+    r = _run_task("remove", tiny_model, scene, samples=3, progress=lambda d, n, desc: calls.append((d, n)), **kw)
+    mean = np.mean([f.image.astype(np.float64) for f in fills], axis=0)
+    # the mean is taken in model space; each fill here was clamped, resized and rounded to uint8 on its own
+    err = np.abs(r.image - mean)
+    assert err.max() <= 2.0 and err.mean() <= 0.5
+    assert not np.array_equal(fills[0].image, fills[1].image)  # the fills differ: the mean is not one of them
+    assert r.diagnostics["samples"] == 3 and r.loss_history.size == sum(f.loss_history.size for f in fills)
+    assert r.diagnostics["rate_evaluations_with_grad"] == sum(f.diagnostics["rate_evaluations_with_grad"]
+                                                              for f in fills)
+    _outside_unchanged(r, scene[0])
+    done = [c[0] for c in calls]
+    assert done == sorted(done) and calls[-1][0] == calls[-1][1]
+
+
+@pytest.mark.parametrize("bad", [dict(samples=2), dict(samples=0, init_noise=1.0), dict(samples=2.5, init_noise=1.0)])
+def test_removal_samples_need_fresh_noise_and_a_count(tiny_model, scene, bad):
+    with pytest.raises(InputError, match="samples"):
+        _run_task("remove", tiny_model, scene, **bad)
+
+
+def test_generative_removal_settings_are_valid_remove_overrides(tiny_model, scene):
+    cfg = E.with_overrides(None, E.GENERATIVE_REMOVAL, E.RemoveConfig)
+    assert cfg.samples > 1 and cfg.init_noise > 0
+    r = _run_task("remove", tiny_model, scene, **{**E.GENERATIVE_REMOVAL, "samples": 2, "t_edit": 100, "num_steps": 3})
+    _outside_unchanged(r, scene[0])
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_progress_reports_monotone_to_total(tiny_model, scene, task):
     calls = []

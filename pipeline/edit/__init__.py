@@ -61,6 +61,7 @@ Modules, one job each:
 
 from .configs import (
     FLUCTUATIONS,
+    GENERATIVE_REMOVAL,
     GRAD_MODES,
     REMOVE_INITS,
     REMOVE_REFERENCES,
@@ -96,7 +97,8 @@ from .results import EditResult
 from .tasks import adjust_saliency, blend, remove_object, transfer
 
 __all__ = [
-    "BlendConfig", "EditConfig", "EditResult", "FLUCTUATIONS", "GRAD_MODES", "LOG_FLOOR", "LOSS_FLOOR", "MASS_FLOOR",
+    "BlendConfig", "EditConfig", "EditResult", "FLUCTUATIONS", "GENERATIVE_REMOVAL", "GRAD_MODES", "LOG_FLOOR",
+    "LOSS_FLOOR", "MASS_FLOOR",
     "MatchOutput", "MatchPlan", "POLYAK", "REMOVE_INITS", "REMOVE_REFERENCES", "RemoveConfig", "SaliencyConfig",
     "TRANSFER_INITS", "TransferConfig", "adjust_saliency", "blend", "check_config", "check_for_model",
     "default_patch_size", "for_model", "check_image",

@@ -77,6 +77,15 @@ class RemoveConfig(EditConfig):
     init_noise: float = 0.0  # 0: keep the inverted x_{t_edit} in the mask; 1: fresh forward noise of the start
     tolerance: float = 0.2  # dead zone (log units): the harmonic fill's small curve mismatches are left alone
     relative: bool = True  # match the change r*/c along the regenerated path (see match_curves)
+    samples: int = 1  # fills from independent fresh noise (init_noise > 0) whose mean is returned (see remove_object)
+
+
+#: Settings of the generative removal (:func:`pipeline.edit.remove_object` with ``**GENERATIVE_REMOVAL``): the hole
+#: is regenerated from fresh noise at t = 300 with the known surroundings blended in at every step, and the mean of 8
+#: such fills is returned. Chosen on the TUNING split of the textured scene family
+#: (``benchmarks/results/edit_removal_study_textured.md``), where a fill must continue stripes, checks and dots; on
+#: smooth scenes the harmonic fill of the defaults is better.
+GENERATIVE_REMOVAL: dict[str, Any] = {"t_edit": 300, "num_steps": 20, "init_noise": 1.0, "samples": 8}
 
 
 @dataclass(frozen=True)
@@ -161,6 +170,9 @@ def check_config(cfg: EditConfig) -> EditConfig:
     if isinstance(cfg, RemoveConfig):
         check_int("ring_width", cfg.ring_width, 1)
         check_float("init_noise", cfg.init_noise, 0.0, 1.0)
+        check_int("samples", cfg.samples, 1, 64)
+        if cfg.samples > 1 and cfg.init_noise <= 0:
+            raise InputError(f"samples={cfg.samples} needs init_noise > 0: without fresh noise every fill is the same")
         check_choice("init", cfg.init, REMOVE_INITS)
         check_choice("reference", cfg.reference, REMOVE_REFERENCES)
     if isinstance(cfg, TransferConfig):

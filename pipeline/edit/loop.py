@@ -54,6 +54,7 @@ class MatchOutput:
     loss: np.ndarray  # (N,) curve loss per gradient iteration (before its update)
     loss_steps: np.ndarray  # (N,) timestep of each iteration
     rate_evals: int  # directions whose rates were differentiated, summed over iterations
+    round_trip: torch.Tensor | None = None  # (1, C, h, w) the plain round trip x_0^rec of the exact correction
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def _curve_loss_and_grad(model, x: torch.Tensor, t: int, k: int, sel: torch.Tens
 
 
 def match_curves(model: DiffusionOps, plan: MatchPlan, cfg: EditConfig, *, progress: ProgressFn | None = None,
-                 cancel: CancelFlag | None = None) -> MatchOutput:
+                 cancel: CancelFlag | None = None, round_trip: torch.Tensor | None = None) -> MatchOutput:
     """Generate from ``x_{t_edit}`` with curve matching at the active steps and blending outside the mask.
 
     Per step k = S..1: optimise x_{t_k} (:func:`_optimise`), then
@@ -155,12 +156,14 @@ def match_curves(model: DiffusionOps, plan: MatchPlan, cfg: EditConfig, *, progr
     spends its updates undoing it: with the identity reference (saliency factor 1) the region changed by ~30 dB
     PSNR on the tuning split, and the exact correction then counts that difference twice.
     ``progress(done, total, desc)`` after each step; ``cancel`` is checked before each iteration and step.
+    ``round_trip``: that plain round trip when a previous call on the same ``plan.start`` returned it
+    (``MatchOutput.round_trip``; several fills of one start share it), so it is not generated again.
     """
     n = plan.start.timesteps.numel() - 1
     total = n * (1 + int(cfg.exact or cfg.relative))  # progress units: one per step of each generation pass
     optimise = cfg.curve_weight > 0 and cfg.iterations > 0 and plan.directions.shape[0] > 0
     relative = cfg.relative and optimise and plan.x_init is None
-    rec = None
+    rec = None if relative else round_trip
     loop_plan = plan
     if relative:  # the plain regeneration first: it is also the exact correction's round trip
         rec, _, _, _, states = _generate(model, plan, cfg, False, None, progress, cancel, 0, total,
@@ -176,7 +179,8 @@ def match_curves(model: DiffusionOps, plan: MatchPlan, cfg: EditConfig, *, progr
             report(progress, total, total, "round-trip correction")
         x0 = x0 + (plan.start.states[0] - rec) * M.as_model_mask(plan.edit, x0)
     report(progress, total, total, "done")  # passes skipped (no second pass needed) count as done
-    return MatchOutput(x0.detach(), np.asarray(losses, np.float64), np.asarray(steps, np.int64), evals)
+    return MatchOutput(x0.detach(), np.asarray(losses, np.float64), np.asarray(steps, np.int64), evals,
+                       None if rec is None else rec.detach())
 
 
 def _relative_plan(model: DiffusionOps, plan: MatchPlan, rec: Trajectory) -> MatchPlan:

@@ -47,11 +47,12 @@ class _Progress:
 class Run:
     """Per-call context: model, config, progress, cancel flag, clock."""
 
-    def __init__(self, model: DiffusionOps, cfg: EditConfig, progress, cancel, inversions: int) -> None:
+    def __init__(self, model: DiffusionOps, cfg: EditConfig, progress, cancel, inversions: int,
+                 matches: int = 1) -> None:
         check_for_model(cfg, model)
         self.model, self.cfg, self.cancel = model, cfg, cancel
         self.clock = _Clock()
-        passes = 1 + int(cfg.exact or cfg.relative)  # generation passes of match_curves
+        passes = (1 + int(cfg.exact or cfg.relative)) * matches  # generation passes of the match_curves calls
         self.prog = _Progress(progress, inversions + passes + int(cfg.measure_curves), cfg.num_steps)
         self.gen = torch.Generator().manual_seed(int(cfg.seed))
 
@@ -82,9 +83,10 @@ class Run:
         on[0] = 0
         return on
 
-    def match(self, plan: MatchPlan) -> MatchOutput:
+    def match(self, plan: MatchPlan, round_trip: torch.Tensor | None = None) -> MatchOutput:
         out = match_curves(self.model, plan, self.cfg,
-                           progress=self.prog.stage(1 + int(self.cfg.exact or self.cfg.relative)), cancel=self.cancel)
+                           progress=self.prog.stage(1 + int(self.cfg.exact or self.cfg.relative)), cancel=self.cancel,
+                           round_trip=round_trip)
         self.clock.lap("generate")
         return out
 

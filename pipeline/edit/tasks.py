@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from ..validate import check_float
 from .configs import BlendConfig, RemoveConfig, SaliencyConfig, TransferConfig, for_model, with_overrides
 from .curves import LOG_FLOOR, geomean
 from .inputs import check_image, check_mask, to_model
-from .loop import MatchPlan
+from .loop import MatchOutput, MatchPlan
 from .regions import (
     corresponding_patches,
     harmonic_fill,
@@ -52,9 +53,17 @@ def remove_object(model: DiffusionOps, image, mask, *, config: RemoveConfig | No
     phase-free rates ask for where the fill already roughly matches cost PSNR. ``curve_weight=0`` is the ablation (the
     same loop without the curve loss; with ``exact`` it returns the start content). The result equals the input
     outside ``mask``.
+
+    ``samples > 1`` (with ``init_noise > 0``) runs the loop that many times from independent fresh noise (seeds
+    ``seed, seed + 1, ...``) and returns the mean of the fills (in model space): an estimate of the posterior mean of
+    the hole given its surroundings, the fill with the least expected squared error. One sample draws a plausible
+    texture at a random phase; the mean keeps what the samples agree on (a stripe's continuation, dots on their
+    lattice) and averages the rest to its level. :data:`~pipeline.edit.configs.GENERATIVE_REMOVAL` holds the settings
+    chosen on textured scenes. The loss history and rate evaluations of all the fills are concatenated and summed.
     """
     cfg = for_model(with_overrides(config, overrides, RemoveConfig), model)
-    run = Run(model, cfg, progress, cancel, inversions=1 + int(cfg.measure_curves and cfg.init != "invert"))
+    run = Run(model, cfg, progress, cancel, inversions=1 + int(cfg.measure_curves and cfg.init != "invert"),
+              matches=cfg.samples)
     img = check_image(image)
     mask_px = check_mask(mask, img.shape[:2])
     x0 = to_model(model, img)
@@ -94,8 +103,10 @@ def remove_object(model: DiffusionOps, image, mask, *, config: RemoveConfig | No
                      reference=reference, weights=weights[:, None].expand(-1, idx.numel()).contiguous(),
                      x_init=_mix_init(traj, region, cfg.init_noise, model, cfg.seed))
     match = run.match(plan)
+    if cfg.samples > 1:
+        match = _mean_of_fills(run, plan, match, traj, region)
     return finish("remove", run, match=match, plan=plan, idx=idx, image=img, changed=mask_px, before=before,
-                   diagnostics={"num_reference_patches": int(v_ring.shape[0])})
+                   diagnostics={"num_reference_patches": int(v_ring.shape[0]), "samples": cfg.samples})
 
 
 def transfer(model: DiffusionOps, image, target_mask, source_mask, *, reference=None,
@@ -269,6 +280,20 @@ def blend(model: DiffusionOps, background, foreground, mask, *, config: BlendCon
 # --------------------------------------------------------------------------------------------------------------------
 # Start states and references
 # --------------------------------------------------------------------------------------------------------------------
+def _mean_of_fills(run: Run, plan: MatchPlan, first: MatchOutput, traj: Trajectory,
+                   region: torch.Tensor) -> MatchOutput:
+    """``run.cfg.samples`` fills of ``plan`` (``first`` is the one from ``seed``; the others from ``seed + j``'s fresh
+    noise, sharing its round trip) -> their mean x_0, with the losses concatenated and the evaluations summed."""
+    cfg = run.cfg
+    outs = [first]
+    for j in range(1, cfg.samples):
+        x_init = _mix_init(traj, region, cfg.init_noise, run.model, cfg.seed + j)
+        outs.append(run.match(replace(plan, x_init=x_init), round_trip=first.round_trip))
+    return MatchOutput(x0=torch.stack([o.x0 for o in outs]).mean(0), loss=np.concatenate([o.loss for o in outs]),
+                       loss_steps=np.concatenate([o.loss_steps for o in outs]),
+                       rate_evals=sum(o.rate_evals for o in outs), round_trip=first.round_trip)
+
+
 def _mix_init(traj: Trajectory, region: torch.Tensor, amount: float, model, seed: int) -> torch.Tensor | None:
     """Start state at t_edit: inside ``region`` the inverted state mixed with fresh forward noise of the start image.
 
