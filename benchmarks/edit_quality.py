@@ -61,6 +61,7 @@ from pipeline import load_model  # noqa: E402
 from pipeline import masks as M  # noqa: E402
 from pipeline.errors import InputError  # noqa: E402
 from pipeline.images import tensor_to_uint8  # noqa: E402
+from pipeline.model import EMBEDDED_MODELS  # noqa: E402
 from pipeline.scenes import FAMILIES, SPLITS, make_scene, render  # noqa: E402
 
 OFFSETS = {"remove": 30_000, "saliency": 31_000, "transfer": 32_000, "blend_a": 33_000, "blend_b": 34_000}
@@ -89,6 +90,7 @@ class BenchConfig:
     seed: int = 0  # seeds of the edits and RePaint
     threads: int | None = None  # torch CPU threads
     overrides: dict = field(default_factory=dict)  # edit config overrides per task, {"remove": {...}, ...}
+    generative: bool = True  # removal also with E.GENERATIVE_REMOVAL (mean of fills from fresh noise), and its ablation
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -245,13 +247,17 @@ def _summary(rows: list[dict], keys: list[str]) -> dict:
 
 def run_removal(model, cfg: BenchConfig) -> dict:
     kw = cfg.overrides.get("remove", {})
-    rows, times = [], {"curve": [], "ablation": [], "repaint": []}
+    variants = [("curve", {}), ("ablation", {"curve_weight": 0.0})]
+    if cfg.generative:  # the generative settings, then the task's overrides
+        gen = {**E.GENERATIVE_REMOVAL, **{k: v for k, v in kw.items() if k not in E.GENERATIVE_REMOVAL}}
+        variants += [("generative, curve", gen), ("generative, ablation", {**gen, "curve_weight": 0.0})]
+    rows, times = [], {**{name: [] for name, _ in variants}, "repaint": []}
     for seed in _seeds(cfg, "remove", cfg.n_remove):
         sc = make_scene(seed, size=model.image_size, family=cfg.family)
         i = sc.num_objects - 1
         m, gt, img = sc.masks[i], sc.removed[i], sc.image
         outs = {}
-        for name, extra in (("curve", {}), ("ablation", {"curve_weight": 0.0})):
+        for name, extra in variants:
             t = _Timer()
             r = E.remove_object(model, img, m, measure_curves=False, seed=cfg.seed, **{**kw, **extra})
             times[name].append(t.done())
@@ -599,9 +605,11 @@ def _run_part(cfg: BenchConfig, task: str) -> tuple[str, dict, float]:
 
 def result_stem(cfg: BenchConfig, name: str, *, split: bool = True) -> str:
     """File stem of a result: ``name``, then ``_tuning`` for the tuning split (when ``split``), then ``_<family>``
-    for a family other than the default, so each split and family keeps its own tables."""
+    for a family other than the default, then ``_model-<name>`` for an embedded model other than the default
+    (``pipeline.model.EMBEDDED_MODELS``), so each split, family and embedded model keeps its own tables."""
     return (name + ("_tuning" if split and cfg.split != "heldout" else "")
-            + ("" if cfg.family == "smooth" else f"_{cfg.family}"))
+            + ("" if cfg.family == "smooth" else f"_{cfg.family}")
+            + (f"_model-{cfg.model}" if cfg.model in EMBEDDED_MODELS and cfg.model != "default" else ""))
 
 
 def run_benchmark(cfg: BenchConfig, *, jobs: int = 1) -> dict:
@@ -698,6 +706,8 @@ def reproduce_command(cfg: BenchConfig, *, jobs: int = 1) -> str:
             args += [flag, str(v)]
     if tuple(cfg.tasks) != TASKS:
         args += ["--tasks", ",".join(cfg.tasks)]
+    if not cfg.generative:
+        args += ["--no-generative"]
     if cfg.overrides:
         args += ["--overrides", json.dumps(cfg.overrides)]
     return shlex.join(args)
@@ -806,6 +816,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="run the parts in this many processes in parallel")
     p.add_argument("--overrides", default=None,
                    help='JSON edit-config overrides per task, e.g. {"remove": {"lr": 0.1}}')
+    p.add_argument("--generative", action=argparse.BooleanOptionalAction, default=d.generative,
+                   help="removal also with pipeline.edit.GENERATIVE_REMOVAL (the mean of fills from fresh noise) and "
+                        "its ablation (default: on)")
     p.add_argument("--study", type=int, default=0, metavar="N",
                    help="instead of the benchmark, run the saliency study on N TUNING scenes")
     p.add_argument("--remove-study", default=None, metavar="JSON",
@@ -821,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
                       n_saliency=a.n_saliency, n_adjust=a.n_adjust, n_transfer=a.n_transfer, n_blend=a.n_blend,
                       repaint_steps=a.repaint_steps, curve_timesteps=a.curve_timesteps, curve_patch=a.curve_patch,
                       curve_smooth=a.curve_smooth, statistic=a.statistic, normalize=a.normalize, t_min=a.t_min,
-                      seed=a.seed, threads=a.threads,
+                      seed=a.seed, threads=a.threads, generative=a.generative,
                       overrides=json.loads(a.overrides) if a.overrides else {})
     if a.remove_study is not None:
         if cfg.threads:

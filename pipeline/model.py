@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 #: The embedded default model, a diffusers pipeline folder inside the repository.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights"
+#: Models that ship with the project, by name -> their folder under ``DEFAULT_MODEL_DIR``: ``"default"`` (trained on
+#: the smooth scene family) and ``"textured"`` (the default fine-tuned on the smooth and textured families; its card
+#: is ``weights/textured/README.md``). :func:`load_model` takes these names before any folder of the same name.
+EMBEDDED_MODELS = {"default": ".", "textured": "textured"}
 
 #: U-Nets on which vmap over func.jvp failed once (weakly keyed), so ``auto`` point JVPs go straight to repeat.
 _VMAP_FAILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -547,6 +551,18 @@ def _load_hub(repo_id: str) -> DiffusionModel:
     return _load_folder(Path(path))
 
 
+def embedded_model_dir(name: str) -> Path:
+    """The folder of the embedded model ``name`` (a key of :data:`EMBEDDED_MODELS`); it may be missing."""
+    if name not in EMBEDDED_MODELS:
+        raise InputError(f"embedded models are {', '.join(EMBEDDED_MODELS)}; got {name!r}")
+    return (DEFAULT_MODEL_DIR / EMBEDDED_MODELS[name]).resolve()
+
+
+def embedded_models() -> list[str]:
+    """Names of the embedded models present on this machine (their folder has ``model_index.json``)."""
+    return [n for n in EMBEDDED_MODELS if (embedded_model_dir(n) / "model_index.json").is_file()]
+
+
 def load_model(
     source: str | os.PathLike = "default",
     *,
@@ -556,8 +572,10 @@ def load_model(
     """Load a diffusion model as a :class:`DiffusionModel` with JVP-safe attention, in eval mode, frozen.
 
     Args:
-        source: ``"default"`` (the embedded model in ``weights/``), a local diffusers folder (a pipeline folder with
-            ``model_index.json``, or a UNet folder with its scheduler config), or a Hugging Face hub id
+        source: ``"default"`` (the embedded model in ``weights/``), ``"textured"`` (the embedded model fine-tuned on
+            textured scenes too, ``weights/textured/``; see :data:`EMBEDDED_MODELS`), a local diffusers folder (a
+            pipeline folder with ``model_index.json``, or a UNet folder with its scheduler config), or a Hugging Face
+            hub id
             (``owner/name``; needs network unless already in the local cache).
         device: torch device; default CUDA when available, else CPU.
         dtype: ``torch.float32`` (default), ``torch.float64``, ``torch.bfloat16`` or ``torch.float16``, or one of the
@@ -584,13 +602,15 @@ def load_model(
     except (OSError, ValueError, RuntimeError) as err:  # a name too long for the file system, a NUL byte, no $HOME
         raise ModelLoadError(f"model source {src!r} is not a usable path ({type(err).__name__}: {_short(err)})") \
             from err
-    if src == "default":
-        if not (DEFAULT_MODEL_DIR / "model_index.json").is_file():
+    if src in EMBEDDED_MODELS:
+        folder = embedded_model_dir(src)
+        if not (folder / "model_index.json").is_file():
+            where = DEFAULT_MODEL_DIR.name + ("" if EMBEDDED_MODELS[src] == "." else f"/{EMBEDDED_MODELS[src]}")
             raise ModelLoadError(
-                f"the embedded default model is missing from {DEFAULT_MODEL_DIR.name}/ "
+                f"the embedded {src} model is missing from {where}/ "
                 "(train one with `python -m pipeline train`), or pass a local model folder"
             )
-        model = _load_folder(DEFAULT_MODEL_DIR)
+        model = _load_folder(folder)
     elif exists:
         folder = Path(src).expanduser()
         if not folder.is_dir():
@@ -599,8 +619,8 @@ def load_model(
     elif src.count("/") == 1 and not src.startswith((".", "/", "~")):
         model = _load_hub(src)
     else:
-        raise ModelLoadError(f"model source {src!r} is neither 'default', an existing folder, "
-                             "nor a hub id 'owner/name'")
+        raise ModelLoadError(f"model source {src!r} is neither an embedded model ({', '.join(EMBEDDED_MODELS)}), "
+                             "an existing folder, nor a hub id 'owner/name'")
     model.source = src
     n_attn = make_jvp_safe(model.unet)
     for m in (model.unet, model.vae):

@@ -24,6 +24,7 @@ from PIL import Image
 
 import app
 from pipeline.errors import Cancelled, InputError, ModelLoadError
+from pipeline.model import embedded_models
 from ui import edit_tab, geodesic_tab, lab_tab, outputs, rates_tab, widgets
 from ui.config import AppConfig
 from ui.errors import clean_message, ui_errors
@@ -354,7 +355,8 @@ def test_hosted_mode_allow_list_and_no_paths(tiny_pixel_dir, images):
     cfg = AppConfig(model=tiny_pixel_dir, hosted=True, allowed_models=("owner/name",))
     hosted = ModelManager(cfg)
     choices = cfg.model_choices()
-    assert list(choices) == ["default", "local model 1", "owner/name"]  # the local folder is offered without its path
+    embedded = ["default", *(n for n in embedded_models() if n != "default")]
+    assert list(choices) == [*embedded, "local model 1", "owner/name"]  # the local folder is offered without its path
     assert hosted.resolve("local model 1") == (tiny_pixel_dir, "local model 1")
     with pytest.raises(gr.Error, match="offers the models"):
         rates_tab.rates_event(hosted)(images["rgb.png"], 4, "mean", 500, "", "/etc", *FAST)

@@ -48,3 +48,15 @@ def test_denoising_error_is_zero_for_the_exact_noise_and_one_for_zero(tiny_model
     # the noise is seeded: the same figures again, and another seed differs
     assert denoising_error(_KnownImageEps(tiny_model, 1.0, False), images, (50,), batch_size=4) == {50: zero[50]}
     assert denoising_error(_KnownImageEps(tiny_model, 1.0, False), images, (50,), seed=1)[50] != zero[50]
+
+
+def test_edit_quality_files_are_kept_apart_by_split_family_and_embedded_model():
+    from benchmarks.edit_quality import BenchConfig, reproduce_command, result_stem
+
+    assert result_stem(BenchConfig(), "edit_quality") == "edit_quality"
+    assert result_stem(BenchConfig(split="tuning", family="textured"), "edit_quality") == "edit_quality_tuning_textured"
+    tex = BenchConfig(family="textured", model="textured")
+    assert result_stem(tex, "edit_removal_study", split=False) == "edit_removal_study_textured_model-textured"
+    assert result_stem(BenchConfig(model="some/folder"), "edit_quality") == "edit_quality"  # folders: --out decides
+    assert "--no-generative" in reproduce_command(BenchConfig(generative=False))
+    assert "generative" not in reproduce_command(BenchConfig())

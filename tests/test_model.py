@@ -72,6 +72,19 @@ def test_default_model_missing_and_present(monkeypatch, tmp_path, tiny_pixel_dir
     assert m.source == "default" and m.kind == "pixel"
 
 
+def test_embedded_textured_model_by_name(monkeypatch, tmp_path, tiny_pixel_dir):
+    monkeypatch.setattr(model_mod, "DEFAULT_MODEL_DIR", tmp_path)
+    assert model_mod.embedded_models() == []
+    with pytest.raises(ModelLoadError, match="embedded textured model is missing from .*/textured/"):
+        load_model("textured", device="cpu")
+    shutil.copytree(tiny_pixel_dir, tmp_path / "textured")
+    assert model_mod.embedded_models() == ["textured"]
+    m = load_model("textured", device="cpu")
+    assert m.source == "textured" and m.kind == "pixel"
+    with pytest.raises(InputError, match="embedded models are default, textured"):
+        model_mod.embedded_model_dir("other")
+
+
 def test_hub_id_offline_gives_advice(monkeypatch, tmp_path):
     import huggingface_hub.constants as hf_constants
 
@@ -93,7 +106,7 @@ def test_folders_that_are_not_models_are_rejected(tiny_pixel_dir, tmp_path):
     empty.mkdir()
     with pytest.raises(ModelLoadError, match="not a diffusers model folder"):
         load_model(empty, device="cpu")
-    with pytest.raises(ModelLoadError, match="neither 'default', an existing folder"):
+    with pytest.raises(ModelLoadError, match="neither an embedded model .default, textured., an existing folder"):
         load_model("./no/such/folder", device="cpu")
     with pytest.raises(InputError, match="dtype must be one of"):
         load_model(tiny_pixel_dir, dtype="half")

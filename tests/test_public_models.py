@@ -9,26 +9,29 @@ import pytest
 
 from benchmarks.reference import SMALL_DIVISOR, build_reference, small_sample_size
 from pipeline.errors import InputError
+from pipeline.model import embedded_models
 from ui.config import PUBLIC_MODELS, AppConfig
 from ui.models import ModelManager
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The embedded models the dropdown lists first ("default" always: it says what is missing when chosen without one).
+EMBEDDED = ["default", *(n for n in embedded_models() if n != "default")]
 
 
 def test_model_list_offers_the_public_checkpoints(monkeypatch):
     assert PUBLIC_MODELS == ("google/ddpm-cifar10-32", "google/ddpm-ema-celebahq-256",
                              "stable-diffusion-v1-5/stable-diffusion-v1-5")
-    assert list(AppConfig().model_choices()) == ["default", *PUBLIC_MODELS]
-    assert list(AppConfig(hosted=True).model_choices()) == ["default"], "hosted: nothing unless allowed"
-    assert list(AppConfig(hosted=True, allowed_models=("public",)).model_choices()) == ["default", *PUBLIC_MODELS]
+    assert list(AppConfig().model_choices()) == [*EMBEDDED, *PUBLIC_MODELS]
+    assert list(AppConfig(hosted=True).model_choices()) == EMBEDDED, "hosted: nothing unless allowed"
+    assert list(AppConfig(hosted=True, allowed_models=("public",)).model_choices()) == [*EMBEDDED, *PUBLIC_MODELS]
     one = AppConfig(hosted=True, allowed_models=("google/ddpm-cifar10-32",))
-    assert list(one.model_choices()) == ["default", "google/ddpm-cifar10-32"]
+    assert list(one.model_choices()) == [*EMBEDDED, "google/ddpm-cifar10-32"]
     manager = ModelManager(one)
     assert manager.resolve("google/ddpm-cifar10-32") == ("google/ddpm-cifar10-32", "google/ddpm-cifar10-32")
     with pytest.raises(InputError, match="offers the models"):
         manager.resolve("stable-diffusion-v1-5/stable-diffusion-v1-5")
     monkeypatch.setenv("DIFFGEO_ALLOWED_MODELS", "public")
-    assert list(AppConfig.from_env(hosted=True).model_choices()) == ["default", *PUBLIC_MODELS]
+    assert list(AppConfig.from_env(hosted=True).model_choices()) == [*EMBEDDED, *PUBLIC_MODELS]
 
 
 def test_hosted_app_loads_an_allowed_hub_id_offline(tmp_path):

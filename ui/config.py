@@ -132,15 +132,18 @@ class AppConfig:
         return replace(base, steps=steps, time_limit_s=limit)
 
     def model_choices(self) -> dict[str, str]:
-        """Names shown in the model dropdown -> model sources: "default", the selected model, the allowed ones
-        (``public`` stands for :data:`PUBLIC_MODELS`), and in normal mode the public checkpoints. Hosted mode offers
-        nothing else and names local folders without their path."""
-        choices = {"default": "default"}
+        """Names shown in the model dropdown -> model sources: "default", the other embedded models present
+        (``pipeline.model.embedded_models``: "textured"), the selected model, the allowed ones (``public`` stands
+        for :data:`PUBLIC_MODELS`), and in normal mode the public checkpoints. Hosted mode offers nothing else and
+        names local folders without their path."""
+        from pipeline.model import embedded_models
+
+        choices = {"default": "default"} | {n: n for n in embedded_models()}
         allowed = [m for a in self.allowed_models for m in (PUBLIC_MODELS if a == "public" else (a,))]
         if not self.hosted:
             allowed += PUBLIC_MODELS
-        extra = [self.model] if self.model != "default" else []
-        extra += [m for m in allowed if m not in extra and m != "default"]
+        extra = [self.model] if self.model not in choices else []
+        extra += [m for m in allowed if m not in extra and m not in choices]
         for i, src in enumerate(extra, 1):
             hosted_local = self.hosted and (os.sep in src or src.startswith(".")) and Path(src).expanduser().exists()
             choices[f"local model {i}" if hosted_local else src] = src
