@@ -57,7 +57,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from pipeline import load_model  # noqa: E402
 from pipeline.ddim import INVERT_METHODS, generate, invert, sample  # noqa: E402
 from pipeline.errors import InputError  # noqa: E402
-from pipeline.model import DEFAULT_MODEL_DIR  # noqa: E402
+from pipeline.model import EMBEDDED_MODELS, embedded_model_dir  # noqa: E402
 from pipeline.scenes import FAMILIES, HELDOUT_SEEDS, make_dataset  # noqa: E402
 
 REF_OFFSET = 10_000  # held-out offset of the sample-quality reference set
@@ -263,7 +263,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     res: dict = {"config": asdict(cfg), "model_source": cfg.model, "size": size,
                  "parameters": sum(p.numel() for p in model.unet.parameters()), "device": str(model.device),
                  "torch_threads": torch.get_num_threads(), "t_end": t_end, "family": cfg.family}
-    info = (DEFAULT_MODEL_DIR if cfg.model == "default" else Path(cfg.model)) / "train_info.json"
+    info = (embedded_model_dir(cfg.model) if cfg.model in EMBEDDED_MODELS else Path(cfg.model)) / "train_info.json"
     if info.is_file():
         res["train_info"] = json.loads(info.read_text())
 

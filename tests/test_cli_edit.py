@@ -109,3 +109,9 @@ def test_new_loop_flags_reach_the_config(tiny_pixel_dir, files):
     _check_out(out, img, mask)
     assert main(["saliency", *base, "--factor", "2", "--t-b", "10", "--fluctuation", "own"]) == 0
     assert json.loads(rep.read_text())["config"]["fluctuation"] == "own"
+    # --generative starts from GENERATIVE_REMOVAL; explicit flags (FAST's --t-edit and --num-steps, --samples) win
+    assert main(["remove", *base, "--generative", "--samples", "2"]) == 0
+    report = json.loads(rep.read_text())
+    assert report["config"]["init_noise"] == 1.0 and report["config"]["samples"] == 2
+    assert report["config"]["t_edit"] == 100 and report["diagnostics"]["samples"] == 2
+    _check_out(out, img, mask)

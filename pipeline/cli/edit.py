@@ -37,6 +37,7 @@ _TASK = {
         ("--init", "init", str, "start content of the mask: invert, harmonic, mean"),
         ("--reference", "reference", str, "reference curve: shape, level (the ring's) or harmonic (neighbours')"),
         ("--init-noise", "init_noise", float, "0: keep the inverted noise in the mask; 1: fresh noise"),
+        ("--samples", "samples", int, "fills from fresh noise (--init-noise > 0) whose mean is returned"),
     ),
     "transfer": (
         ("--init", "init", str, "start content of the target: invert or paste (source warped onto the target)"),
@@ -69,7 +70,8 @@ def _add_common(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--image", required=True, help=image_help)
     p.add_argument("--mask", required=True, help=mask_help)
     p.add_argument("--out", required=True, help="output image file (PNG recommended)")
-    p.add_argument("--model", default="default", help="model: 'default', a diffusers folder, or a hub id")
+    p.add_argument("--model", default="default",
+                   help="model: 'default', 'textured' (knows textures too), a diffusers folder, or a hub id")
     p.add_argument("--device", default=None, help="torch device (default: CUDA when available, else CPU)")
     p.add_argument("--report", default=None, help="also write a JSON report (curves, loss, timing) to this file")
     p.add_argument("--window", type=int, nargs=2, metavar=("T_MIN", "T_MAX"), default=None,
@@ -96,6 +98,10 @@ def add_parser(sub) -> None:
             p.add_argument("--factor", type=float, required=True, help="fluctuation scale: > 1 more salient, < 1 less")
         elif task == "blend":
             p.add_argument("--foreground", required=True, help="image file holding the object")
+        else:
+            p.add_argument("--generative", action="store_true",
+                           help="start from pipeline.edit.GENERATIVE_REMOVAL (the mean of 8 fills from fresh noise at "
+                                "t=300: for textured backgrounds, with --model textured); other flags override it")
         p.set_defaults(run=run, task=task)
 
 
@@ -138,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
 
     image = load_image(args.image, name="--image")
     mask = _load_mask(args.mask, "--mask")
-    kw = _overrides(args)
+    kw = {**(edit.GENERATIVE_REMOVAL if getattr(args, "generative", False) else {}), **_overrides(args)}
     model = load_model(args.model, device=args.device)
     if args.task == "remove":
         result = edit.remove_object(model, image, mask, **kw)
