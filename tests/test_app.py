@@ -971,7 +971,8 @@ def test_model_source_errors(ev, images, tmp_path, tiny_pixel_dir):
         with pytest.raises(gr.Error) as excinfo:
             hosted(images["rgb.png"], 4, "mean", 500, "", source, *FAST)
         msg = error_message(excinfo)
-        assert "this demo offers the models default, local model 1" in msg, msg
+        offered = ", ".join(["default", *(n for n in embedded_models() if n != "default"), "local model 1"])
+        assert f"this demo offers the models {offered}" in msg, msg
         messages.add(msg.split(";")[0])
         assert tiny_pixel_dir not in msg
     assert len(messages) == 1
