@@ -248,8 +248,8 @@ def _summary(rows: list[dict], keys: list[str]) -> dict:
 def run_removal(model, cfg: BenchConfig) -> dict:
     kw = cfg.overrides.get("remove", {})
     variants = [("curve", {}), ("ablation", {"curve_weight": 0.0})]
-    if cfg.generative:  # the generative settings, then the task's overrides
-        gen = {**E.GENERATIVE_REMOVAL, **{k: v for k, v in kw.items() if k not in E.GENERATIVE_REMOVAL}}
+    if cfg.generative:  # the task's overrides, with the generative settings over them
+        gen = {**kw, **E.GENERATIVE_REMOVAL}
         variants += [("generative, curve", gen), ("generative, ablation", {**gen, "curve_weight": 0.0})]
     rows, times = [], {**{name: [] for name, _ in variants}, "repaint": []}
     for seed in _seeds(cfg, "remove", cfg.n_remove):

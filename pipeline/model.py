@@ -605,9 +605,8 @@ def load_model(
     if src in EMBEDDED_MODELS:
         folder = embedded_model_dir(src)
         if not (folder / "model_index.json").is_file():
-            where = DEFAULT_MODEL_DIR.name + ("" if EMBEDDED_MODELS[src] == "." else f"/{EMBEDDED_MODELS[src]}")
             raise ModelLoadError(
-                f"the embedded {src} model is missing from {where}/ "
+                f"the embedded {src} model is missing from {Path(DEFAULT_MODEL_DIR.name, EMBEDDED_MODELS[src])}/ "
                 "(train one with `python -m pipeline train`), or pass a local model folder"
             )
         model = _load_folder(folder)

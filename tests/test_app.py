@@ -38,6 +38,8 @@ SIZE = 32  # test images are 32 x 32 (the tiny model works at 16 x 16: the app r
 FAST = ("torch", 2, 0)
 # Edits: t_edit, gradient steps per timestep, measure curves.
 EDIT_FAST = (100, 1, False)
+#: The models the app lists first: "default", then the other embedded models present (pipeline.model.embedded_models).
+EMBEDDED = ["default", *(n for n in embedded_models() if n != "default")]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -355,8 +357,7 @@ def test_hosted_mode_allow_list_and_no_paths(tiny_pixel_dir, images):
     cfg = AppConfig(model=tiny_pixel_dir, hosted=True, allowed_models=("owner/name",))
     hosted = ModelManager(cfg)
     choices = cfg.model_choices()
-    embedded = ["default", *(n for n in embedded_models() if n != "default")]
-    assert list(choices) == [*embedded, "local model 1", "owner/name"]  # the local folder is offered without its path
+    assert list(choices) == [*EMBEDDED, "local model 1", "owner/name"]  # the local folder is offered without its path
     assert hosted.resolve("local model 1") == (tiny_pixel_dir, "local model 1")
     with pytest.raises(gr.Error, match="offers the models"):
         rates_tab.rates_event(hosted)(images["rgb.png"], 4, "mean", 500, "", "/etc", *FAST)
@@ -971,7 +972,7 @@ def test_model_source_errors(ev, images, tmp_path, tiny_pixel_dir):
         with pytest.raises(gr.Error) as excinfo:
             hosted(images["rgb.png"], 4, "mean", 500, "", source, *FAST)
         msg = error_message(excinfo)
-        offered = ", ".join(["default", *(n for n in embedded_models() if n != "default"), "local model 1"])
+        offered = ", ".join([*EMBEDDED, "local model 1"])
         assert f"this demo offers the models {offered}" in msg, msg
         messages.add(msg.split(";")[0])
         assert tiny_pixel_dir not in msg

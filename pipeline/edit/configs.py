@@ -12,7 +12,9 @@ ablation on the tuning scenes. Transfer and blending keep ``relative=False`` (th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from types import MappingProxyType
 from typing import Any
 
 from ..ddim import INVERT_METHODS
@@ -82,10 +84,12 @@ class RemoveConfig(EditConfig):
 
 #: Settings of the generative removal (:func:`pipeline.edit.remove_object` with ``**GENERATIVE_REMOVAL``): the hole
 #: is regenerated from fresh noise at t = 300 with the known surroundings blended in at every step, and the mean of 8
-#: such fills is returned. Chosen on the TUNING split of the textured scene family
-#: (``benchmarks/results/edit_removal_study_textured.md``), where a fill must continue stripes, checks and dots; on
-#: smooth scenes the harmonic fill of the defaults is better.
-GENERATIVE_REMOVAL: dict[str, Any] = {"t_edit": 300, "num_steps": 20, "init_noise": 1.0, "samples": 8}
+#: such fills is returned. Chosen on the TUNING split of the textured scene family with the ``textured`` model
+#: (``benchmarks/results/edit_removal_study_textured_model-textured.md``), where a fill must continue stripes, checks
+#: and dots; on smooth scenes the harmonic fill of the defaults is better. Read-only: merge it, ``{**GENERATIVE_REMOVAL,
+#: ...}``.
+GENERATIVE_REMOVAL: Mapping[str, Any] = MappingProxyType({"t_edit": 300, "num_steps": 20, "init_noise": 1.0,
+                                                          "samples": 8})
 
 
 @dataclass(frozen=True)
