@@ -81,7 +81,8 @@ def calls(models: ModelManager, cfg: AppConfig, files: tuple[str, str, str, str]
         return (c.t_edit, c.iterations, True)
 
     return {
-        "remove": lambda: edit_tab.remove_event(models)(editor(img, m), *opts(edit.RemoveConfig()), *settings),
+        "remove": lambda: edit_tab.remove_event(models)(editor(img, m), "smooth", *opts(edit.RemoveConfig()),
+                                                        *settings),
         "transfer": lambda: edit_tab.transfer_event(models)(editor(img, m), editor(img2, m2),
                                                             *opts(edit.TransferConfig()), *settings),
         "saliency": lambda: edit_tab.saliency_event(models)(editor(img, m), 2.0, *opts(edit.SaliencyConfig()),

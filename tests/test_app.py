@@ -186,7 +186,7 @@ def test_api_parameters_keep_their_names():
     settings = ["model", "backend", "steps", "seed"]
     edit = ["t_edit", "iterations", "measure", *settings]
     assert names("/rates") == ["image", "grid", "statistic", "timestep", "points", *settings]
-    assert names("/remove") == ["editor", *edit]
+    assert names("/remove") == ["editor", "fill", *edit]
     assert names("/transfer") == ["target", "source", *edit]
     assert names("/saliency") == ["editor", "factor", *edit]
     assert names("/blend") == ["background", "foreground", *edit]
@@ -296,7 +296,7 @@ def test_bad_masks_give_clear_errors(ev, value, words):
         "wrong-size": {**editor(img), "layers": [np.zeros((8, 8, 4), np.uint8) + 255]},
     }
     with pytest.raises(gr.Error) as excinfo:
-        ev.remove(values[value], *EDIT_FAST, "unused-model", *FAST)
+        ev.remove(values[value], "smooth", *EDIT_FAST, "unused-model", *FAST)
     assert words in error_message(excinfo)
 
 
@@ -310,7 +310,7 @@ def test_bad_settings_give_clear_errors(ev, images, tiny_pixel_dir):
     with pytest.raises(gr.Error, match="statistic must be one of"):
         ev.rates(images["rgb.png"], 4, "median", 500, "", tiny_pixel_dir, *FAST)
     with pytest.raises(gr.Error, match=r"edit depth t_edit must be a whole number in \[50, 900\]"):
-        ev.remove(editor(scene(), square_mask()), 0, 1, False, tiny_pixel_dir, *FAST)
+        ev.remove(editor(scene(), square_mask()), "smooth", 0, 1, False, tiny_pixel_dir, *FAST)
 
 
 def test_requests_are_built_and_checked_in_one_place(images):
@@ -517,7 +517,7 @@ def test_a_loss_that_says_nothing_hides_its_plot(ev, tiny_pixel_dir):
     """No gradient steps (or a loss that stays flat): the loss plot is hidden and the status says why, instead of
     an empty or flat panel beside a result that changed."""
     img, mask = scene(), square_mask()
-    out = ev.remove(editor(img, mask), 100, 0, False, tiny_pixel_dir, *FAST)
+    out = ev.remove(editor(img, mask), "smooth", 100, 0, False, tiny_pixel_dir, *FAST)
     check_edit(out, img, mask, "removed")
     assert out[3] == {"__type__": "update", "value": None, "visible": False}
     assert "not optimised (gradient steps per timestep is 0)" in out[4]
@@ -527,11 +527,38 @@ def test_a_loss_that_says_nothing_hides_its_plot(ev, tiny_pixel_dir):
 
 def test_remove_tab(ev, tiny_pixel_dir):
     img, mask = scene(), square_mask()
-    out = ev.remove(editor(img, mask), *EDIT_FAST, tiny_pixel_dir, *FAST)
+    out = ev.remove(editor(img, mask), "smooth", *EDIT_FAST, tiny_pixel_dir, *FAST)
     result = check_edit(out, img, mask, "removed")
     np.testing.assert_array_equal(result[~mask], img[~mask])  # untouched outside the mask
     assert (result[mask] != img[mask]).any()  # changed inside
     assert f"{int(mask.sum())} px" in out[4]
+
+
+def test_remove_tab_generative_fill(ev, tiny_pixel_dir):
+    """The generative fill: the library's removal with GENERATIVE_REMOVAL's fresh noise and number of fills, at the
+    slider's depth and the DDIM steps of its tuned step size; the status says how many fills were averaged."""
+    from pipeline import edit, load_model
+
+    img, mask = scene(), square_mask()
+    opts, settings = (300, 1, False), ("torch", 4, 0)  # where the two fills' tuned step sizes give different steps
+    out = ev.remove(editor(img, mask), "generative", *opts, tiny_pixel_dir, *settings)
+    result = check_edit(out, img, mask, "removed")
+    samples = edit.GENERATIVE_REMOVAL["samples"]
+    assert f"{samples} generative fills averaged" in out[4]
+    tuned = edit.RemoveConfig(**edit.GENERATIVE_REMOVAL)
+    steps = edit_tab.edit_steps(tuned, 300, 4)
+    assert steps != edit_tab.edit_steps(edit.RemoveConfig(), 300, 4)
+    lib = edit.remove_object(load_model(tiny_pixel_dir), img, mask, t_edit=300, iterations=1, measure_curves=False,
+                             num_steps=steps, seed=0, init_noise=1.0, samples=samples)
+    assert lib.diagnostics["samples"] == samples
+    assert np.abs(result.astype(int) - lib.image.astype(int)).max() <= 1
+    smooth = check_edit(ev.remove(editor(img, mask), "smooth", *opts, tiny_pixel_dir, *settings), img, mask,
+                        "removed")
+    assert (smooth != result).any()
+    assert edit_tab.remove_fill_depth("generative") == edit.GENERATIVE_REMOVAL["t_edit"]
+    assert edit_tab.remove_fill_depth("smooth") == edit.RemoveConfig().t_edit
+    with pytest.raises(gr.Error, match="fill must be one of smooth, generative"):
+        ev.remove(editor(img, mask), "noisy", *EDIT_FAST, tiny_pixel_dir, *FAST)
 
 
 def test_transfer_tab(ev, tiny_pixel_dir):
@@ -725,7 +752,7 @@ def _valid_args(images) -> dict[str, tuple]:
     model = ("unused-model", *FAST)
     return {
         "rates": (images["rgb.png"], 4, "mean", 500, "", *model),
-        "remove": (editor(scene(), square_mask()), *EDIT_FAST, *model),
+        "remove": (editor(scene(), square_mask()), "smooth", *EDIT_FAST, *model),
         "saliency": (editor(scene(), square_mask()), 2.0, *EDIT_FAST, *model),
         "geodesic": (images["rgb.png"], images["other.png"], 3, 100, 100.0, 0.5, 3, *model),
         "lab": ("sphere", 200, 0.15, 90, 0, 7, 30),
@@ -735,7 +762,7 @@ def _valid_args(images) -> dict[str, tuple]:
 #: (event, argument index, the name the message must contain); None values are allowed where they mean a default.
 NUMBER_FIELDS = [
     ("rates", 1, "patch grid"), ("rates", 3, "rate-map timestep t"), ("rates", 7, "steps"), ("rates", 8, "seed"),
-    ("remove", 1, "edit depth t_edit"), ("remove", 2, "gradient steps per timestep"),
+    ("remove", 2, "edit depth t_edit"), ("remove", 3, "gradient steps per timestep"),
     ("saliency", 1, "saliency factor"),
     ("geodesic", 2, "path points"), ("geodesic", 3, "noise level t*"), ("geodesic", 4, "lambda"),
     ("geodesic", 5, "extrapolation beyond b"), ("geodesic", 6, "solver iterations"),
@@ -846,7 +873,7 @@ def test_hosted_limits_are_enforced_and_shown(tiny_pixel_dir, images):
     with pytest.raises(gr.Error, match=r"path points must be a whole number in \[3, 11\]"):
         geodesic(images["rgb.png"], images["other.png"], 17, 100, 100.0, 0.5, 3, "local model 1", *FAST)
     with pytest.raises(gr.Error, match=r"gradient steps per timestep must be a whole number in \[0, 5\]"):
-        edit_tab.remove_event(hosted)(editor(scene(), square_mask()), 100, 10, False, "local model 1", *FAST)
+        edit_tab.remove_event(hosted)(editor(scene(), square_mask()), "smooth", 100, 10, False, "local model 1", *FAST)
     # the page shows the limits: the sliders' ranges, the backend choices and an info line
     demo = app.build_demo(cfg)
     by_label = {b.label: b for b in demo.blocks.values() if getattr(b, "label", None)}
@@ -1046,7 +1073,7 @@ def test_bfloat16_models(tiny_pixel_dir, images, monkeypatch):
 
     models = ModelManager(AppConfig(dtype="bfloat16"))
     img, mask = scene(), square_mask()
-    out = edit_tab.remove_event(models)(editor(img, mask), *EDIT_FAST, tiny_pixel_dir, *FAST)
+    out = edit_tab.remove_event(models)(editor(img, mask), "smooth", *EDIT_FAST, tiny_pixel_dir, *FAST)
     check_edit(out, img, mask, "removed")
     assert "(bfloat16)" in out[4]
     assert models.model(tiny_pixel_dir).dtype == torch.bfloat16

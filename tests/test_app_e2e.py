@@ -225,7 +225,7 @@ def test_rates(client, files, tiny_pixel_dir):
 
 def test_remove_changes_only_the_mask(client, files, tiny_pixel_dir):
     result, strip, curves, losses, status, downloads, details = client.predict(
-        editor_value(files["a"], files["mask"]), *EDIT_FAST, tiny_pixel_dir, *FAST, api_name="/remove")
+        editor_value(files["a"], files["mask"]), "smooth", *EDIT_FAST, tiny_pixel_dir, *FAST, api_name="/remove")
     before = np.asarray(Image.open(files["a"]).convert("RGB"))
     after = np.asarray(Image.open(result).convert("RGB"))
     mask = np.asarray(Image.open(files["mask"]))[..., 3] > 0
@@ -266,7 +266,7 @@ def test_bad_input_is_a_clear_error(client, files, tiny_pixel_dir):
     with pytest.raises(AppError, match="not a readable image file"):
         client.predict(handle_file(files["text"]), 4, "mean", 500, "", tiny_pixel_dir, *FAST, api_name="/rates")
     with pytest.raises(AppError, match="empty"):
-        client.predict(editor_value(files["a"], None), *EDIT_FAST, tiny_pixel_dir, *FAST, api_name="/remove")
+        client.predict(editor_value(files["a"], None), "smooth", *EDIT_FAST, tiny_pixel_dir, *FAST, api_name="/remove")
 
 
 def test_upload_size_limit(client, tmp_path, tiny_pixel_dir):
@@ -330,7 +330,7 @@ def test_soak_100_requests(server, files, tiny_pixel_dir):
                 return "named" if "not a readable image file" in str(err) else f"unnamed: {err}"
             return "no error"
         if i % 3 == 0:
-            out = c.predict(editor_value(files["a"], files["mask"]), *EDIT_FAST, tiny_pixel_dir, *FAST,
+            out = c.predict(editor_value(files["a"], files["mask"]), "smooth", *EDIT_FAST, tiny_pixel_dir, *FAST,
                             api_name="/remove")
             return "ok" if "mask: 100 px" in out[4] else f"bad: {out[4]}"
         if i % 3 == 1:

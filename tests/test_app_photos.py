@@ -77,10 +77,10 @@ def test_large_photo_upload_edit_and_full_size_composite(ev, big, tiny_pixel_dir
     small = photo((300, 400))
     small_mask = box_mask(small.shape[:2])
     t0 = time.perf_counter()
-    ev.remove(editor(small, small_mask), *EDIT_FAST, tiny_pixel_dir, *FAST)
+    ev.remove(editor(small, small_mask), "smooth", *EDIT_FAST, tiny_pixel_dir, *FAST)
     t_small = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = ev.remove(editor(work, mask), *EDIT_FAST, tiny_pixel_dir, *FAST, original)
+    out = ev.remove(editor(work, mask), "smooth", *EDIT_FAST, tiny_pixel_dir, *FAST, original)
     t_big = time.perf_counter() - t0
     print(f"\nremove, tiny model: 4000x3000 photo {t_big:.1f} s, 400x300 photo {t_small:.1f} s")
     assert t_big < t_small + 15, (t_big, t_small)
@@ -106,7 +106,7 @@ def test_large_photo_from_an_api_client_keeps_its_exact_mask(ev, big, tiny_pixel
     mask = np.zeros(BIG, bool)
     yy, xx = np.ogrid[: BIG[0], : BIG[1]]
     mask[(yy - 1200) ** 2 + (xx - 2100) ** 2 < 400**2] = True  # a disk, not aligned with the working grid
-    out = ev.remove(editor(big, mask), *EDIT_FAST, tiny_pixel_dir, *FAST)
+    out = ev.remove(editor(big, mask), "smooth", *EDIT_FAST, tiny_pixel_dir, *FAST)
     result = picture(out[0])
     assert result.shape == big.shape
     np.testing.assert_array_equal(result[~mask], big[~mask])

@@ -89,6 +89,14 @@ def test_paint_mask_and_remove_object(browser, page_url, tmp_path):
     page.get_by_role("radio", name="torch", exact=True).check()  # "auto" would export ONNX graphs first
     set_number(page, "Steps", 2)
     page.get_by_role("tab", name="Remove object").click()
+    # choosing a fill sets the depth it was tuned at (in the browser), then the test's shallow depth
+    depth = page.get_by_label("number input for Remove object: edit depth (t_edit)", exact=True)
+    for name, value in (("Generative", 300), ("Smooth", 200)):
+        page.locator("#remove-fill").get_by_role("radio", name=re.compile(f"^{name}:")).check()
+        deadline = time.monotonic() + 10
+        while depth.input_value() != str(value) and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+        assert depth.input_value() == str(value), (name, depth.input_value())
     set_number(page, "Remove object: edit depth (t_edit)", 100)
     page.locator("#remove-advanced").get_by_text("Advanced", exact=True).click()
     set_number(page, "Remove object: gradient steps per timestep", 1)

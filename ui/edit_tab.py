@@ -18,7 +18,7 @@ from pipeline.images import resize_uint8
 from ui.config import LOCAL_LIMITS, Limits
 from ui.describe import edit_details, edit_summary
 from ui.errors import ui_errors
-from ui.inputs import Settings, flag, number, read_editor, read_image, whole_number
+from ui.inputs import Settings, choice, flag, number, read_editor, read_image, whole_number
 from ui.models import ModelManager, Run
 from ui.outputs import as_array, image_file, output_dir, plot_or_hidden
 from ui.photos import (
@@ -49,6 +49,10 @@ from ui.widgets import (
 EDIT_DEPTH_RANGE = (50, 900)
 #: Range of the saliency factor slider.
 FACTOR_RANGE = (0.1, 4.0)
+#: The removal tab's fills: "smooth", the tuned curve-matching removal from the harmonic fill of the surroundings
+#: (best on smooth backgrounds); "generative", :data:`pipeline.edit.GENERATIVE_REMOVAL`'s mean of fills regenerated
+#: from fresh noise (best where the hole must continue a texture: stripes, checks, dots).
+REMOVE_FILLS = ("smooth", "generative")
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ class RemoveRequest:
     photo: Photo
     options: EditOptions
     settings: Settings
+    fill: str = "smooth"  # one of REMOVE_FILLS
 
     @property
     def image(self) -> np.ndarray:
@@ -102,18 +107,33 @@ class RemoveRequest:
         return self.photo.work
 
     @property
+    def tuned(self) -> edit.RemoveConfig:
+        """The tuned config of the chosen fill (its DDIM step size sets the steps at the Steps setting)."""
+        return edit.RemoveConfig(**edit.GENERATIVE_REMOVAL) if self.fill == "generative" else edit.RemoveConfig()
+
+    def library_kwargs(self, run: Run) -> dict[str, Any]:
+        """Keyword arguments of ``remove_object``: the options', and for the generative fill its fresh noise and
+        number of fills (the depth stays the slider's)."""
+        kw = self.options.library_kwargs(run, self.tuned)
+        if self.fill == "generative":
+            kw.update(init_noise=edit.GENERATIVE_REMOVAL["init_noise"], samples=edit.GENERATIVE_REMOVAL["samples"])
+        return kw
+
+    @property
     def mask(self) -> np.ndarray:
         """The mask on the working copy ((h, w) bool)."""
         return self.photo.work_mask
 
     @classmethod
-    def from_gradio(cls, editor, t_edit, iterations, measure, model, backend, steps, seed,
+    def from_gradio(cls, editor, fill, t_edit, iterations, measure, model, backend, steps, seed,
                     limits: Limits = LOCAL_LIMITS, original: Original | None = None) -> RemoveRequest:
-        """The ``/remove`` event's values in the order Gradio passes them, checked (numbers first); ``original``:
-        the kept full-size photo of the canvas's working copy (``ui.photos``)."""
+        """The ``/remove`` event's values in the order Gradio passes them, checked (numbers first); ``fill``: one
+        of :data:`REMOVE_FILLS`; ``original``: the kept full-size photo of the canvas's working copy
+        (``ui.photos``)."""
+        fill = choice(fill, "fill", REMOVE_FILLS)
         options, settings = EditOptions.from_gradio(t_edit, iterations, measure, limits), \
             Settings.from_gradio(model, backend, steps, seed, limits)
-        return cls(editor_photo(editor, original, "image"), options, settings)
+        return cls(editor_photo(editor, original, "image"), options, settings, fill)
 
 
 @dataclass(frozen=True, eq=False)
@@ -236,11 +256,13 @@ def edit_outputs(run: Run, photo: Photo, before: list[np.ndarray], result, name:
 
 
 def run_remove(req: RemoveRequest, models: ModelManager, progress: Any = None, session: Any = None):
-    """Remove the painted object: its generation curves are matched to the surrounding background's."""
+    """Remove the painted object: its generation curves are matched to the surrounding background's (from the
+    harmonic fill, or from fresh noise with the mean of several fills: ``req.fill``)."""
     with models.run(req.settings, progress, session, gradients=True) as run:
-        res = edit.remove_object(run.model, req.image, req.mask,
-                                 **req.options.library_kwargs(run, edit.RemoveConfig()))
-    return edit_outputs(run, req.photo, [req.image], res, "removed", f"mask: {int(req.mask.sum())} px", session)
+        res = edit.remove_object(run.model, req.image, req.mask, **req.library_kwargs(run))
+    fills = f", {res.diagnostics['samples']} generative fills averaged" if req.fill == "generative" else ""
+    return edit_outputs(run, req.photo, [req.image], res, "removed", f"mask: {int(req.mask.sum())} px{fills}",
+                        session)
 
 
 def run_transfer(req: TransferRequest, models: ModelManager, progress: Any = None, session: Any = None):
@@ -278,10 +300,11 @@ def remove_event(models: ModelManager):
     """The ``/remove`` handler Gradio calls: its positional values -> :class:`RemoveRequest` -> :func:`run_remove`."""
 
     @ui_errors(hosted=models.config.hosted)
-    def remove(editor, t_edit, iterations, measure, model, backend, steps, seed, original=None, progress=PROGRESS,
-               request: gr.Request = None):
-        """Remove the painted object: its generation curves are matched to the surrounding background's."""
-        req = RemoveRequest.from_gradio(editor, t_edit, iterations, measure, model, backend, steps, seed,
+    def remove(editor, fill, t_edit, iterations, measure, model, backend, steps, seed, original=None,
+               progress=PROGRESS, request: gr.Request = None):
+        """Remove the painted object: its generation curves are matched to the surrounding background's (``fill``:
+        "smooth" from the harmonic fill, "generative" the mean of fills from fresh noise)."""
+        req = RemoveRequest.from_gradio(editor, fill, t_edit, iterations, measure, model, backend, steps, seed,
                                         models.config.limits, original)
         return run_remove(req, models, progress, request)
 
@@ -414,6 +437,7 @@ class EditInputs:
     original: gr.State
     examples: Callable[[], None]
     note: Any = None
+    wire_depth: Callable[[gr.Slider], None] | None = None  # connects inputs that reset the depth slider
 
 
 def edit_tab(page: Page, title: str, api: str, text: str, handler: Callable, run_label: str,
@@ -435,6 +459,8 @@ def edit_tab(page: Page, title: str, api: str, text: str, handler: Callable, run
                                   label=f"{title}: edit depth (t_edit)",
                                   info="how far the image is turned towards noise before it is generated back: "
                                        "deeper = freer edit, less faithful")
+                if made.wire_depth is not None:
+                    made.wire_depth(depth)
                 with gr.Accordion("Advanced", open=False, elem_id=f"{api}-advanced"):
                     iters = gr.Slider(*page.limits.edit_iterations, value=defaults.iterations, step=1,
                                       label=f"{title}: gradient steps per timestep",
@@ -483,9 +509,26 @@ def _editor_examples(page: Page, editor: gr.ImageEditor, api: str) -> Callable[[
     return add
 
 
+def remove_fill_depth(fill: str) -> int:
+    """The depth slider's value for a removal fill: the tuned ``t_edit`` of that fill (the browser sets it: no
+    server endpoint)."""
+    return edit.GENERATIVE_REMOVAL["t_edit"] if fill == "generative" else edit.RemoveConfig().t_edit
+
+
 def _remove_inputs(page: Page) -> EditInputs:
     editor, original, note, _ = _editor(page, "Remove object: image and mask", "remove-editor")
-    return EditInputs([editor], editor, original, _editor_examples(page, editor, "remove"), note)
+    fill = gr.Radio([("Smooth: curve matching from the surroundings' smooth fill", "smooth"),
+                     (f"Generative: mean of {edit.GENERATIVE_REMOVAL['samples']} fills from fresh noise "
+                      f"({edit.GENERATIVE_REMOVAL['samples']}x the time)", "generative")],
+                    value="smooth", label="Remove object: fill", elem_id="remove-fill",
+                    info="smooth suits plain backgrounds; generative continues textures (stripes, checks, dots), "
+                         "best with the textured model")
+
+    def wire(depth: gr.Slider) -> None:  # choosing a fill sets the depth it was tuned at
+        fill.change(None, fill, depth, js=f"(f) => f === 'generative' ? {remove_fill_depth('generative')} : "
+                                            f"{remove_fill_depth('smooth')}", queue=False)
+
+    return EditInputs([editor, fill], editor, original, _editor_examples(page, editor, "remove"), note, wire)
 
 
 def _transfer_inputs(page: Page) -> EditInputs:
