@@ -115,3 +115,12 @@ def test_new_loop_flags_reach_the_config(tiny_pixel_dir, files):
     assert report["config"]["init_noise"] == 1.0 and report["config"]["samples"] == 2
     assert report["config"]["t_edit"] == 100 and report["diagnostics"]["samples"] == 2
     _check_out(out, img, mask)
+    # --guide: the input as its own guide, from the inverted input: its measured curves are the reference
+    measured = [a for a in base if a != "--no-measure"]
+    assert main(["remove", *measured, "--guide", str(paths["image"]), "--init", "invert", "--window", "0", "100"]) == 0
+    report = json.loads(rep.read_text())
+    on = np.asarray(report["weights"]) > 0
+    assert on.any()
+    np.testing.assert_allclose(np.asarray(report["reference"])[on], np.asarray(report["curves_before"])[on],
+                               rtol=1e-5)
+    _check_out(out, img, mask)

@@ -359,6 +359,22 @@ def test_remove_references_and_absolute_loop(tiny_model, scene, reference):
         assert r.loss_history.size > 0
 
 
+def test_remove_guide_curves_are_the_reference(tiny_model, scene):
+    """With a guide the hole's patches follow the guide's own curves: the input as its own guide (``init="invert"``)
+    gives the input's measured curves as the reference on every active entry; a guide of another size is refused."""
+    img, mask, _ = scene
+    measured = {**FAST, "measure_curves": True}
+    r = E.remove_object(tiny_model, img, mask, guide=img, init="invert", window=(0, 100), **measured)
+    _outside_unchanged(r, img)
+    on = r.weights > 0
+    assert on.any()
+    np.testing.assert_allclose(r.reference[on], r.curves_before[on], rtol=1e-5)
+    plain = E.remove_object(tiny_model, img, mask, init="invert", window=(0, 100), **measured)
+    assert not np.allclose(plain.reference[on], plain.curves_before[on], rtol=1e-3)  # the ring's differs
+    with pytest.raises(InputError, match="guide must have the image's size"):
+        E.remove_object(tiny_model, img, mask, guide=img[:-2], **FAST)
+
+
 def test_harmonic_patch_fill_reproduces_a_linear_map():
     """Interior unknown patches of a linear per-patch map are recovered exactly (a linear map is harmonic)."""
     n = 8

@@ -102,6 +102,9 @@ def add_parser(sub) -> None:
             p.add_argument("--generative", action="store_true",
                            help="start from pipeline.edit.GENERATIVE_REMOVAL (the mean of 8 fills from fresh noise at "
                                 "t=300: for textured backgrounds, with --model textured); other flags override it")
+            p.add_argument("--guide", default=None,
+                           help="image file (the input's size) whose own curves the hole follows instead of the "
+                                "ring's: a rough picture of the wanted background")
         p.set_defaults(run=run, task=task)
 
 
@@ -147,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     kw = {**(edit.GENERATIVE_REMOVAL if getattr(args, "generative", False) else {}), **_overrides(args)}
     model = load_model(args.model, device=args.device)
     if args.task == "remove":
-        result = edit.remove_object(model, image, mask, **kw)
+        guide = None if args.guide is None else load_image(args.guide, name="--guide")
+        result = edit.remove_object(model, image, mask, guide=guide, **kw)
     elif args.task == "transfer":
         ref = None if args.reference is None else load_image(args.reference, name="--reference")
         result = edit.transfer(model, image, mask, _load_mask(args.source_mask, "--source-mask"), reference=ref, **kw)

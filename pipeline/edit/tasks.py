@@ -38,7 +38,7 @@ from .run import Run
 # --------------------------------------------------------------------------------------------------------------------
 # Tasks
 # --------------------------------------------------------------------------------------------------------------------
-def remove_object(model: DiffusionOps, image, mask, *, config: RemoveConfig | None = None,
+def remove_object(model: DiffusionOps, image, mask, *, guide=None, config: RemoveConfig | None = None,
                   progress: ProgressFn | None = None, cancel: CancelFlag | None = None, **overrides) -> EditResult:
     """Remove the object under ``mask``: its curves are matched to the curve of the background ring around it.
 
@@ -60,12 +60,22 @@ def remove_object(model: DiffusionOps, image, mask, *, config: RemoveConfig | No
     texture at a random phase; the mean keeps what the samples agree on (a stripe's continuation, dots on their
     lattice) and averages the rest to its level. :data:`~pipeline.edit.configs.GENERATIVE_REMOVAL` holds the settings
     chosen on textured scenes. The loss history and rate evaluations of all the fills are concatenated and summed.
+
+    ``guide`` (an image of ``image``'s size, optional): the hole's patches follow the guide's own curves at the same
+    patches instead of a reference from the ring (``reference`` is then unused): a rough picture of the wanted
+    background steers how much structure each patch carries. Given the true background it is an oracle: the best
+    any curve reference can do (``benchmarks/results/edit_removal_study_textured_model-textured.md``).
     """
     cfg = for_model(with_overrides(config, overrides, RemoveConfig), model)
-    run = Run(model, cfg, progress, cancel, inversions=1 + int(cfg.measure_curves and cfg.init != "invert"),
-              matches=cfg.samples)
+    run = Run(model, cfg, progress, cancel, inversions=1 + int(cfg.measure_curves and cfg.init != "invert")
+              + int(guide is not None), matches=cfg.samples)
     img = check_image(image)
     mask_px = check_mask(mask, img.shape[:2])
+    guide_img = None
+    if guide is not None:
+        guide_img = check_image(guide, name="guide")
+        if guide_img.shape != img.shape:
+            raise InputError(f"guide must have the image's size {img.shape[:2]}, got {guide_img.shape[:2]}")
     x0 = to_model(model, img)
     hole = model_mask(mask_px, model)
     region = M.dilate(hole, cfg.grow)
@@ -85,12 +95,15 @@ def remove_object(model: DiffusionOps, image, mask, *, config: RemoveConfig | No
     weights = run.window(traj.timesteps, (0, cfg.t_edit // 2))
     n = model.sample_size // cfg.patch_size
     nb = patch_neighbours(idx, n)  # (J,) patches 4-adjacent to the targets
-    if cfg.reference == "harmonic" and nb.numel() > 0:  # each target patch: harmonic fill of neighbours' log-curves
+    if guide_img is not None:  # the guide's own curves at the hole's patches
+        traj_guide = run.invert(to_model(model, guide_img), "DDIM inversion of the guide")
+        log_ring = torch.log(run.curves(traj_guide, v, steps=weights > 0).clamp_min(LOG_FLOOR))  # (S, K)
+    elif cfg.reference == "harmonic" and nb.numel() > 0:  # each target patch: harmonic fill of neighbours' log-curves
         log_nb = torch.log(run.curves(traj, run.directions(nb), steps=weights > 0).clamp_min(LOG_FLOOR))  # (S, J)
         log_ring = harmonic_patch_fill(log_nb, nb, idx, n)  # (S, K), NaN off the window
     else:
         log_ring = torch.log(geomean(run.curves(traj, v_ring, steps=weights > 0), dim=1))[:, None]  # (S, 1)
-    if cfg.reference == "shape":  # shift each patch's reference to its own mean log-rate over the window
+    if cfg.reference == "shape" and guide_img is None:  # each patch's reference at its own mean log-rate
         on = weights[1:, None] > 0
         log_own = torch.log(run.curves(traj, v, steps=weights > 0).clamp_min(LOG_FLOOR))  # (S, K)
         shift = torch.where(on, log_own - log_ring, 0).sum(0, keepdim=True) / on.sum().clamp_min(1)  # (1, K)
