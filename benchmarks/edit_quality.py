@@ -47,7 +47,7 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -529,7 +529,8 @@ def run_removal_study(model, cfg: BenchConfig, configs: list[dict], scenes: tupl
 
     ``scenes = (i0, i1)``: the removal scenes ``i0..i1-1`` of the TUNING split (offset ``OFFSETS["remove"]``).
     Results are merged into the study file at ``path`` (one entry per configuration and scene; a rerun replaces
-    it), so the study can grow over several invocations. ``{"curve_weight": 0}`` is the ablation.
+    it), so the study can grow over several invocations. ``{"curve_weight": 0}`` is the ablation;
+    ``{"guide": "truth", ...}`` passes the object-free ground truth as ``guide`` (the oracle curve reference).
     """
     study = json.loads(path.read_text()) if path.exists() else {"entries": {}, "notes": []}
     seeds = SPLITS["tuning"][OFFSETS["remove"] + scenes[0] : OFFSETS["remove"] + scenes[1]]
@@ -540,7 +541,10 @@ def run_removal_study(model, cfg: BenchConfig, configs: list[dict], scenes: tupl
             i = sc.num_objects - 1
             m, gt = sc.masks[i], sc.removed[i]
             t = _Timer()
-            r = E.remove_object(model, sc.image, m, measure_curves=False, seed=cfg.seed, **conf)
+            kw = {k: v for k, v in conf.items() if k != "guide"}
+            if conf.get("guide") == "truth":  # the oracle: the true background's curves as the reference
+                kw["guide"] = gt
+            r = E.remove_object(model, sc.image, m, measure_curves=False, seed=cfg.seed, **kw)
             cpu = t.done()[1]
             row = {"psnr": psnr_in(r.image, gt, m), "ssim": ssim_in(r.image, gt, m), "cpu_s": cpu,
                    "background": sc.background_params["kind"]}
@@ -584,6 +588,122 @@ def removal_study_markdown(study: dict, family: str = "smooth") -> str:
                      + " |")
     if study.get("notes"):
         lines += ["", "## Notes", ""] + list(study["notes"])
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Transfer and blending studies (TUNING split only)
+# --------------------------------------------------------------------------------------------------------------------
+#: Per task of --edit-study: the runner, the scene count's field, and the (metric, curve, start content) columns.
+EDIT_STUDY = {
+    "transfer": (run_transfer, "n_transfer", [("colour", "curve", "start content (warped source)"),
+                                              ("texture", "curve", "start content (warped source)")]),
+    "blend": (run_blend, "n_blend", [("seam gradient error", "curve", "naive paste"),
+                                     ("psnr edited region", "curve", "naive paste")]),
+}
+
+
+def run_edit_study(model, cfg: BenchConfig, task: str, configs: list[dict], path: Path) -> dict:
+    """``task`` ("transfer" or "blend") with each override dict of ``configs`` on the TUNING split (``cfg.split``
+    must be "tuning"), its summary merged into the study file at ``path`` (one entry per configuration)."""
+    if cfg.split != "tuning":
+        raise InputError("an edit study runs on the TUNING split (--split tuning)")
+    runner, n_field, _ = EDIT_STUDY[task]
+    study = json.loads(path.read_text()) if path.exists() else {"entries": {}}
+    for conf in configs:
+        key = json.dumps(conf, sort_keys=True)
+        t = _Timer()
+        res = runner(model, replace(cfg, overrides={task: conf}))
+        study["entries"][key] = {"summary": res["summary"], "n": getattr(cfg, n_field), "cpu_s": t.done()[1]}
+        path.write_text(json.dumps(study, indent=1))
+    return study
+
+
+def edit_study_markdown(study: dict, task: str, cfg: BenchConfig) -> str:
+    """One row per configuration: the curve result and the start content on each metric."""
+    _, n_field, cols = EDIT_STUDY[task]
+    command = shlex.join(["python", "-m", "benchmarks.edit_quality", "--model", cfg.model, "--family", cfg.family,
+                          "--split", "tuning", f"--{n_field.replace('_', '-')}", str(getattr(cfg, n_field)),
+                          "--edit-study", task, "[{...}]"])
+    lines = [f"# {task.capitalize()} study on the TUNING split ({cfg.family} scenes, model `{cfg.model}`)", "",
+             f"Reproduce a row: `{command}` (the row's overrides as the JSON list). Each row runs `{task}` with the "
+             "task's config defaults of the code at the time of the run plus the overrides; the start content is "
+             "what the loop starts from (and what its ablation returns).", "",
+             "| overrides | scenes | " + " | ".join(f"{m}: curve | {m}: {start}" for m, _, start in cols)
+             + " | CPU s |", "|---|---|" + "---|---|" * len(cols) + "---|"]
+    for key, e in study["entries"].items():
+        sm = e["summary"]
+        cells = " | ".join(f"{sm[f'{m}/{c}']['mean']:.4g} | {sm[f'{m}/{st}']['mean']:.4g}" for m, c, st in cols)
+        lines.append(f"| `{key}` | {e['n']} | {cells} | {e['cpu_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fills against curves (TUNING split only): does a fill's closeness in curves go with its closeness in pixels?
+# --------------------------------------------------------------------------------------------------------------------
+def run_fills_vs_curves(model, cfg: BenchConfig, scenes: tuple[int, int], samples: int = 8) -> dict:
+    """On the TUNING removal scenes ``scenes = (i0, i1)``: PSNR inside the mask and the rms log-curve distance to the
+    object-free truth (the hole's patches, each image's curves along its own DDIM inversion, every step up to
+    ``GENERATIVE_REMOVAL``'s t_edit) of the truth, the harmonic fill, ``samples`` single generative fills (no curve
+    loss) and their mean. The curve loss can only help where closer curves mean closer pixels."""
+    gen = {**E.GENERATIVE_REMOVAL, "curve_weight": 0.0}
+    grid = {"t_edit": gen["t_edit"], "num_steps": gen["num_steps"]}
+
+    def curves(img, m):  # (S, K) curves of img's hole patches along img's own inversion
+        r = E.remove_object(model, img, m, init="invert", curve_weight=0.0, measure_curves=True, seed=cfg.seed,
+                            **grid)
+        return np.log(np.maximum(r.curves_before, 1e-12))
+
+    rows = []
+    seeds = SPLITS["tuning"][OFFSETS["remove"] + scenes[0] : OFFSETS["remove"] + scenes[1]]
+    for seed in seeds:
+        sc = make_scene(seed, size=model.image_size, family=cfg.family)
+        i = sc.num_objects - 1
+        m, gt = sc.masks[i], sc.removed[i]
+        truth = curves(gt, m)
+        fills = {"harmonic fill": E.remove_object(model, sc.image, m, curve_weight=0.0, measure_curves=False,
+                                                  seed=cfg.seed).image}
+        for j in range(samples):
+            fills[f"single fill {j}"] = E.remove_object(model, sc.image, m, measure_curves=False,
+                                                        seed=cfg.seed + j, **{**gen, "samples": 1}).image
+        fills[f"mean of {samples}"] = E.remove_object(model, sc.image, m, measure_curves=False, seed=cfg.seed,
+                                                      **{**gen, "samples": samples}).image
+        row = {"seed": seed, "background": sc.background_params["kind"]}
+        for name, img in fills.items():
+            dist = float(np.sqrt(np.mean((curves(img, m) - truth) ** 2)))
+            row[name] = {"psnr": psnr_in(img, gt, m), "curve_rms": dist}
+        rows.append(row)
+        print(f"  seed {seed}: " + ", ".join(f"{k} {v['psnr']:.1f} dB / {v['curve_rms']:.3f}"
+                                            for k, v in row.items() if isinstance(v, dict)), flush=True)
+    return {"rows": rows, "samples": samples, "grid": grid, "family": cfg.family, "model": cfg.model}
+
+
+def fills_vs_curves_markdown(res: dict, command: str) -> str:
+    """Per-kind means (single fills pooled) and the per-scene correlation of curve distance with PSNR over fills."""
+    k = res["samples"]
+    kinds = {"harmonic fill": ["harmonic fill"], "single generative fill": [f"single fill {j}" for j in range(k)],
+             f"mean of {k} generative fills": [f"mean of {k}"]}
+    lines = [f"# Fills against curves on the TUNING split ({res['family']} scenes, model `{res['model']}`)", "",
+             f"Reproduce: `{command}`", "",
+             "For each scene: PSNR inside the mask against the object-free truth, and the rms distance of log-curves "
+             "to the truth's (the hole's patches, each image's curves along its own DDIM inversion, grid "
+             f"t_edit = {res['grid']['t_edit']} in {res['grid']['num_steps']} steps). Generative fills: "
+             "`GENERATIVE_REMOVAL` without the curve loss.", "",
+             "| fill | PSNR (dB) | rms log-curve distance to the truth |", "|---|---|---|"]
+    for kind, names in kinds.items():
+        ps = [r[n]["psnr"] for r in res["rows"] for n in names]
+        cs = [r[n]["curve_rms"] for r in res["rows"] for n in names]
+        lines.append(f"| {kind} | {np.mean(ps):.2f} | {np.mean(cs):.3f} |")
+    corr = []
+    for r in res["rows"]:
+        names = [n for ns in kinds.values() for n in ns]
+        ps, cs = np.array([r[n]["psnr"] for n in names]), np.array([r[n]["curve_rms"] for n in names])
+        corr.append(float(np.corrcoef(cs, ps)[0, 1]))
+    lines += ["", "Per scene: Pearson correlation, over the scene's fills, of the curve distance with PSNR (negative: "
+              "closer curves go with closer pixels):", "",
+              "| scene | background | correlation |", "|---|---|---|"]
+    lines += [f"| {r['seed']} | {r['background']} | {c:+.2f} |" for r, c in zip(res["rows"], corr, strict=True)]
+    lines.append(f"| mean | | {np.mean(corr):+.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -825,6 +945,12 @@ def main(argv: list[str] | None = None) -> int:
                    help='instead of the benchmark, run removal with each override dict of this JSON list on TUNING '
                         'scenes (--study-scenes) and merge into edit_removal_study.{json,md}; "[]" rewrites the md')
     p.add_argument("--study-scenes", default="0:8", metavar="I0:I1", help="TUNING removal scenes of --remove-study")
+    p.add_argument("--edit-study", nargs=2, default=None, metavar=("TASK", "JSON"),
+                   help="instead of the benchmark: transfer or blend with each override dict of the JSON list on the "
+                        "TUNING split (with --split tuning), merged into edit_<task>_study_tuning...{json,md}")
+    p.add_argument("--fills-vs-curves", default=None, metavar="I0:I1",
+                   help="instead of the benchmark: on these TUNING removal scenes, PSNR and log-curve distance to the "
+                        "truth of the harmonic fill, single generative fills and their mean (edit_fills_vs_curves)")
     a = p.parse_args(argv)
     tasks = tuple(t for t in a.tasks.split(",") if t)
     bad = [t for t in tasks if t not in TASKS]
@@ -848,6 +974,35 @@ def main(argv: list[str] | None = None) -> int:
         st = run_removal_study(model, cfg, configs, (i0, i1), out / f"{stem}.json")
         (out / f"{stem}.md").write_text(removal_study_markdown(st, cfg.family))
         print(removal_study_markdown(st, cfg.family))
+        return 0
+    if a.edit_study is not None:
+        task, configs = a.edit_study[0], json.loads(a.edit_study[1])
+        if task not in EDIT_STUDY:
+            p.error(f"--edit-study: the task must be one of {', '.join(EDIT_STUDY)}, got {task!r}")
+        if cfg.split != "tuning":
+            p.error("--edit-study runs on the TUNING split: add --split tuning")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = result_stem(cfg, f"edit_{task}_study")
+        st = run_edit_study(load_model(cfg.model, device="cpu"), cfg, task, configs, out / f"{stem}.json")
+        (out / f"{stem}.md").write_text(edit_study_markdown(st, task, cfg))
+        print(edit_study_markdown(st, task, cfg))
+        return 0
+    if a.fills_vs_curves is not None:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        i0, i1 = (int(v) for v in a.fills_vs_curves.split(":"))
+        res = run_fills_vs_curves(load_model(cfg.model, device="cpu"), cfg, (i0, i1))
+        command = shlex.join(["python", "-m", "benchmarks.edit_quality", "--model", cfg.model, "--family", cfg.family,
+                              "--fills-vs-curves", a.fills_vs_curves])
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = result_stem(cfg, "edit_fills_vs_curves", split=False)
+        (out / f"{stem}.json").write_text(json.dumps({**res, "command": command}, indent=1))
+        (out / f"{stem}.md").write_text(fills_vs_curves_markdown(res, command))
+        print(fills_vs_curves_markdown(res, command))
         return 0
     if a.study:
         if cfg.threads:

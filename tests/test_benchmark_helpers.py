@@ -60,3 +60,40 @@ def test_edit_quality_files_are_kept_apart_by_split_family_and_embedded_model():
     assert result_stem(BenchConfig(model="some/folder"), "edit_quality") == "edit_quality"  # folders: --out decides
     assert "--no-generative" in reproduce_command(BenchConfig(generative=False))
     assert "generative" not in reproduce_command(BenchConfig())
+
+
+def test_fills_vs_curves_table_pools_single_fills_and_correlates_per_scene():
+    """The table's means pool each kind's fills, and the per-scene correlation has the sign of the data (closer curves
+    with higher PSNR: negative)."""
+    from benchmarks.edit_quality import fills_vs_curves_markdown
+
+    def scene(seed, sign):  # PSNR falls (sign > 0) or rises (sign < 0) with the curve distance
+        fills = {"harmonic fill": (10.0, 0.4), "single fill 0": (12.0, 0.3), "single fill 1": (14.0, 0.2),
+                 "mean of 2": (16.0, 0.1)}
+        return {"seed": seed, "background": "stripes",
+                **{k: {"psnr": p, "curve_rms": c if sign < 0 else 0.5 - c} for k, (p, c) in fills.items()}}
+
+    res = {"rows": [scene(1, -1), scene(2, +1)], "samples": 2, "grid": {"t_edit": 300, "num_steps": 20},
+           "family": "textured", "model": "textured"}
+    md = fills_vs_curves_markdown(res, "CMD")
+    assert "| single generative fill | 13.00 | 0.250 |" in md  # (0.3, 0.2) and (0.2, 0.3) pooled
+    assert "| harmonic fill | 10.00 | 0.250 |" in md and "| mean of 2 generative fills | 16.00 | 0.250 |" in md
+    corr = {ln.split("|")[1].strip(): float(ln.split("|")[3]) for ln in md.splitlines() if ln.startswith("| 1 |")
+            or ln.startswith("| 2 |")}
+    assert corr == {"1": -1.0, "2": 1.0}
+    assert "`CMD`" in md
+
+
+def test_edit_study_runs_on_the_tuning_split_only_and_tables_each_configuration(tmp_path):
+    from benchmarks.edit_quality import BenchConfig, edit_study_markdown, run_edit_study
+
+    with pytest.raises(InputError, match="TUNING split"):
+        run_edit_study(None, BenchConfig(), "blend", [{}], tmp_path / "s.json")
+    summary = {f"{m}/{k}": {"mean": v, "n": 2, "n_inf": 0} for m, k, v in [
+        ("seam gradient error", "curve", 0.5), ("seam gradient error", "naive paste", 0.6),
+        ("psnr edited region", "curve", 25.0), ("psnr edited region", "naive paste", 24.0)]}
+    study = {"entries": {'{"lr": 0.001}': {"summary": summary, "n": 2, "cpu_s": 12.0}}}
+    cfg = BenchConfig(split="tuning", family="textured", model="textured", n_blend=2)
+    md = edit_study_markdown(study, "blend", cfg)
+    assert '| `{"lr": 0.001}` | 2 | 0.5 | 0.6 | 25 | 24 | 12 |' in md
+    assert "--split tuning --n-blend 2 --edit-study blend" in md
