@@ -1,5 +1,8 @@
 """Benchmark: the app's four editing tabs at the page's defaults, through the handlers the page wires.
 
+The remove tab runs twice: with the smooth fill (the page's default) and with the generative fill at the depth and
+gradient steps choosing it sets (``ui.edit_tab.remove_fill_defaults``).
+
 Each tab's event function (``ui.edit_tab.*_event``) is called as the page calls it, with the page's default settings
 (model ``default``, backend ``auto``, the Steps setting's default, seed 0, each task's tuned edit depth and gradient
 steps, "measure curves" on) on two inputs from ``weights/examples``: a procedural scene (32x32) and a photograph (the
@@ -46,7 +49,7 @@ INPUTS = {
                     "scene_20000028_mask1.png"),
     "photo 600x400": ("photo_coffee.png", "photo_coffee_mask.png", "photo_chelsea.png", "photo_chelsea_mask.png"),
 }
-TASKS = ("remove", "transfer", "saliency", "blend")
+TASKS = ("remove", "remove-generative", "transfer", "saliency", "blend")
 #: The target of the benchmark's done-when check (seconds per edit, median, at the page's defaults).
 TARGET_S = 20.0
 
@@ -83,6 +86,8 @@ def calls(models: ModelManager, cfg: AppConfig, files: tuple[str, str, str, str]
     return {
         "remove": lambda: edit_tab.remove_event(models)(editor(img, m), "smooth", *opts(edit.RemoveConfig()),
                                                         *settings),
+        "remove-generative": lambda: edit_tab.remove_event(models)(
+            editor(img, m), "generative", *edit_tab.remove_fill_defaults("generative"), True, *settings),
         "transfer": lambda: edit_tab.transfer_event(models)(editor(img, m), editor(img2, m2),
                                                             *opts(edit.TransferConfig()), *settings),
         "saliency": lambda: edit_tab.saliency_event(models)(editor(img, m), 2.0, *opts(edit.SaliencyConfig()),
@@ -125,7 +130,9 @@ def run(repeats: int, inputs: list[str], tasks: list[str]) -> dict:
     return {"first": first, "rows": rows, "load_start": load0, "load_end": os.getloadavg()[0],
             "steps_setting": cfg.steps,
             "num_steps": {t: edit_tab.edit_steps(c, c.t_edit, cfg.steps) for t, c in
-                          (("remove", edit.RemoveConfig()), ("transfer", edit.TransferConfig()),
+                          (("remove", edit.RemoveConfig()),
+                           ("remove-generative", edit.RemoveConfig(**edit.GENERATIVE_REMOVAL)),
+                           ("transfer", edit.TransferConfig()),
                            ("saliency", edit.SaliencyConfig()), ("blend", edit.BlendConfig()))}}
 
 
@@ -154,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each (input, tab) after the first call")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, as the app)")
     p.add_argument("--inputs", default=",".join(INPUTS), help=f"comma-separated inputs: {', '.join(INPUTS)}")
-    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tabs: remove,transfer,saliency,blend")
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated tabs: {','.join(TASKS)} "
+                   "(remove-generative: the remove tab with the generative fill and the sliders it sets)")
     p.add_argument("--out", default="benchmarks/results/app_edits", help="report path without suffix")
     a = p.parse_args(argv)
     inputs, tasks = a.inputs.split(","), a.tasks.split(",")

@@ -555,8 +555,8 @@ def test_remove_tab_generative_fill(ev, tiny_pixel_dir):
     smooth = check_edit(ev.remove(editor(img, mask), "smooth", *opts, tiny_pixel_dir, *settings), img, mask,
                         "removed")
     assert (smooth != result).any()
-    assert edit_tab.remove_fill_depth("generative") == edit.GENERATIVE_REMOVAL["t_edit"]
-    assert edit_tab.remove_fill_depth("smooth") == edit.RemoveConfig().t_edit
+    assert edit_tab.remove_fill_defaults("generative") == (edit.GENERATIVE_REMOVAL["t_edit"], 0)
+    assert edit_tab.remove_fill_defaults("smooth") == (edit.RemoveConfig().t_edit, edit.RemoveConfig().iterations)
     with pytest.raises(gr.Error, match="fill must be one of smooth, generative"):
         ev.remove(editor(img, mask), "noisy", *EDIT_FAST, tiny_pixel_dir, *FAST)
 
