@@ -22,7 +22,11 @@ defaults by the count of the unit that dominates the cost:
 - ``gradient``: the edits' costliest call alone, one curve-loss gradient on 4 patch directions at t = 500 (with
   the gradient memory probe of ``pipeline.memory.grad_batch``), for models whose whole edit does not fit the time;
 - ``geodesic``: ``interpolate_images`` with the tab's 7 points at t* = 400, 2 DDIM steps and 2 solver iterations
-  against the default 20 and 100.
+  against the default 20 and 100: the inversion and decoding time scaled by the steps, the solver's by its
+  iterations (an upper bound: the solver stops once converged). The row also gives the solver's energy + gradient
+  evaluations (the line search makes more than one per iteration) and their cost each. With ``--geo-optimizer adam``
+  (one evaluation per iteration: the same energy + gradient call on the same points, so the same peak) the solver's
+  time is estimated as that cost times ``APP_SOLVER_EVALS``.
 
 The extrapolations are linear estimates (they say so); the peak memory is measured. With ``--time-limit`` a child
 that runs past it is stopped and reported with its time and peak at the stop.
@@ -52,11 +56,27 @@ TASKS = ("rates", "remove", "transfer", "saliency", "blend", "geodesic", "gradie
 APP_STEPS = 20  # the Steps setting's default
 APP_SOLVER_ITERS = 100  # the geodesic tab's default solver iterations
 REDUCED = {"rates_timesteps": 2, "rates_grid": 2, "edit_steps": 2, "edit_iterations": 1, "edit_directions": 4,
-           "geo_steps": 2, "geo_iters": 2}
+           "geo_steps": 2, "geo_iters": 2, "geo_optimizer": None}
+#: Energy + gradient evaluations of the geodesic tab's solve at its defaults (7 points, t* = 400, 20 DDIM steps, 100
+#: L-BFGS iterations) on the embedded model, which used all 100 iterations: the count the ``--geo-optimizer adam``
+#: estimate takes (the small SD 1.5 variant of the tests converged after 27). Measured with
+#: ``interpolate_images(load_model("default"), a, b, n_points=7, t_star=400, num_steps=20, max_iter=100)`` on this
+#: module's scenes a and b.
+APP_SOLVER_EVALS = 126
 
 
-def _one(folder: str, task: str, threads: int) -> dict:
-    """Run one reduced task in this process -> its figures (called in the child)."""
+def _progress(t0: float):
+    """A progress callback that writes ``PROGRESS <seconds> <desc> <done>/<total>`` lines to stderr: the parent
+    reports the last one when it stops a child at the time limit."""
+    def report(done, total, desc):
+        print(f"PROGRESS {time.perf_counter() - t0:.0f} s: {desc} {done}/{total}", file=sys.stderr, flush=True)
+    return report
+
+
+def _one(folder: str, task: str, threads: int, reduced: dict | None = None) -> dict:
+    """Run one reduced task in this process -> its figures (called in the child); ``reduced`` overrides entries of
+    :data:`REDUCED`."""
+    red = {**REDUCED, **(reduced or {})}
     import numpy as np
     import torch
 
@@ -100,11 +120,22 @@ def _one(folder: str, task: str, threads: int) -> dict:
         units = default_units = 4
         out["unit"] = "directions differentiated (one gradient step of an edit; 32 at most)"
     elif task == "geodesic":
-        interpolate_images(m, a, b, n_points=7, t_star=400, num_steps=REDUCED["geo_steps"],
-                           max_iter=REDUCED["geo_iters"])
-        # cost ~ inversion + decoding (DDIM steps) + solver iterations: both scaled by their default counts
-        units, default_units = REDUCED["geo_steps"] + REDUCED["geo_iters"], APP_STEPS + APP_SOLVER_ITERS
+        solver = {"optimizer": red["geo_optimizer"]} if red["geo_optimizer"] else {}
+        res = interpolate_images(m, a, b, n_points=7, t_star=400, num_steps=red["geo_steps"],
+                                 max_iter=red["geo_iters"], progress=_progress(t0), **solver)
+        # cost = inversion + decoding (scaled by the DDIM steps) + the solver (scaled by its iterations: an upper
+        # bound, the solver stops early once converged)
+        ddim_s = res.seconds.get("invert", 0.0) + res.seconds.get("decode", 0.0)
+        path_s = res.seconds.get("path", 0.0)
+        evals = res.geodesic.evaluations.energy if res.geodesic is not None else 0
+        units, default_units = red["geo_steps"] + red["geo_iters"], APP_STEPS + APP_SOLVER_ITERS
         out["unit"] = "DDIM steps + solver iterations"
+        per_eval = path_s / max(evals, 1)
+        solver_default = (per_eval * APP_SOLVER_EVALS if red["geo_optimizer"] == "adam"
+                          else path_s * APP_SOLVER_ITERS / red["geo_iters"])
+        out.update(ddim_s=ddim_s, path_s=path_s, energy_evaluations=evals, per_evaluation_s=per_eval,
+                   optimizer=red["geo_optimizer"] or "lbfgs",
+                   estimate_default_s=ddim_s * APP_STEPS / red["geo_steps"] + solver_default)
     else:
         cfg = {"remove": edit.RemoveConfig(), "transfer": edit.TransferConfig(), "saliency": edit.SaliencyConfig(),
                "blend": edit.BlendConfig()}[task]
@@ -143,10 +174,10 @@ def _one(folder: str, task: str, threads: int) -> dict:
     return out
 
 
-def _child(folder: str, task: str, threads: int, limit_s: float | None) -> dict:
+def _child(folder: str, task: str, threads: int, limit_s: float | None, reduced: dict | None = None) -> dict:
     """Run ``_one`` in a fresh process; its peak RSS from ``wait4``."""
     code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.scale_tasks import _one; "
-            f"print('RESULT ' + json.dumps(_one({folder!r}, {task!r}, {threads})))")
+            f"print('RESULT ' + json.dumps(_one({folder!r}, {task!r}, {threads}, {reduced!r})))")
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -166,6 +197,9 @@ def _child(folder: str, task: str, threads: int, limit_s: float | None) -> dict:
     row: dict = {"peak_rss_gib": usage.ru_maxrss / 2**20, "process_s": wall}
     if stopped:
         row["error"] = f"stopped at the time limit ({limit_s:.0f} s)"
+        done = [ln[len("PROGRESS "):] for ln in stderr.splitlines() if ln.startswith("PROGRESS ")]
+        if done:
+            row["error"] += f"; last progress at {done[-1]}"
         return row
     lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
     if os.waitstatus_to_exitcode(status) != 0 or not lines:
@@ -199,9 +233,15 @@ def markdown(res: dict) -> str:
         est = r["estimate_default_s"]
         est_s = f"{est:.0f} s" if est < 3600 else f"{est / 3600:.1f} h"
         lim = f"{r['batch_limit'] or 'none'} / {r['grad_limit'] or 'none'}"
+        notes = f"load {r['load_s']:.1f} s, images {r['image']} px, model space {r['model_space']}"
+        if "energy_evaluations" in r:
+            notes += (f"; DDIM {r['ddim_s']:.1f} s, solver ({r.get('optimizer', 'lbfgs')}) {r['path_s']:.1f} s for "
+                      f"{r['energy_evaluations']} energy + gradient evaluations ({r['per_evaluation_s']:.1f} s each)")
+            if r.get("optimizer") == "adam":
+                notes += (f"; the estimate takes the DDIM part at the default steps and {APP_SOLVER_EVALS} "
+                          "evaluations (the embedded model's solve at the tab's defaults)")
         lines.append(f"| {r['arch']} | {r['task']} | {r['peak_rss_gib']:.2f} | {r['seconds']:.1f} | "
-                     f"{r['units']} / {r['default_units']} {r['unit']} | {est_s} | {lim} | load {r['load_s']:.1f} s, "
-                     f"images {r['image']} px, model space {r['model_space']} |")
+                     f"{r['units']} / {r['default_units']} {r['unit']} | {est_s} | {lim} | {notes} |")
     return "\n".join(lines) + "\n"
 
 
@@ -215,6 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-limit", type=float, default=None, help="seconds per task process; longer ones stop")
     p.add_argument("--out", default="benchmarks/results/scale_tasks", help="report path without suffix")
     p.add_argument("--render", action="store_true", help="only rewrite the .md from the .json at --out")
+    p.add_argument("--geo-iters", type=int, default=REDUCED["geo_iters"],
+                   help="geodesic: solver iterations of the reduced run (each makes one or more energy + gradient "
+                        "evaluations)")
+    p.add_argument("--geo-optimizer", default=None, choices=("lbfgs", "adam"),
+                   help="geodesic: the reduced run's solver (default: the app's L-BFGS, whose first iteration's line "
+                        "search makes about 8 evaluations); adam makes one evaluation per iteration, the same call, "
+                        f"and the estimate then takes {APP_SOLVER_EVALS} evaluations")
     a = p.parse_args(argv)
     if a.render:
         res = json.loads(Path(a.out).with_suffix(".json").read_text())
@@ -232,13 +279,17 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()[0]
     command = shlex.join(["python", "-m", "benchmarks.scale_tasks", "--folders", "DIR", "--archs", a.archs,
                           "--tasks", a.tasks, "--threads", str(a.threads)]
-                         + (["--time-limit", f"{a.time_limit:g}"] if a.time_limit else []))
+                         + (["--time-limit", f"{a.time_limit:g}"] if a.time_limit else [])
+                         + (["--geo-iters", str(a.geo_iters)] if a.geo_iters != REDUCED["geo_iters"] else [])
+                         + (["--geo-optimizer", a.geo_optimizer] if a.geo_optimizer else []))
+    reduced = {"geo_iters": a.geo_iters, "geo_optimizer": a.geo_optimizer}
     for arch in archs:
         folder = str(Path(a.folders) / arch)
         if not Path(folder).is_dir():
             p.error(f"{folder} is missing: build it with python -m benchmarks.reference --arch {arch} --out {folder}")
         for task in tasks:
-            row = {"arch": arch, "task": task, **_child(folder, task, a.threads, a.time_limit), "command": command}
+            row = {"arch": arch, "task": task, **_child(folder, task, a.threads, a.time_limit, reduced),
+                   "command": command}
             rows.append(row)
             print(json.dumps(row), flush=True)
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -393,3 +393,10 @@ def test_scale_tasks_benchmark_on_a_small_variant(small_dir, tmp_path):
     assert rows["blend"]["gradient_directions"] > 0 and rows["rates"]["default_units"] == 20 * 8**2  # 8 x 8 grid
     md = out.with_suffix(".md").read_text()
     assert "| sd15 | rates |" in md and "| sd15 | blend |" in md and "--tasks rates" in md and "--tasks blend" in md
+    # the geodesic with Adam: one energy + gradient evaluation per iteration, the estimate from their cost
+    assert scale_tasks.main([*args, "--tasks", "geodesic", "--geo-iters", "1", "--geo-optimizer", "adam"]) == 0
+    geo = {r["task"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}["geodesic"]
+    assert "error" not in geo and geo["optimizer"] == "adam" and 1 <= geo["energy_evaluations"] <= 2
+    expected = geo["ddim_s"] * scale_tasks.APP_STEPS / 2 + geo["per_evaluation_s"] * scale_tasks.APP_SOLVER_EVALS
+    assert geo["estimate_default_s"] == pytest.approx(expected)
+    assert "--geo-optimizer adam" in out.with_suffix(".md").read_text()
