@@ -107,6 +107,8 @@ def test_new_loop_flags_reach_the_config(tiny_pixel_dir, files):
     cfg = json.loads(rep.read_text())["config"]
     assert cfg["tolerance"] == 0.3 and cfg["relative"] is False and cfg["reference"] == "harmonic"
     _check_out(out, img, mask)
+    assert main(["transfer", *base, "--source-mask", str(paths["mask"]), "--keep-mean"]) == 0
+    assert json.loads(rep.read_text())["config"]["keep_mean"] is True
     assert main(["saliency", *base, "--factor", "2", "--t-b", "10", "--fluctuation", "own"]) == 0
     assert json.loads(rep.read_text())["config"]["fluctuation"] == "own"
     # --generative starts from GENERATIVE_REMOVAL; explicit flags (FAST's --t-edit and --num-steps, --samples) win

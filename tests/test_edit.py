@@ -375,6 +375,27 @@ def test_remove_guide_curves_are_the_reference(tiny_model, scene):
         E.remove_object(tiny_model, img, mask, guide=img[:-2], **FAST)
 
 
+def test_keep_mean_updates_leave_the_region_mean_alone(tiny_model, scene):
+    """without_mean removes exactly the component along the mask (per channel), and an edit with keep_mean runs."""
+    from pipeline.edit.loop import without_mean
+
+    gen = torch.Generator().manual_seed(0)
+    d = torch.randn(1, 3, 8, 8, generator=gen, dtype=torch.float64)
+    m = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
+    m[..., 2:6, 1:5] = 1.0
+    m[..., 2:6, 5] = 0.5  # a feathered edge
+    out = without_mean(d, m)
+    torch.testing.assert_close((out * m).sum((-2, -1)), torch.zeros(1, 3, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(without_mean(out, m), out)  # a projection
+    torch.testing.assert_close(out[..., :, 7], d[..., :, 7])  # untouched off the mask
+    img, tgt, src = scene
+    r = E.transfer(tiny_model, img, tgt, src, keep_mean=True, **FAST)
+    _outside_unchanged(r, img)
+    assert r.config["keep_mean"] is True
+    with pytest.raises(InputError, match="keep_mean"):
+        E.transfer(tiny_model, img, tgt, src, keep_mean="yes", **FAST)
+
+
 def test_harmonic_patch_fill_reproduces_a_linear_map():
     """Interior unknown patches of a linear per-patch map are recovered exactly (a linear map is harmonic)."""
     n = 8

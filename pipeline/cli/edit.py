@@ -80,6 +80,8 @@ def _add_common(p: argparse.ArgumentParser, task: str) -> None:
                    help="skip measuring the curves before and after (faster)")
     p.add_argument("--absolute", dest="relative", action="store_false", default=None,
                    help="match the reference itself along the regenerated path, not the change it asks for")
+    p.add_argument("--keep-mean", dest="keep_mean", action="store_true", default=None,
+                   help="remove the region's mean from each update: the curves steer structure, the colour stays")
     for flag, dest, typ, text in _COMMON + _TASK[task]:
         p.add_argument(flag, dest=dest, type=typ, default=None, help=text)
 
@@ -109,7 +111,7 @@ def add_parser(sub) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    names = [dest for _, dest, _, _ in _COMMON + _TASK[args.task]] + ["measure_curves", "relative"]
+    names = [dest for _, dest, _, _ in _COMMON + _TASK[args.task]] + ["measure_curves", "relative", "keep_mean"]
     out = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if args.window is not None:
         out["window"] = tuple(args.window)

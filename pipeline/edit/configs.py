@@ -54,6 +54,7 @@ class EditConfig:
     max_reference_patches: int = 16  # patches that build a mean reference curve (a seeded subset beyond this)
     feather: float = 2.0  # feathering radius (model-space cells) of the blend with the original trajectory
     grad_blur: float = 0.0  # Gaussian std (model cells) smoothing the gradient before a step (0: raw gradient)
+    keep_mean: bool = False  # remove the region's per-channel mean from each update (rates: structure, not colour)
     grad_mode: str = "forward"  # "forward" (reverse-over-forward), "double" (double backward) or "fd"
     seed: int = 0  # seeds the patch subsets and any fresh noise: the same seed gives the same result
     measure_curves: bool = True  # also measure curves_before/curves_after (costs one inversion + 2 rate passes)
@@ -160,6 +161,7 @@ def check_config(cfg: EditConfig) -> EditConfig:
     check_int("max_reference_patches", cfg.max_reference_patches, 1)
     check_float("feather", cfg.feather, 0.0)
     check_float("grad_blur", cfg.grad_blur, 0.0)
+    check_bool("keep_mean", cfg.keep_mean)
     check_int("seed", cfg.seed, 0)
     check_choice("grad_mode", cfg.grad_mode, GRAD_MODES)
     check_choice("inversion", cfg.inversion, INVERT_METHODS)

@@ -72,13 +72,21 @@ def curve_loss(r: torch.Tensor, ref: torch.Tensor, w: torch.Tensor, tolerance: f
     return (w * d * d).sum() / w.sum().clamp_min(MASS_FLOOR)
 
 
+def without_mean(d: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``d`` (B, C, h, w) without its per-channel component along the (soft) mask ``m`` (1, 1, h, w):
+    ``d - m <d, m> / <m, m>``, so a step along it leaves each channel's m-weighted sum of x unchanged."""
+    return d - m * (d * m).sum((-2, -1), keepdim=True) / (m * m).sum((-2, -1), keepdim=True).clamp_min(MASS_FLOOR)
+
+
 def _optimise(model, x: torch.Tensor, k: int, t: int, plan: MatchPlan, cfg: EditConfig, m: torch.Tensor,
               gen: torch.Generator, cancel: CancelFlag | None) -> tuple[torch.Tensor, list[float], int]:
     """``cfg.iterations`` damped Polyak steps on x_{t_k}, capped in length.  x: (1, C, h, w).
 
     ``x <- x - min(polyak * L / <g, d>, lr / rms_m(d)) * d`` with ``g = m * grad L`` and the descent direction
     ``d = m * blur(g)`` (``d = g`` when ``grad_blur = 0``): the Polyak step (to L = 0 for a linearised loss) shrinks
-    with the loss, so a curve that already matches is left alone; the cap ``lr`` bounds the rms of one update.
+    with the loss, so a curve that already matches is left alone; the cap ``lr`` bounds the rms of one update. With
+    ``keep_mean`` the component of d along m is removed per channel (``d - m <d, m> / <m, m>``), so an update does not
+    move the region's weighted mean: the curves steer structure while the start content keeps its colour.
     """
     active = (plan.weights[k] > 0).nonzero().flatten()
     anchor = x.detach().clone() if plan.anchor is None else plan.anchor.states[k]
@@ -98,6 +106,8 @@ def _optimise(model, x: torch.Tensor, k: int, t: int, plan: MatchPlan, cfg: Edit
         evals += int(sel.numel())
         g = g * m
         d = M.gaussian_blur(g, cfg.grad_blur) * m if cfg.grad_blur > 0 else g  # descent direction (preconditioned)
+        if cfg.keep_mean:
+            d = without_mean(d, m)
         gd = (g * d).sum()
         if gd > 0 and loss.detach() > LOSS_FLOOR:  # below the floor the Polyak ratio is rounding noise over noise
             step = torch.minimum(POLYAK * loss.detach() / gd, cfg.lr / (d.pow(2).sum() / denom).sqrt())
