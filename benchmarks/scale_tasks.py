@@ -141,7 +141,7 @@ def _one(folder: str, task: str, threads: int, reduced: dict | None = None) -> d
                "blend": edit.BlendConfig()}[task]
         def run(**extra):
             kw = dict(t_edit=cfg.t_edit, num_steps=REDUCED["edit_steps"], iterations=REDUCED["edit_iterations"],
-                      measure_curves=False, **extra)
+                      measure_curves=False, progress=_progress(t0), **extra)
             if task == "remove":
                 return edit.remove_object(m, a, mask, **kw)
             if task == "transfer":
