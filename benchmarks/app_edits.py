@@ -137,8 +137,11 @@ def run(repeats: int, inputs: list[str], tasks: list[str]) -> dict:
 
 
 def markdown(res: dict) -> str:
+    commands = list(dict.fromkeys(r.get("command") or res["command"] for r in res["rows"]))
     lines = ["# The app's editing tabs at the page's defaults", "",
-             f"Command: `{res['command']}`", "",
+             "Command" + ("s" if len(commands) > 1 else "") + ": " + "; ".join(f"`{c}`" for c in commands)
+             + (" (each row's own; the machine line and the first call are the last run's)" if len(commands) > 1
+                else ""), "",
              f"Machine: {res['cpu']} ({res['cores']} CPUs), torch {res['torch']}, {res['threads']} thread(s); load "
              f"average (1 min) {res['load_start']:.1f} at start, {res['load_end']:.1f} at end (the cores may be "
              "shared: wall seconds are noisy). Handlers of `ui.edit_tab` called as the page calls them: model "
@@ -179,6 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     res.update(command=shlex.join(cmd), cpu=cpu_model(), cores=os.cpu_count(), torch=torch.__version__,
                threads=torch.get_num_threads(), machine=platform.machine())
     out = Path(a.out)
+    for r in res["rows"]:
+        r["command"] = res["command"]
+    if out.with_suffix(".json").exists():  # rows of other (input, tab) pairs from earlier runs are kept
+        prev = json.loads(out.with_suffix(".json").read_text())
+        done = {(r["input"], r["task"]) for r in res["rows"]}
+        kept = [{"command": prev.get("command"), **r} for r in prev.get("rows", [])
+                if (r["input"], r["task"]) not in done]
+        order = {(i, t): n for n, (i, t) in enumerate((i, t) for i in INPUTS for t in TASKS)}
+        res["rows"] = sorted(kept + res["rows"], key=lambda r: order.get((r["input"], r["task"]), len(order)))
+        res["num_steps"] = {**prev.get("num_steps", {}), **res["num_steps"]}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
     out.with_suffix(".md").write_text(markdown(res))
