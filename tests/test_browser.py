@@ -89,16 +89,25 @@ def test_paint_mask_and_remove_object(browser, page_url, tmp_path):
     page.get_by_role("radio", name="torch", exact=True).check()  # "auto" would export ONNX graphs first
     set_number(page, "Steps", 2)
     page.get_by_role("tab", name="Remove object").click()
-    # choosing a fill sets the depth and gradient steps it was tuned at (in the browser), then the test's settings
-    page.locator("#remove-advanced").get_by_text("Advanced", exact=True).click()
+    # choosing a fill sets the depth and gradient steps it was tuned at (in the browser), the steps also while the
+    # Advanced accordion is closed; then the test's settings
     depth = page.get_by_label("number input for Remove object: edit depth (t_edit)", exact=True)
     iters = page.get_by_label("number input for Remove object: gradient steps per timestep", exact=True)
-    for name, values in (("Generative", ("300", "0")), ("Smooth", ("200", "2"))):
+
+    def choose(name: str, values: tuple[str, ...], boxes: tuple) -> None:
         page.locator("#remove-fill").get_by_role("radio", name=re.compile(f"^{name}:")).check()
         deadline = time.monotonic() + 10
-        while (depth.input_value(), iters.input_value()) != values and time.monotonic() < deadline:
+        while tuple(b.input_value() for b in boxes) != values and time.monotonic() < deadline:
             page.wait_for_timeout(100)
-        assert (depth.input_value(), iters.input_value()) == values, name
+        assert tuple(b.input_value() for b in boxes) == values, name
+
+    choose("Generative", ("300",), (depth,))
+    choose("Smooth", ("200",), (depth,))
+    choose("Generative", ("300",), (depth,))
+    page.locator("#remove-advanced").get_by_text("Advanced", exact=True).click()
+    iters.wait_for(timeout=30_000)
+    assert iters.input_value() == "0"  # set while the accordion was closed
+    choose("Smooth", ("200", "2"), (depth, iters))
     set_number(page, "Remove object: edit depth (t_edit)", 100)
     set_number(page, "Remove object: gradient steps per timestep", 1)
     page.get_by_label("Remove object: measure curves before/after").uncheck()
@@ -315,6 +324,7 @@ def test_a_12mp_photo_is_painted_and_comes_back_full_size(browser, page_url, tmp
     fast_settings(page)
     page.get_by_role("tab", name="Remove object").click()
     set_number(page, "Remove object: edit depth (t_edit)", 100)
+    page.locator("#remove-advanced").get_by_text("Advanced", exact=True).click()
     set_number(page, "Remove object: gradient steps per timestep", 1)
     page.get_by_label("Remove object: measure curves before/after").uncheck()
 
