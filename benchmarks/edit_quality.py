@@ -644,8 +644,9 @@ def edit_study_markdown(study: dict, task: str, cfg: BenchConfig) -> str:
 def run_fills_vs_curves(model, cfg: BenchConfig, scenes: tuple[int, int], samples: int = 8) -> dict:
     """On the TUNING removal scenes ``scenes = (i0, i1)``: PSNR inside the mask and the rms log-curve distance to the
     object-free truth (the hole's patches, each image's curves along its own DDIM inversion, every step up to
-    ``GENERATIVE_REMOVAL``'s t_edit) of the truth, the harmonic fill, ``samples`` single generative fills (no curve
-    loss) and their mean. The curve loss can only help where closer curves mean closer pixels."""
+    ``GENERATIVE_REMOVAL``'s t_edit) of the harmonic fill, ``samples`` single generative fills (no curve loss) and
+    their mean. The curve loss can only help where closer curves mean closer pixels. Each image's curves come from
+    ``remove_object(init="invert", curve_weight=0)``'s ``curves_before``: the removal's own patches and grid."""
     gen = {**E.GENERATIVE_REMOVAL, "curve_weight": 0.0}
     grid = {"t_edit": gen["t_edit"], "num_steps": gen["num_steps"]}
 
@@ -695,8 +696,8 @@ def fills_vs_curves_markdown(res: dict, command: str) -> str:
         cs = [r[n]["curve_rms"] for r in res["rows"] for n in names]
         lines.append(f"| {kind} | {np.mean(ps):.2f} | {np.mean(cs):.3f} |")
     corr = []
+    names = [n for ns in kinds.values() for n in ns]
     for r in res["rows"]:
-        names = [n for ns in kinds.values() for n in ns]
         ps, cs = np.array([r[n]["psnr"] for n in names]), np.array([r[n]["curve_rms"] for n in names])
         corr.append(float(np.corrcoef(cs, ps)[0, 1]))
     lines += ["", "Per scene: Pearson correlation, over the scene's fills, of the curve distance with PSNR (negative: "
