@@ -395,6 +395,14 @@ def compile_worker(arch: str, folder: str, reps: int, time_limit: float) -> dict
     return rep
 
 
+def _stopped_compile(output: str, why: str, command: str) -> str:
+    """The error of a compile worker that did not finish: ``why`` (from :func:`export.watch.describe`), the first
+    calls (compiles) it had printed before it stopped, and the command that reproduces it."""
+    firsts = [ln.split(" compile ", 1)[1] for ln in output.splitlines() if " compile " in ln and ": first call " in ln]
+    return "; ".join([why] + (["compiled before it stopped: " + ", ".join(firsts)] if firsts else [])
+                     + [f"reproduce: `{command}`"])
+
+
 def _ratios(rep: dict, engine: str) -> None:
     """``ratio_{eps,h}_{engine,eager}``: each JVP's median over its forward's (None where either is missing)."""
     for e in (engine, "eager"):
@@ -756,8 +764,9 @@ def main(argv: list[str] | None = None) -> int:
                 reps[arch] = {**json.loads(found[-1][len("REPORT "):]), "peak_rss_gib": w.peak_rss_bytes / GIB,
                               "command": sec["command"]}
             else:
-                reps[arch] = {"arch": arch, "error": describe(w, max_rss_bytes=int(args.max_rss_gib * GIB),
-                                                              timeout_s=args.time_limit + 900)}
+                reps[arch] = {"arch": arch, "error": _stopped_compile(
+                    w.output, describe(w, max_rss_bytes=int(args.max_rss_gib * GIB),
+                                       timeout_s=args.time_limit + 900), sec["command"])}
         data["compile"] = {**sec, "load_end": os.getloadavg(),
                            "reports": [reps[a] for a in ARCH_ORDER if a in reps]}
     if "jvp" in parts:

@@ -228,6 +228,19 @@ def test_scale_benchmark_renders_compile_rows():
     assert "| a | torch eager | 0.200 | 0.900 | 4.50 | 0.500 | not timed | n/a |" in md
 
 
+
+def test_scale_benchmark_compile_stopped_keeps_the_compiles_done():
+    """A compile worker stopped at its time or memory limit reports the first calls it had finished, and the
+    command, instead of only the reason."""
+    from benchmarks.scale import _stopped_compile
+
+    out = ("      sd15 compile h: first call 300 s\n      sd15 compile h_jvp: first call 900 s\nnoise\n"
+           "      sd15 compile round 0: 50 s\n")
+    err = _stopped_compile(out, "stopped after 3300 s (time limit)", "python -m benchmarks.scale --parts compile")
+    assert err == ("stopped after 3300 s (time limit); compiled before it stopped: h: first call 300 s, "
+                   "h_jvp: first call 900 s; reproduce: `python -m benchmarks.scale --parts compile`")
+    assert _stopped_compile("", "killed", "c") == "killed; reproduce: `c`"
+
 JVP_SECTION = {"command": "j", "machine": "m", "load": [1], "load_end": [1], "reports": []}
 
 
