@@ -7,7 +7,9 @@ study (``--study``) and any tuning use the TUNING split, and the study's results
 (``edit_saliency_study.{json,md}``), so no reported figure was chosen on the seeds it is reported on.
 
 1. **Removal.** The top object of each scene (its visible mask = its whole coverage) is removed. Metrics inside the
-   mask against ``Scene.removed``: PSNR (dB, on 0..255) and SSIM (scikit-image, the SSIM map averaged over the mask).
+   mask against ``Scene.removed``: PSNR (dB, on 0..255), SSIM (scikit-image, the SSIM map averaged over the mask)
+   and texture (how much structure the fill carries, whatever its phase: the absolute difference of the mean Sobel
+   gradient magnitude of luminance from the truth's, and its ratio to the truth's).
    Methods: this method (``RemoveConfig()`` defaults), the same loop with the curve loss off (ablation,
    ``curve_weight=0``), its start content alone (the harmonic fill, no diffusion: shows what the loop adds), OpenCV
    inpainting (Telea, Navier-Stokes; radius 3), and diffusers' RePaint with the same U-Net (``--repaint-steps`` steps,
@@ -272,9 +274,13 @@ def run_removal(model, cfg: BenchConfig) -> dict:
         outs["repaint"] = repaint(model, img, m, steps=cfg.repaint_steps, seed=cfg.seed)
         times["repaint"].append(t.done())
         row = {"seed": seed, "background": sc.background_params["kind"], "mask_pixels": int(m.sum())}
+        truth_texture = colour_texture(gt, m)[1]
         for name, out in outs.items():
             row[f"psnr/{name}"] = psnr_in(out, gt, m)
             row[f"ssim/{name}"] = ssim_in(out, gt, m)
+            tex = colour_texture(out, m)[1]
+            row[f"texture/{name}"] = abs(tex - truth_texture)
+            row[f"texture_ratio/{name}"] = tex / max(truth_texture, 1e-12)
         rows.append(row)
         print(f"  removal {len(rows)}/{cfg.n_remove} seed {seed}: " + ", ".join(
             f"{k.split('/')[1]} {v:.1f}" for k, v in row.items() if k.startswith("psnr/")), flush=True)
@@ -857,10 +863,19 @@ def markdown(res: dict) -> str:
         p = parts["remove"]
         s = p["summary"]
         names = [k.split("/", 1)[1] for k in s if k.startswith("psnr/")]
+        tex = f"texture/{names[0]}" in s  # results written before the texture columns lack them
         lines += [f"## Removal ({s[f'psnr/{names[0]}']['n']} scenes, top object; inside the mask vs ground truth)", "",
-                  "| method | PSNR (dB) | SSIM |", "|---|---|---|"]
+                  "| method | PSNR (dB) | SSIM |" + (" texture error | texture / truth's |" if tex else ""),
+                  "|---|---|---|" + ("---|---|" if tex else "")]
         for n in sorted(names, key=lambda n: -s[f"psnr/{n}"]["mean"]):
-            lines.append(f"| {n} | {_fmt(s[f'psnr/{n}']['mean'])} | {_fmt(s[f'ssim/{n}']['mean'], 3)} |")
+            lines.append(f"| {n} | {_fmt(s[f'psnr/{n}']['mean'])} | {_fmt(s[f'ssim/{n}']['mean'], 3)} |"
+                         + (f" {s[f'texture/{n}']['mean']:.4f} | {s[f'texture_ratio/{n}']['mean']:.2f} |"
+                            if tex else ""))
+        if tex:
+            lines += ["", "Texture error: the absolute difference of the mean Sobel gradient magnitude of luminance "
+                      "(0..1) inside the mask between the result and the truth, per scene, then averaged (lower is "
+                      "better; the transfer's texture measure). Texture / truth's: the same magnitude's ratio to "
+                      "the truth's (below 1: smoother than the truth)."]
         lines.append("")
     if "saliency" in parts:
         p = parts["saliency"]

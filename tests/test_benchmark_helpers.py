@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
@@ -97,3 +99,28 @@ def test_edit_study_runs_on_the_tuning_split_only_and_tables_each_configuration(
     md = edit_study_markdown(study, "blend", cfg)
     assert '| `{"lr": 0.001}` | 2 | 0.5 | 0.6 | 25 | 24 | 12 |' in md
     assert "--split tuning --n-blend 2 --edit-study blend" in md
+
+
+def test_removal_rows_carry_the_texture_measure_and_the_table_shows_it(tiny_model):
+    """Each removal method gets its texture error (|mean gradient magnitude - truth's| inside the mask) and ratio
+    beside PSNR and SSIM, recomputed here for the harmonic fill, and the removal table shows both columns."""
+    from benchmarks.edit_quality import BenchConfig, colour_texture, markdown, run_removal
+    from pipeline.scenes import make_scene
+
+    cfg = BenchConfig(n_remove=1, repaint_steps=2, generative=False, overrides={"remove": {"iterations": 1}})
+    part = run_removal(tiny_model, cfg)
+    row = part["rows"][0]
+    sc = make_scene(row["seed"], size=tiny_model.image_size)
+    m, gt = sc.masks[-1], sc.removed[-1]
+    names = [k.split("/", 1)[1] for k in row if k.startswith("psnr/")]
+    assert {f"texture/{n}" for n in names} <= set(row) and {f"texture_ratio/{n}" for n in names} <= set(row)
+    truth = colour_texture(gt, m)[1]
+    assert truth > 0
+    for n in names:
+        assert row[f"texture/{n}"] == pytest.approx(abs(row[f"texture_ratio/{n}"] * truth - truth), abs=1e-9)
+    res = {"config": asdict(cfg), "model": "tiny", "command": "c", "total_seconds": 1.0, "torch_threads": 1, "jobs": 1,
+           "part_seconds": {"remove": 1.0}, "parts": {"remove": part}}
+    md = markdown(res)
+    assert "| method | PSNR (dB) | SSIM | texture error | texture / truth's |" in md
+    s = part["summary"]
+    assert f"| {s['texture/opencv telea']['mean']:.4f} | {s['texture_ratio/opencv telea']['mean']:.2f} |" in md
