@@ -226,6 +226,9 @@ def test_scale_benchmark_renders_compile_rows():
     assert "| a | torch.compile | 0.100 | 0.200 | 2.00 | 0.300 | not compiled | n/a |" in md
     assert "first calls (compile) h 40 s, h_jvp 61 s, eps 50 s" in md and "eps_jvp: not compiled: the time" in md
     assert "| a | torch eager | 0.200 | 0.900 | 4.50 | 0.500 | not timed | n/a |" in md
+    md = _markdown({"command": "c", "machine": "m", "load": [1], "load_end": [1],
+                    "compile": {**sec, "reports": [{**rep, "cold_cache": True}]}}, [])
+    assert "first calls (compile, empty inductor cache) h 40 s, h_jvp 61 s" in md
 
 
 
