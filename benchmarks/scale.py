@@ -31,6 +31,9 @@ Where a call would push the run past ``--time-limit``, it is not run and the row
   make_fx-traced graph) and in eager PyTorch, alternating, in one watched process per architecture: each graph's
   first call (its compile, with an empty inductor cache of its own: what a fresh machine pays) and the JVP/forward
   ratios; a graph whose compile would start past ``--time-limit`` is reported as not compiled;
+- ``batch``: ``h``, ``eps``, ``h_jvp`` and ``eps_jvp`` in eager PyTorch at batch 1 and 8 (``--dtype``), in a
+  watched process per architecture: seconds, seconds per sample, peak memory; a batch over the model's batch limit
+  in parts of the limit;
 - ``jvp``: the relative error of h and of the JVP ``D h_t(x)[v]`` in float32 and bfloat16 against float64
   (``benchmarks.reference.jvp_relative_errors``: one point, t = 500, batch 1), with each dtype's JVP time, in a
   watched child per architecture; SD 1.5 at a 32x32 latent (``--jvp-sizes``; the float64 copy of its U-Net alone is
@@ -162,6 +165,58 @@ def worker(arch: str, folder: str, dtype: str, time_limit: float) -> dict:
         est_s=steps * ((map_s if map_s is not None else map_est) + (eps_s or 0.0)))
     report["total_s"] = time.perf_counter() - t_start
     return report
+
+
+#: Batch sizes of the ``batch`` part.
+BATCH_SIZES = (1, 8)
+
+
+def batch_worker(arch: str, folder: str, dtype: str, time_limit: float) -> dict:
+    """``h``, ``eps``, ``h_jvp`` and ``eps_jvp`` in eager PyTorch at each of :data:`BATCH_SIZES`, in this process,
+    after one untimed batch-1 call of each (the first call's one-off costs): seconds, seconds per sample and the
+    call's peak resident set. A batch over the model's batch limit (:func:`pipeline.memory.max_batch`) runs in parts
+    of the limit, one after the other, as the tasks run it. A call whose estimate (the batch-1 time times the batch)
+    would pass ``time_limit`` is reported as not run."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from pipeline import load_model
+
+    t_start = time.perf_counter()
+    m = load_model(folder, device="cpu", dtype=dtype)
+    limit = m.max_batch()
+    shape = (m.channels, m.sample_size, m.sample_size)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(max(BATCH_SIZES), *shape, generator=gen).to(m.dtype)
+    v = torch.randn(max(BATCH_SIZES), *shape, generator=gen).to(m.dtype)
+    t = m.num_train_timesteps // 2
+    fns = {"h": lambda b: m.h(x[:b], t), "eps": lambda b: m.eps(x[:b], t),
+           "h_jvp": lambda b: m.h_jvp(x[:b], t, v[:b]), "eps_jvp": lambda b: m.eps_jvp(x[:b], t, v[:b])}
+    rep: dict = {"arch": arch, "dtype": dtype, "limit": limit, "rows": [],
+                 "setup_s": time.perf_counter() - t_start}
+    one: dict = {}
+    for g, fn in fns.items():
+        with torch.no_grad():
+            fn(1)  # untimed: the first call's one-off costs
+        for b in BATCH_SIZES:
+            left = time_limit - (time.perf_counter() - t_start)
+            est = b * one.get(g, 0.0)
+            if est > left:
+                rep["rows"].append({"call": g, "batch": b, "skipped": f"estimated {est:.0f} s, {left:.0f} s left"})
+                continue
+            step = min(b, limit) if limit else b
+            Path("/proc/self/clear_refs").write_text("5")
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                for i in range(0, b, step):
+                    fn(min(step, b - i))
+            sec = time.perf_counter() - t0
+            one.setdefault(g, sec / b)
+            rep["rows"].append({"call": g, "batch": b, "seconds": sec, "per_sample_s": sec / b,
+                                "parts": -(-b // step), "peak_rss_gib": _gib(_kib("VmHWM"))})
+            print(f"{arch:>10} batch {g} x{b}: {sec:.1f} s, peak {_gib(_kib('VmHWM')):.2f} GiB", flush=True)
+    rep["total_s"] = time.perf_counter() - t_start
+    return rep
 
 
 EXPORT_GRAPHS = ("h", "h_jvp", "eps", "eps_jvp")
@@ -574,7 +629,34 @@ def _markdown(info: dict, reports: list[dict]) -> str:
         lines += _ort_markdown(info["compile"], engine="compile")
     if info.get("jvp"):
         lines += _jvp_markdown(info["jvp"])
+    if info.get("batch"):
+        lines += _batch_markdown(info["batch"])
     return "\n".join(lines) + "\n"
+
+
+def _batch_markdown(sec: dict) -> list[str]:
+    lines = ["", f"## Model calls at batch {' and '.join(map(str, BATCH_SIZES))} (eager PyTorch)", "",
+             f"Last command: `{sec['command']}`; each row's notes say the command that reproduces it.", "",
+             f"Machine: {sec['machine']}; load average (1 min) {sec['load'][0]:.1f} at start, "
+             f"{sec['load_end'][0]:.1f} at end. One process per architecture and dtype; each call once untimed at "
+             "batch 1 first. A batch over the model's batch limit (the memory probe's) runs in parts of the limit, "
+             "as the tasks run it. Peak: the process's resident set during the call, the weights included.", "",
+             "| arch | dtype | call | batch | seconds | per sample | peak RSS (GiB) | notes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for rep in sec["reports"]:
+        if "error" in rep:
+            lines.append(f"| {rep['arch']} | {rep.get('dtype', '')} | (not run) | | | | | {rep['error']} |")
+            continue
+        for r in rep["rows"]:
+            if "skipped" in r:
+                lines.append(f"| {rep['arch']} | {rep['dtype']} | {r['call']} | {r['batch']} | not run | | | "
+                             f"{r['skipped']} |")
+                continue
+            notes = [f"{r['parts']} parts of {rep['limit']} (the batch limit)"] if r["parts"] > 1 else []
+            notes.append(f"reproduce: `{rep['command']}`")
+            lines.append(f"| {rep['arch']} | {rep['dtype']} | {r['call']} | {r['batch']} | {r['seconds']:.2f} | "
+                         f"{r['per_sample_s']:.2f} | {r['peak_rss_gib']:.2f} | {'; '.join(notes)} |")
+    return lines
 
 
 def _jvp_markdown(sec: dict) -> list[str]:
@@ -612,8 +694,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS / "scale"), help="report path without suffix (.md and .json)")
     p.add_argument("--render", action="store_true", help="only rewrite the .md from the .json at --out")
     p.add_argument("--parts", default="calls,export,ort", help="comma-separated parts to measure: calls, export, "
-                   "ort, compile, jvp (default: calls,export,ort); the others' rows in an existing --out .json are "
-                   "kept")
+                   "ort, compile, jvp, batch (default: calls,export,ort); the others' rows in an existing --out "
+                   ".json are kept")
     p.add_argument("--export-dir", default=None, help="where the exports go (EXPORT/<arch>; default DIR/exports)")
     p.add_argument("--max-rss-gib", type=float, default=16.0, help="export: stop a graph's export when its "
                    "resident memory passes this (default 16)")
@@ -634,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jvp-worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--compile-worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--ort-worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--batch-worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.render:
         data = json.loads(Path(args.out).with_suffix(".json").read_text())
@@ -646,6 +729,13 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
         print("REPORT " + json.dumps(worker(args.worker, args.folders, args.dtype, args.time_limit)), flush=True)
+        return 0
+    if args.batch_worker:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        rep = batch_worker(args.batch_worker, args.folders, args.dtype, args.time_limit)
+        print("REPORT " + json.dumps(rep), flush=True)
         return 0
     if args.compile_worker:
         import torch
@@ -681,9 +771,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     parts = [x.strip() for x in args.parts.split(",") if x.strip()]
-    unknown = sorted(set(parts) - {"calls", "export", "ort", "jvp", "compile"})
+    unknown = sorted(set(parts) - {"calls", "export", "ort", "jvp", "compile", "batch"})
     if unknown:
-        p.error(f"unknown parts {unknown}; accepted: calls, export, ort, jvp, compile")
+        p.error(f"unknown parts {unknown}; accepted: calls, export, ort, jvp, compile, batch")
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     out = Path(args.out)
     old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
@@ -789,6 +879,25 @@ def main(argv: list[str] | None = None) -> int:
                                                               timeout_s=args.time_limit)}
             print(f"{arch:>10} jvp: {reps[arch]}", flush=True)
         data["jvp"] = {**sec, "load_end": os.getloadavg(), "reports": [reps[a] for a in ARCH_ORDER if a in reps]}
+    if "batch" in parts:
+        from export.watch import describe, run_watched
+
+        sec = {"command": _public_command({"command": command}), "machine": machine, "load": os.getloadavg()}
+        reps = {(r["arch"], r.get("dtype")): r for r in old.get("batch", {}).get("reports", [])}
+        for arch in archs:
+            cmd = [sys.executable, "-m", "benchmarks.scale", "--batch-worker", arch, "--folders",
+                   str(Path(args.folders) / arch), "--dtype", args.dtype, "--threads", str(args.threads),
+                   "--time-limit", str(args.time_limit)]
+            w = run_watched(cmd, max_rss_bytes=int(args.max_rss_gib * GIB), timeout_s=args.time_limit + 900,
+                            cwd=ROOT)
+            sys.stdout.write(w.output)
+            found = [ln for ln in w.output.splitlines() if ln.startswith("REPORT ")]
+            rep = (json.loads(found[-1][len("REPORT "):]) if found and w.ok else
+                   {"arch": arch, "dtype": args.dtype,
+                    "error": describe(w, max_rss_bytes=int(args.max_rss_gib * GIB), timeout_s=args.time_limit + 900)})
+            reps[(arch, args.dtype)] = {**rep, "command": sec["command"]}
+        data["batch"] = {**sec, "load_end": os.getloadavg(),
+                         "reports": [reps[k] for k in sorted(reps, key=lambda k: (ARCH_ORDER.index(k[0]), k[1]))]}
     if "calls" not in parts:
         _write(out, data, [p for p in parts if p != "calls"])
         return 0

@@ -328,3 +328,29 @@ def test_parity_check_with_a_lazy_model_loads_it_after_the_graph(tiny_model, tin
         check_recorded(lazy, tmp_path, specs)
     man = check_recorded(lazy, tmp_path, specs, weights=weights_hash(tiny_model))
     assert man.artifacts["h_jvp_b1.onnx"].checked and events == ["load", "load"]
+
+
+def test_scale_batch_part_times_each_call_at_batch_1_and_8_in_parts_of_the_limit(tiny_pixel_dir, monkeypatch):
+    """The batch worker times the four calls at batch 1 and 8 on a real (tiny) model; with a batch limit of 3 the
+    batch of 8 runs in 3 parts, and the table says so; a call past the time limit is reported as not run."""
+    from benchmarks.scale import _batch_markdown, batch_worker
+
+    monkeypatch.setenv("DIFFGEO_MAX_BATCH", "3")
+    rep = batch_worker("tiny", tiny_pixel_dir, "float32", time_limit=600)
+    assert rep["limit"] == 3
+    rows = {(r["call"], r["batch"]): r for r in rep["rows"]}
+    assert set(rows) == {(g, b) for g in ("h", "eps", "h_jvp", "eps_jvp") for b in (1, 8)}
+    for (_, b), r in rows.items():
+        assert r["parts"] == (3 if b == 8 else 1) and r["seconds"] > 0 and r["peak_rss_gib"] > 0
+        assert r["per_sample_s"] == pytest.approx(r["seconds"] / b)
+    cmd = "python -m benchmarks.scale --folders DIR --parts batch"
+    sec = {"command": cmd, "machine": "m", "load": [1], "load_end": [1], "reports": [{**rep, "command": cmd}]}
+    md = "\n".join(_batch_markdown(sec))
+    assert "## Model calls at batch 1 and 8 (eager PyTorch)" in md
+    r = rows[("eps_jvp", 8)]
+    assert (f"| tiny | float32 | eps_jvp | 8 | {r['seconds']:.2f} | {r['per_sample_s']:.2f} | "
+            f"{r['peak_rss_gib']:.2f} | 3 parts of 3 (the batch limit); reproduce: `{cmd}` |") in md
+    late = batch_worker("tiny", tiny_pixel_dir, "float32", time_limit=0)
+    assert all("skipped" in r for r in late["rows"] if r["batch"] == 8)
+    assert "| tiny | float32 | h | 8 | not run |" in "\n".join(
+        _batch_markdown({**sec, "reports": [{**late, "command": cmd}]}))
