@@ -636,7 +636,8 @@ def _markdown(info: dict, reports: list[dict]) -> str:
 
 def _batch_markdown(sec: dict) -> list[str]:
     lines = ["", f"## Model calls at batch {' and '.join(map(str, BATCH_SIZES))} (eager PyTorch)", "",
-             f"Last command: `{sec['command']}`; each row's notes say the command that reproduces it.", "",
+             f"Last command: `{sec['command']}`; the first row of each architecture and dtype says the command "
+             "that reproduces its rows.", "",
              f"Machine: {sec['machine']}; load average (1 min) {sec['load'][0]:.1f} at start, "
              f"{sec['load_end'][0]:.1f} at end. One process per architecture and dtype; each call once untimed at "
              "batch 1 first. A batch over the model's batch limit (the memory probe's) runs in parts of the limit, "
@@ -647,13 +648,13 @@ def _batch_markdown(sec: dict) -> list[str]:
         if "error" in rep:
             lines.append(f"| {rep['arch']} | {rep.get('dtype', '')} | (not run) | | | | | {rep['error']} |")
             continue
-        for r in rep["rows"]:
+        for i, r in enumerate(rep["rows"]):
             if "skipped" in r:
                 lines.append(f"| {rep['arch']} | {rep['dtype']} | {r['call']} | {r['batch']} | not run | | | "
                              f"{r['skipped']} |")
                 continue
             notes = [f"{r['parts']} parts of {rep['limit']} (the batch limit)"] if r["parts"] > 1 else []
-            notes.append(f"reproduce: `{rep['command']}`")
+            notes += [f"reproduce: `{rep['command']}`"] if i == 0 else []
             lines.append(f"| {rep['arch']} | {rep['dtype']} | {r['call']} | {r['batch']} | {r['seconds']:.2f} | "
                          f"{r['per_sample_s']:.2f} | {r['peak_rss_gib']:.2f} | {'; '.join(notes)} |")
     return lines

@@ -349,7 +349,10 @@ def test_scale_batch_part_times_each_call_at_batch_1_and_8_in_parts_of_the_limit
     assert "## Model calls at batch 1 and 8 (eager PyTorch)" in md
     r = rows[("eps_jvp", 8)]
     assert (f"| tiny | float32 | eps_jvp | 8 | {r['seconds']:.2f} | {r['per_sample_s']:.2f} | "
-            f"{r['peak_rss_gib']:.2f} | 3 parts of 3 (the batch limit); reproduce: `{cmd}` |") in md
+            f"{r['peak_rss_gib']:.2f} | 3 parts of 3 (the batch limit) |") in md
+    r = rep["rows"][0]
+    assert f"| tiny | float32 | h | 1 | {r['seconds']:.2f} | {r['per_sample_s']:.2f} | {r['peak_rss_gib']:.2f} | " \
+        f"reproduce: `{cmd}` |" in md and md.count("reproduce:") == 1
     late = batch_worker("tiny", tiny_pixel_dir, "float32", time_limit=0)
     assert all("skipped" in r for r in late["rows"] if r["batch"] == 8)
     assert "| tiny | float32 | h | 8 | not run |" in "\n".join(
