@@ -467,6 +467,23 @@ def _ratios(rep: dict, engine: str) -> None:
             rep[f"ratio_{a}_{e}"] = num / den if num is not None and den is not None else None
 
 
+def _run_worker(cmd: list[str], *, max_rss_gib: float, timeout_s: float, env: dict | None = None,
+                echo: bool = True, require_ok: bool = True) -> tuple[dict | None, object, str]:
+    """Run a ``--*-worker`` command under :func:`export.watch.run_watched` (killed past ``max_rss_gib`` resident or
+    ``timeout_s``) -> (its last ``REPORT`` line as a dict, or None; the :class:`export.watch.Watched`; why it gave
+    no report, from :func:`export.watch.describe`, or ""). ``echo`` writes the worker's output to stdout;
+    ``require_ok=False`` takes a report from a worker that exited badly after printing it."""
+    from export.watch import describe, run_watched
+
+    w = run_watched(cmd, max_rss_bytes=int(max_rss_gib * GIB), timeout_s=timeout_s, cwd=ROOT, env=env)
+    if echo:
+        sys.stdout.write(w.output)
+    found = [ln for ln in w.output.splitlines() if ln.startswith("REPORT ")]
+    if found and (w.ok or not require_ok):
+        return json.loads(found[-1][len("REPORT "):]), w, ""
+    return None, w, describe(w, max_rss_bytes=int(max_rss_gib * GIB), timeout_s=timeout_s)
+
+
 def _public_command(info: dict) -> str:
     """The reproducing command with this machine's reference folder written as ``DIR``."""
     args = shlex.split(info["command"])
@@ -822,27 +839,15 @@ def main(argv: list[str] | None = None) -> int:
                        str(args.threads), "--time-limit", str(args.time_limit)]
                 if args.ort_reps:
                     cmd += ["--ort-reps", str(args.ort_reps)]
-                from export.watch import run_watched
-
                 env = {**os.environ, **_hugepages_env()} if args.hugepages else None
-                w = run_watched(cmd, max_rss_bytes=int(args.max_rss_gib * GIB), timeout_s=args.time_limit + 600,
-                                cwd=ROOT, env=env)
-                sys.stdout.write(w.output)
-                found = [ln for ln in w.output.splitlines() if ln.startswith("REPORT ")]
-                if found:
-                    reps[key] = {**json.loads(found[-1][len("REPORT "):]), "peak_rss_gib": w.peak_rss_bytes / GIB,
-                                 "command": sec["command"], "hugepages": args.hugepages}
-                else:
-                    from export.watch import describe
-
-                    reps[key] = {"arch": arch, "hugepages": args.hugepages,
-                                 "error": describe(w, max_rss_bytes=int(args.max_rss_gib * GIB),
-                                                   timeout_s=args.time_limit + 600)}
+                rep, w, why = _run_worker(cmd, max_rss_gib=args.max_rss_gib, timeout_s=args.time_limit + 600,
+                                          env=env, require_ok=False)
+                reps[key] = ({**rep, "peak_rss_gib": w.peak_rss_bytes / GIB, "command": sec["command"],
+                              "hugepages": args.hugepages} if rep else
+                             {"arch": arch, "hugepages": args.hugepages, "error": why})
             data["ort"] = {**sec, "load_end": os.getloadavg(),
                            "reports": [reps[k] for k in sorted(reps, key=lambda k: (ARCH_ORDER.index(k[0]), k[1]))]}
     if "compile" in parts:
-        from export.watch import describe, run_watched
-
         sec = {"command": _public_command({"command": command}), "machine": machine, "load": os.getloadavg()}
         reps = {r["arch"]: r for r in old.get("compile", {}).get("reports", [])}
         for arch in archs:
@@ -850,53 +855,33 @@ def main(argv: list[str] | None = None) -> int:
                    str(Path(args.folders) / arch), "--threads", str(args.threads), "--time-limit",
                    str(args.time_limit)] + (["--ort-reps", str(args.ort_reps)] if args.ort_reps else [])
             with tempfile.TemporaryDirectory(prefix="inductor-") as cache:  # cold compiles, as on a fresh machine
-                w = run_watched(cmd, max_rss_bytes=int(args.max_rss_gib * GIB), timeout_s=args.time_limit + 900,
-                                cwd=ROOT, env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache})
-            sys.stdout.write(w.output)
-            found = [ln for ln in w.output.splitlines() if ln.startswith("REPORT ")]
-            if found and w.ok:
-                reps[arch] = {**json.loads(found[-1][len("REPORT "):]), "peak_rss_gib": w.peak_rss_bytes / GIB,
-                              "command": sec["command"], "cold_cache": True}
-            else:
-                reps[arch] = {"arch": arch, "error": _stopped_compile(
-                    w.output, describe(w, max_rss_bytes=int(args.max_rss_gib * GIB),
-                                       timeout_s=args.time_limit + 900), sec["command"])}
+                rep, w, why = _run_worker(cmd, max_rss_gib=args.max_rss_gib, timeout_s=args.time_limit + 900,
+                                          env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache})
+            reps[arch] = ({**rep, "peak_rss_gib": w.peak_rss_bytes / GIB, "command": sec["command"],
+                           "cold_cache": True} if rep else
+                          {"arch": arch, "error": _stopped_compile(w.output, why, sec["command"])})
         data["compile"] = {**sec, "load_end": os.getloadavg(),
                            "reports": [reps[a] for a in ARCH_ORDER if a in reps]}
     if "jvp" in parts:
-        from export.watch import describe, run_watched
-
         sec = {"command": _public_command({"command": command}), "machine": machine, "load": os.getloadavg()}
         reps = {r["arch"]: r for r in old.get("jvp", {}).get("reports", [])}
         for arch in archs:
             cmd = [sys.executable, "-m", "benchmarks.scale", "--jvp-worker", arch, "--folders",
                    str(Path(args.folders) / arch), "--threads", str(args.threads), "--jvp-sizes", args.jvp_sizes]
-            w = run_watched(cmd, max_rss_bytes=int(args.max_rss_gib * GIB), timeout_s=args.time_limit, cwd=ROOT)
-            found = [ln for ln in w.output.splitlines() if ln.startswith("REPORT ")]
-            if found and w.ok:
-                reps[arch] = {**json.loads(found[-1][len("REPORT "):]), "peak_rss_gib": w.peak_rss_bytes / GIB}
-            else:
-                reps[arch] = {"arch": arch, "error": describe(w, max_rss_bytes=int(args.max_rss_gib * GIB),
-                                                              timeout_s=args.time_limit)}
+            rep, w, why = _run_worker(cmd, max_rss_gib=args.max_rss_gib, timeout_s=args.time_limit, echo=False)
+            reps[arch] = {**rep, "peak_rss_gib": w.peak_rss_bytes / GIB} if rep else {"arch": arch, "error": why}
             print(f"{arch:>10} jvp: {reps[arch]}", flush=True)
         data["jvp"] = {**sec, "load_end": os.getloadavg(), "reports": [reps[a] for a in ARCH_ORDER if a in reps]}
     if "batch" in parts:
-        from export.watch import describe, run_watched
-
         sec = {"command": _public_command({"command": command}), "machine": machine, "load": os.getloadavg()}
         reps = {(r["arch"], r.get("dtype")): r for r in old.get("batch", {}).get("reports", [])}
         for arch in archs:
             cmd = [sys.executable, "-m", "benchmarks.scale", "--batch-worker", arch, "--folders",
                    str(Path(args.folders) / arch), "--dtype", args.dtype, "--threads", str(args.threads),
                    "--time-limit", str(args.time_limit)]
-            w = run_watched(cmd, max_rss_bytes=int(args.max_rss_gib * GIB), timeout_s=args.time_limit + 900,
-                            cwd=ROOT)
-            sys.stdout.write(w.output)
-            found = [ln for ln in w.output.splitlines() if ln.startswith("REPORT ")]
-            rep = (json.loads(found[-1][len("REPORT "):]) if found and w.ok else
-                   {"arch": arch, "dtype": args.dtype,
-                    "error": describe(w, max_rss_bytes=int(args.max_rss_gib * GIB), timeout_s=args.time_limit + 900)})
-            reps[(arch, args.dtype)] = {**rep, "command": sec["command"]}
+            rep, _, why = _run_worker(cmd, max_rss_gib=args.max_rss_gib, timeout_s=args.time_limit + 900)
+            reps[(arch, args.dtype)] = {**(rep or {"arch": arch, "dtype": args.dtype, "error": why}),
+                                        "command": sec["command"]}
         data["batch"] = {**sec, "load_end": os.getloadavg(),
                          "reports": [reps[k] for k in sorted(reps, key=lambda k: (ARCH_ORDER.index(k[0]), k[1]))]}
     if "calls" not in parts:

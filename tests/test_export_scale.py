@@ -357,3 +357,19 @@ def test_scale_batch_part_times_each_call_at_batch_1_and_8_in_parts_of_the_limit
     assert all("skipped" in r for r in late["rows"] if r["batch"] == 8)
     assert "| tiny | float32 | h | 8 | not run |" in "\n".join(
         _batch_markdown({**sec, "reports": [{**late, "command": cmd}]}))
+
+
+def test_scale_run_worker_reads_the_report_or_says_why_not():
+    """The watched worker run every part shares: the last REPORT line as a dict; a worker that exits badly gives
+    no report (unless ``require_ok=False``) and the watchdog's reason."""
+    import sys
+
+    from benchmarks.scale import _run_worker
+
+    ok = [sys.executable, "-c", "print('REPORT {\"a\": 1}'); print('REPORT {\"a\": 2}')"]
+    rep, w, why = _run_worker(ok, max_rss_gib=4, timeout_s=60, echo=False)
+    assert rep == {"a": 2} and w.ok and why == ""
+    bad = [sys.executable, "-c", "print('REPORT {\"a\": 3}'); raise SystemExit(3)"]
+    rep, w, why = _run_worker(bad, max_rss_gib=4, timeout_s=60, echo=False)
+    assert rep is None and not w.ok and why
+    assert _run_worker(bad, max_rss_gib=4, timeout_s=60, echo=False, require_ok=False)[0] == {"a": 3}
