@@ -397,14 +397,16 @@ def run_transfer(model, cfg: BenchConfig) -> dict:
         row = {"seed": sc.seed}
         outs = {"input": img, "start content (warped source)": np.where(tgt[..., None],
                                                                         E.warp_region(img, src, tgt), img)}
-        for name, extra in (("curve", {}), ("ablation", {"curve_weight": 0.0})):
+        for name, extra in (("curve", {}), ("ablation", {"curve_weight": 0.0}), ("curve, init=invert",
+                                                                                 {"init": "invert"})):
             t = _Timer()
-            outs[name] = E.transfer(model, img, tgt, src, measure_curves=False, seed=cfg.seed,
-                                    **{**kw, **extra}).image
-            times[name].append(t.done())
-        t = _Timer()
-        outs["curve, init=invert"] = E.transfer(model, img, tgt, src, measure_curves=False, seed=cfg.seed,
-                                                **{**kw, "init": "invert"}).image
+            r = E.transfer(model, img, tgt, src, measure_curves=False, seed=cfg.seed, **{**kw, **extra})
+            outs[name] = r.image
+            if name in times:
+                times[name].append(t.done())
+            if name != "ablation" and r.loss_history.size:  # how far the start is from the reference, and the end
+                row[f"curve loss first/{name}"] = float(r.loss_history[0])
+                row[f"curve loss last/{name}"] = float(r.loss_history[-1])
         for name, out in outs.items():
             c, tx = region_distance(out, tgt, img, src)
             row[f"colour/{name}"], row[f"texture/{name}"] = c, tx
@@ -429,7 +431,10 @@ def run_blend(model, cfg: BenchConfig) -> dict:
         changed = None
         for name, extra in (("curve", {}), ("ablation", {"curve_weight": 0.0})):
             t = _Timer()
-            r = E.blend(model, b.image, a.image, m, measure_curves=False, seed=cfg.seed, **{**kw, **extra})
+            conf = {**kw, **extra}
+            if conf.get("guide") == "truth":  # the oracle: the true composite's curves as the reference
+                conf["guide"] = truth
+            r = E.blend(model, b.image, a.image, m, measure_curves=False, seed=cfg.seed, **conf)
             times[name].append(t.done())
             outs[name], changed = r.image, r.changed
         row = {"seeds": [a_seed, b_seed]}
@@ -715,6 +720,51 @@ def fills_vs_curves_markdown(res: dict, command: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Blend references (TUNING split only): is the reference closer to the true composite's curves than the paste is?
+# --------------------------------------------------------------------------------------------------------------------
+def run_blend_references(model, cfg: BenchConfig, pairs: tuple[int, int]) -> dict:
+    """On the TUNING blend pairs ``pairs = (i0, i1)``: the rms log-distance, over the blend's active (patch, step)
+    entries, of the true composite's curves to the paste's own curves (where the loop starts) and to the reference
+    ``blend`` builds from the foreground and background. Matching can only approach the truth with a reference closer
+    to it than the start is. All three along their own DDIM inversions, with ``blend``'s settings and overrides."""
+    kw = {**cfg.overrides.get("blend", {}), "curve_weight": 0.0, "measure_curves": True, "seed": cfg.seed}
+    rows = []
+    a_seeds = SPLITS["tuning"][OFFSETS["blend_a"] + pairs[0] : OFFSETS["blend_a"] + pairs[1]]
+    b_seeds = SPLITS["tuning"][OFFSETS["blend_b"] + pairs[0] : OFFSETS["blend_b"] + pairs[1]]
+    for a_seed, b_seed in zip(a_seeds, b_seeds, strict=True):
+        size = model.image_size
+        a, b = make_scene(a_seed, size=size, family=cfg.family), make_scene(b_seed, size=size, family=cfg.family)
+        m = a.masks[-1]
+        truth = render(b.background_params, b.params + [a.params[-1]], size=size, ground_truth=False).image
+        oracle = E.blend(model, b.image, a.image, m, guide=truth, **kw)  # reference: the truth's curves
+        plain = E.blend(model, b.image, a.image, m, **kw)
+        on = oracle.weights > 0
+        log_truth = np.log(oracle.reference[on])
+        paste, ref = (float(np.sqrt(np.mean((np.log(c[on]) - log_truth) ** 2)))
+                      for c in (oracle.curves_before, plain.reference))
+        rows.append({"seeds": [a_seed, b_seed], "entries": int(on.sum()), "paste": paste, "reference": ref})
+        print(f"  pair {len(rows)}: paste {rows[-1]['paste']:.3f}, reference {rows[-1]['reference']:.3f}", flush=True)
+    return {"rows": rows, "family": cfg.family, "model": cfg.model, "overrides": cfg.overrides.get("blend", {})}
+
+
+def blend_references_markdown(res: dict, command: str) -> str:
+    """Per pair and on average: the distances of the paste's curves and of the reference to the truth's."""
+    lines = [f"# Blend references on the TUNING split ({res['family']} scenes, model `{res['model']}`)", "",
+             f"Reproduce: `{command}`", "",
+             "rms distance of log-curves to the true composite's, over the blend's active (patch, step) entries "
+             "(object patches early, seam patches late): the paste's own curves (the loop's start) and the reference "
+             "`blend` builds (the foreground's curves on object patches, the background's on seam patches). The loop "
+             "moves the paste's curves toward the reference, so it can only approach the truth where the reference "
+             "is the closer of the two.", "",
+             "| pair (A, B seeds) | entries | paste | reference |", "|---|---|---|---|"]
+    lines += [f"| {r['seeds'][0]}, {r['seeds'][1]} | {r['entries']} | {r['paste']:.3f} | {r['reference']:.3f} |"
+              for r in res["rows"]]
+    lines.append(f"| mean | | {np.mean([r['paste'] for r in res['rows']]):.3f} | "
+                 f"{np.mean([r['reference'] for r in res['rows']]):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Driver
 # --------------------------------------------------------------------------------------------------------------------
 RUNNERS = {"remove": run_removal, "saliency": run_saliency, "transfer": run_transfer, "blend": run_blend}
@@ -906,6 +956,12 @@ def markdown(res: dict) -> str:
                   "lower = more like the source)", "", "| result | colour (CIE76) | texture |", "|---|---|---|"]
         for n in names:
             lines.append(f"| {n} | {s[f'colour/{n}']['mean']:.2f} | {s[f'texture/{n}']['mean']:.4f} |")
+        lossed = [n for n in names if f"curve loss first/{n}" in s]
+        if lossed:  # a start that already matches the reference leaves the loss nothing to correct
+            lines += ["", "Curve loss (mean over scenes) at the first and the last gradient step of the loop:", "",
+                      "| result | first step | last step |", "|---|---|---|"]
+            lines += [f"| {n} | {s[f'curve loss first/{n}']['mean']:.4g} | {s[f'curve loss last/{n}']['mean']:.4g} |"
+                      for n in lossed]
         lines.append("")
     if "blend" in parts:
         s = parts["blend"]["summary"]
@@ -964,6 +1020,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--edit-study", nargs=2, default=None, metavar=("TASK", "JSON"),
                    help="instead of the benchmark: transfer or blend with each override dict of the JSON list on the "
                         "TUNING split (with --split tuning), merged into edit_<task>_study_tuning...{json,md}")
+    p.add_argument("--blend-references", default=None, metavar="I0:I1",
+                   help="instead of the benchmark: on these TUNING blend pairs, the rms log-curve distance to the true "
+                        "composite's curves of the paste's curves and of blend's reference (edit_blend_references)")
     p.add_argument("--fills-vs-curves", default=None, metavar="I0:I1",
                    help="instead of the benchmark: on these TUNING removal scenes, PSNR and log-curve distance to the "
                         "truth of the harmonic fill, single generative fills and their mean (edit_fills_vs_curves)")
@@ -1005,6 +1064,20 @@ def main(argv: list[str] | None = None) -> int:
         st = run_edit_study(load_model(cfg.model, device="cpu"), cfg, task, configs, out / f"{stem}.json")
         (out / f"{stem}.md").write_text(edit_study_markdown(st, task, cfg))
         print(edit_study_markdown(st, task, cfg))
+        return 0
+    if a.blend_references is not None:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        i0, i1 = (int(v) for v in a.blend_references.split(":"))
+        res = run_blend_references(load_model(cfg.model, device="cpu"), cfg, (i0, i1))
+        command = shlex.join(["python", "-m", "benchmarks.edit_quality", "--model", cfg.model, "--family", cfg.family,
+                              "--blend-references", a.blend_references])
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = result_stem(cfg, "edit_blend_references", split=False)
+        (out / f"{stem}.json").write_text(json.dumps({**res, "command": command}, indent=1))
+        (out / f"{stem}.md").write_text(blend_references_markdown(res, command))
+        print(blend_references_markdown(res, command))
         return 0
     if a.fills_vs_curves is not None:
         if cfg.threads:

@@ -124,3 +124,57 @@ def test_removal_rows_carry_the_texture_measure_and_the_table_shows_it(tiny_mode
     assert "| method | PSNR (dB) | SSIM | texture error | texture / truth's |" in md
     s = part["summary"]
     assert f"| {s['texture/opencv telea']['mean']:.4f} | {s['texture_ratio/opencv telea']['mean']:.2f} |" in md
+
+
+def test_transfer_rows_carry_the_curve_loss_at_the_first_and_last_step(tiny_model):
+    """The curve results of the transfer part record the loop's curve loss at its first and last gradient step (the
+    same values as the edit's own loss history; the ablation has none), and the transfer table shows them."""
+    from benchmarks.edit_quality import BenchConfig, _transfer_scenes, markdown, run_transfer
+    from pipeline import edit as E
+
+    kw = {"t_edit": 100, "num_steps": 3, "iterations": 1}
+    cfg = BenchConfig(n_transfer=1, overrides={"transfer": kw})
+    part = run_transfer(tiny_model, cfg)
+    row = part["rows"][0]
+    assert "curve loss first/ablation" not in row
+    sc = _transfer_scenes(cfg, tiny_model.image_size, 1)[0]
+    for name, extra in (("curve", {}), ("curve, init=invert", {"init": "invert"})):
+        r = E.transfer(tiny_model, sc.image, sc.masks[-1], sc.masks[0], measure_curves=False, seed=cfg.seed,
+                       **kw, **extra)
+        assert row[f"curve loss first/{name}"] == pytest.approx(float(r.loss_history[0]))
+        assert row[f"curve loss last/{name}"] == pytest.approx(float(r.loss_history[-1]))
+    res = {"config": asdict(cfg), "model": "tiny", "command": "c", "total_seconds": 1.0, "torch_threads": 1, "jobs": 1,
+           "part_seconds": {"transfer": 1.0}, "parts": {"transfer": part}}
+    md = markdown(res)
+    s = part["summary"]
+    assert (f"| curve, init=invert | {s['curve loss first/curve, init=invert']['mean']:.4g} | "
+            f"{s['curve loss last/curve, init=invert']['mean']:.4g} |") in md
+
+
+def test_blend_references_measure_both_distances_to_the_truths_curves(tiny_model):
+    """--blend-references: per tuning pair, the rms log-distance of the paste's curves and of blend's reference to the
+    true composite's curves, recomputed here from blend's own outputs; the table shows the pair and the means."""
+    from benchmarks.edit_quality import OFFSETS, BenchConfig, blend_references_markdown, run_blend_references
+    from pipeline import edit as E
+    from pipeline.scenes import SPLITS, make_scene, render
+
+    kw = {"t_edit": 100, "num_steps": 3, "t_switch": 50}
+    cfg = BenchConfig(split="tuning", overrides={"blend": kw})
+    res = run_blend_references(tiny_model, cfg, (0, 1))
+    row = res["rows"][0]
+    a_seed, b_seed = SPLITS["tuning"][OFFSETS["blend_a"]], SPLITS["tuning"][OFFSETS["blend_b"]]
+    assert row["seeds"] == [a_seed, b_seed]
+    a, b = make_scene(a_seed, size=tiny_model.image_size), make_scene(b_seed, size=tiny_model.image_size)
+    truth = render(b.background_params, b.params + [a.params[-1]], size=tiny_model.image_size,
+                   ground_truth=False).image
+    common = {**kw, "curve_weight": 0.0, "measure_curves": True}
+    g = E.blend(tiny_model, b.image, a.image, a.masks[-1], guide=truth, **common)
+    p = E.blend(tiny_model, b.image, a.image, a.masks[-1], **common)
+    on = g.weights > 0
+    assert row["entries"] == on.sum() > 0
+    lt = np.log(g.reference[on])
+    assert row["paste"] == pytest.approx(np.sqrt(np.mean((np.log(g.curves_before[on]) - lt) ** 2)))
+    assert row["reference"] == pytest.approx(np.sqrt(np.mean((np.log(p.reference[on]) - lt) ** 2)))
+    md = blend_references_markdown(res, "CMD")
+    assert f"| {a_seed}, {b_seed} | {row['entries']} | {row['paste']:.3f} | {row['reference']:.3f} |" in md
+    assert "`CMD`" in md

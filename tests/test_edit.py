@@ -106,6 +106,24 @@ def test_blend_foreground_of_other_size(tiny_model, scene):
     _outside_unchanged(r, img)
 
 
+def test_blend_guide_curves_are_the_reference(tiny_model, scene):
+    """With a guide every edited patch follows the guide's own curves: the paste as its own guide gives the paste's
+    measured curves (its inversion is the loop's start) on every active entry; a guide of another size is refused."""
+    img, mask, _ = scene
+    fg = np.full_like(img, 200)
+    pasted = np.where(mask[..., None], fg, img)
+    measured = {**FAST, "measure_curves": True}
+    r = E.blend(tiny_model, img, fg, mask, guide=pasted, **measured)
+    _outside_unchanged(r, img)
+    on = r.weights > 0
+    assert on.any()
+    np.testing.assert_allclose(r.reference[on], r.curves_before[on], rtol=1e-5)
+    plain = E.blend(tiny_model, img, fg, mask, **measured)
+    assert not np.allclose(plain.reference[on], plain.curves_before[on], rtol=1e-3)  # fg's and bg's differ
+    with pytest.raises(InputError, match="guide must have the background's size"):
+        E.blend(tiny_model, img, fg, mask, guide=img[:-2], **FAST)
+
+
 def test_pil_input_and_uint8_mask(tiny_model, scene):
     from PIL import Image
 

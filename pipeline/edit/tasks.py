@@ -242,7 +242,7 @@ def adjust_saliency(model: DiffusionOps, image, mask, factor: float, *, config: 
     return result
 
 
-def blend(model: DiffusionOps, background, foreground, mask, *, config: BlendConfig | None = None,
+def blend(model: DiffusionOps, background, foreground, mask, *, guide=None, config: BlendConfig | None = None,
           progress: ProgressFn | None = None, cancel: CancelFlag | None = None, **overrides) -> EditResult:
     """Paste the object of ``foreground`` under ``mask`` into ``background`` and harmonise the seam.
 
@@ -250,11 +250,20 @@ def blend(model: DiffusionOps, background, foreground, mask, *, config: BlendCon
     region is the mask dilated by ``seam_width`` model cells (``EditResult.changed``); the returned image equals the
     background outside it. Object patches follow the foreground's curves for t > t_switch (identity), seam patches
     the background's curves for t <= t_switch (harmonised edges).
+
+    ``guide`` (an image of the background's size, optional): every edited patch follows the guide's own curves at
+    the same patch and time instead (same windows). Given the true composite it is an oracle: the best any curve
+    reference can do (``benchmarks/results/edit_blend_study_tuning_textured_model-textured.md``).
     """
     cfg = for_model(with_overrides(config, overrides, BlendConfig), model)
-    run = Run(model, cfg, progress, cancel, inversions=3)
+    run = Run(model, cfg, progress, cancel, inversions=3 + int(guide is not None))
     bg = check_image(background, name="background")
     fg = check_image(foreground, name="foreground")
+    guide_img = None
+    if guide is not None:
+        guide_img = check_image(guide, name="guide")
+        if guide_img.shape != bg.shape:
+            raise InputError(f"guide must have the background's size {bg.shape[:2]}, got {guide_img.shape[:2]}")
     obj_px = check_mask(mask, fg.shape[:2])
     if fg.shape[:2] != bg.shape[:2]:
         fg = resize_uint8(fg, bg.shape[:2])
@@ -281,6 +290,9 @@ def blend(model: DiffusionOps, background, foreground, mask, *, config: BlendCon
     c_fg = run.curves(traj_fg, v, steps=(weights * is_obj).sum(1) > 0)
     c_bg = run.curves(traj_bg, v, steps=(weights * is_seam).sum(1) > 0)
     reference = torch.where(is_obj[None] > 0, c_fg, c_bg)  # (S, K)
+    if guide_img is not None:  # the guide's own curves at every edited patch
+        traj_guide = run.invert(to_model(model, guide_img), "DDIM inversion of the guide")
+        reference = run.curves(traj_guide, v, steps=weights.sum(1) > 0)
     reference = torch.where(torch.isnan(reference), torch.ones_like(reference), reference)  # inactive entries
     before = run.curves(traj, v) if cfg.measure_curves else None
     plan = MatchPlan(start=traj, outside=traj_bg, edit=M.feather(region, cfg.feather), directions=v,
