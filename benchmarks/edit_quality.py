@@ -12,8 +12,9 @@ study (``--study``) and any tuning use the TUNING split, and the study's results
    gradient magnitude of luminance from the truth's, and its ratio to the truth's).
    Methods: this method (``RemoveConfig()`` defaults), the same loop with the curve loss off (ablation,
    ``curve_weight=0``), its start content alone (the harmonic fill, no diffusion: shows what the loop adds), OpenCV
-   inpainting (Telea, Navier-Stokes; radius 3), and diffusers' RePaint with the same U-Net (``--repaint-steps`` steps,
-   jump length 5, 2 resamplings).
+   inpainting (Telea, Navier-Stokes; radius 3), an exemplar fill by one translation (:func:`shift_fill`: copies the
+   hole from the shift whose copy best matches the ring around it, so a periodic texture continues at its phase),
+   and diffusers' RePaint with the same U-Net (``--repaint-steps`` steps, jump length 5, 2 resamplings).
 2. **Saliency.** ROC AUC (scikit-learn) of saliency maps against the union of the object masks: the curve-fluctuation
    map (``pipeline.rates.generation_curves`` with the configuration the TUNING-split study chose: direct estimator,
    patch 4, direction smoothing 1, statistic std of time-normalised curves; plus, from the same curves, the paper's
@@ -195,6 +196,18 @@ def repaint(model, img: np.ndarray, m: np.ndarray, *, steps: int, seed: int) -> 
     return np.where(m[..., None], edited, img)
 
 
+def shift_fill(img: np.ndarray, m: np.ndarray, *, ring: int = 3) -> np.ndarray:
+    """Exemplar fill by one translation (:func:`pipeline.edit.regions.best_shift`) of a uint8 image: the hole takes
+    the pixels of the shifted copy that best continues the ring around it. ``img`` unchanged if no shift qualifies."""
+    s = E.best_shift(img, m, ring=ring)
+    if s is None:
+        return img.copy()
+    out = img.copy()
+    hy, hx = np.nonzero(m)
+    out[hy, hx] = img[hy + s[0], hx + s[1]]
+    return out
+
+
 def _betas(model) -> torch.Tensor:
     """The betas of the model's schedule, recovered from alphas_cumprod."""
     ab = model.alphas_cumprod.to(torch.float64)
@@ -270,6 +283,7 @@ def run_removal(model, cfg: BenchConfig) -> dict:
                                                                                        img.shape[:2]), img)
         outs["opencv telea"] = opencv_inpaint(img, m, "telea")
         outs["opencv navier-stokes"] = opencv_inpaint(img, m, "ns")
+        outs["shift fill (exemplar)"] = shift_fill(img, m)
         t = _Timer()
         outs["repaint"] = repaint(model, img, m, steps=cfg.repaint_steps, seed=cfg.seed)
         times["repaint"].append(t.done())
@@ -555,10 +569,14 @@ def run_removal_study(model, cfg: BenchConfig, configs: list[dict], scenes: tupl
             kw = {k: v for k, v in conf.items() if k != "guide"}
             if conf.get("guide") == "truth":  # the oracle: the true background's curves as the reference
                 kw["guide"] = gt
+            elif conf.get("guide") == "shift":  # an exemplar fill that continues a periodic texture at its phase
+                kw["guide"] = shift_fill(sc.image, m)
             r = E.remove_object(model, sc.image, m, measure_curves=False, seed=cfg.seed, **kw)
             cpu = t.done()[1]
             row = {"psnr": psnr_in(r.image, gt, m), "ssim": ssim_in(r.image, gt, m), "cpu_s": cpu,
                    "background": sc.background_params["kind"]}
+            if "guide" in kw:
+                row["guide_psnr"] = psnr_in(kw["guide"], gt, m)
             if path.exists():  # re-read: another study process may have added entries meanwhile
                 study = json.loads(path.read_text())
             study["entries"].setdefault(key, {})[str(seed)] = row

@@ -178,3 +178,21 @@ def test_blend_references_measure_both_distances_to_the_truths_curves(tiny_model
     md = blend_references_markdown(res, "CMD")
     assert f"| {a_seed}, {b_seed} | {row['entries']} | {row['paste']:.3f} | {row['reference']:.3f} |" in md
     assert "`CMD`" in md
+
+
+def test_shift_fill_continues_a_periodic_texture_at_its_phase():
+    """A hole in diagonal stripes is filled exactly by the copy one period away; a hole that leaves no shift landing
+    wholly on known pixels is left as it is."""
+    from benchmarks.edit_quality import shift_fill
+
+    yy, xx = np.mgrid[0:32, 0:32]
+    truth = np.stack([(xx + 2 * yy) % 7 * 30, (xx + 2 * yy) % 7 * 10 + 40, 200 - (xx + 2 * yy) % 7 * 20], -1)
+    truth = truth.astype(np.uint8)
+    m = np.zeros((32, 32), bool)
+    m[12:19, 10:17] = True
+    img = truth.copy()
+    img[m] = (255, 0, 255)
+    assert np.array_equal(shift_fill(img, m), truth)
+    big = np.ones((32, 32), bool)
+    big[0, 0] = False
+    assert np.array_equal(shift_fill(img, big), img)

@@ -491,3 +491,37 @@ def test_the_default_patch_size_is_recorded(tiny_model):
     assert r.config["patch_size"] == E.default_patch_size(tiny_model) == 4
     with pytest.raises(InputError, match="for_model"):
         E.check_for_model(E.RemoveConfig(), tiny_model)
+
+
+def test_shift_fill_continues_periodic_stripes_and_falls_back_to_harmonic():
+    """The shift fill copies the hole from one period away in diagonal stripes (exact), in model space; with no
+    qualifying shift (a hole over nearly everything) it is the harmonic fill; ``init="shift"`` is accepted."""
+    yy, xx = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
+    phase = (xx + 2 * yy) % 5
+    x = torch.stack([phase / 5 - 0.5, 0.2 - phase / 10, 0.1 * phase - 0.3])[None]
+    hole = torch.zeros(24, 24)
+    hole[9:15, 8:14] = 1
+    s = E.best_shift(x[0].permute(1, 2, 0).numpy(), hole.numpy() > 0)
+    assert s is not None and (s[1] + 2 * s[0]) % 5 == 0  # a whole number of periods
+    filled = E.shift_fill(x.masked_fill(hole.bool(), 0.9), hole)
+    torch.testing.assert_close(filled, x)
+    big = torch.ones(24, 24)
+    big[0, :2] = 0
+    torch.testing.assert_close(E.shift_fill(x, big), E.harmonic_fill(x, big))
+    assert "shift" in E.REMOVE_INITS
+
+
+def test_remove_init_shift_ablation_returns_the_exemplar_fill(tiny_model):
+    """``init="shift"`` with the curve loss off returns its start content: the hole copied from one period away, so a
+    hole in stripes at the model's own size comes back as the stripes (up to the uint8 round trip)."""
+    s = tiny_model.image_size
+    yy, xx = np.mgrid[0:s, 0:s]
+    phase = (xx + 2 * yy) % 5
+    truth = np.stack([phase * 50, 200 - phase * 40, 60 + 0 * phase], -1).astype(np.uint8)
+    mask = np.zeros((s, s), bool)
+    mask[s // 3 : s // 3 + 4, s // 3 : s // 3 + 4] = True
+    img = truth.copy()
+    img[mask] = (255, 0, 255)
+    r = E.remove_object(tiny_model, img, mask, init="shift", curve_weight=0.0, **FAST)
+    _outside_unchanged(r, img)
+    assert np.abs(r.image.astype(int) - truth.astype(int)).max() <= 1

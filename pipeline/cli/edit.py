@@ -34,7 +34,7 @@ _TASK = {
     "remove": (
         ("--ring-width", "ring_width", int, "width (model cells) of the background ring giving the reference"),
         ("--grow", "grow", int, "dilate the edit region by this many model cells"),
-        ("--init", "init", str, "start content of the mask: invert, harmonic, mean"),
+        ("--init", "init", str, "start content of the mask: invert, harmonic, mean, shift (exemplar copy)"),
         ("--reference", "reference", str, "reference curve: shape, level (the ring's) or harmonic (neighbours')"),
         ("--init-noise", "init_noise", float, "0: keep the inverted noise in the mask; 1: fresh noise"),
         ("--samples", "samples", int, "fills from fresh noise (--init-noise > 0) whose mean is returned"),

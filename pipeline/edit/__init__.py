@@ -81,6 +81,7 @@ from .curves import LOG_FLOOR, geomean, rates, trajectory_curves
 from .inputs import check_image, check_mask, to_model
 from .loop import LOSS_FLOOR, MASS_FLOOR, POLYAK, MatchOutput, MatchPlan, curve_loss, match_curves
 from .regions import (
+    best_shift,
     corresponding_patches,
     harmonic_fill,
     harmonic_patch_fill,
@@ -91,6 +92,7 @@ from .regions import (
     pixel_dilate,
     region_patches,
     seeded_subset,
+    shift_fill,
     warp_region,
 )
 from .results import EditResult
@@ -104,6 +106,7 @@ __all__ = [
     "default_patch_size", "for_model", "check_image",
     "check_mask", "corresponding_patches", "curve_loss", "geomean", "harmonic_fill", "harmonic_patch_fill",
     "match_curves", "mean_fill", "model_mask", "patch_coverage", "patch_neighbours", "pixel_dilate", "rates",
-    "region_patches", "remove_object", "seeded_subset", "to_model", "trajectory_curves", "transfer", "warp_region",
+    "region_patches", "remove_object", "seeded_subset", "shift_fill", "to_model", "trajectory_curves", "transfer",
+    "warp_region", "best_shift",
     "with_overrides",
 ]

@@ -24,7 +24,7 @@ from ..validate import check_bool, check_choice, check_float, check_int, is_int
 #: How autograd differentiates rates (see :mod:`pipeline.edit.curves`).
 GRAD_MODES = ("forward", "double", "fd")
 #: Start content of the masked region for removal.
-REMOVE_INITS = ("invert", "harmonic", "mean")
+REMOVE_INITS = ("invert", "harmonic", "mean", "shift")
 #: Removal references: the ring's mean curve ("level"), its shape at each patch's own level ("shape"), or the
 #: harmonic interpolation of the neighbour patches' log-curves ("harmonic").
 REMOVE_REFERENCES = ("level", "shape", "harmonic")
@@ -76,7 +76,7 @@ class RemoveConfig(EditConfig):
     ring_width: int = 3  # width (model-space cells) of the background ring that gives r*
     reference: str = "shape"  # "level": the ring's mean curve; "shape": its shape at each patch's level; "harmonic"
     grow: int = 0  # dilate the model-space edit region by this many cells (0: the cells the mask touches)
-    init: str = "harmonic"  # start content in the mask: "invert" (the input), "harmonic" (Laplace fill), "mean"
+    init: str = "harmonic"  # start content: "invert" (the input), "harmonic" (Laplace fill), "mean", "shift" (copy)
     init_noise: float = 0.0  # 0: keep the inverted x_{t_edit} in the mask; 1: fresh forward noise of the start
     tolerance: float = 0.2  # dead zone (log units): the harmonic fill's small curve mismatches are left alone
     relative: bool = True  # match the change r*/c along the regenerated path (see match_curves)

@@ -1,5 +1,6 @@
 """Regions in model space and their patches: masks to model space, patch selection and correspondence, and the fills
-that give a region its start content or a patch its reference (harmonic and mean fills, warped source regions).
+that give a region its start content or a patch its reference (harmonic, mean and shift fills, warped source
+regions).
 
 Patches are the cells of the ``n x n`` grid of side ``patch_size`` over model space, indexed row-major.
 """
@@ -116,6 +117,55 @@ def mean_fill(x: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
     ring = M.as_model_mask(M.ring(hole, 1), x)
     mean = (x * ring).sum(dim=(2, 3), keepdim=True) / ring.sum().clamp_min(1)  # (1, C, 1, 1)
     return m * mean + (1 - m) * x
+
+
+def best_shift(img: np.ndarray, hole: np.ndarray, *, ring: int = 3) -> tuple[int, int] | None:
+    """The translation ``s`` whose copy ``img[x + s]`` best continues the surroundings of ``hole``: the least mean
+    squared difference over the known pixels within ``ring`` of the hole that land on known pixels (at least half of
+    them), among the shifts that land the whole hole on known pixels. A periodic texture gives its own period.
+    img: (H, W, C), hole: (H, W) bool -> (dy, dx), or None when no shift qualifies."""
+    import cv2
+
+    hole = np.asarray(hole, bool)
+    h, w = hole.shape
+    known = ~hole
+    k = np.ones((2 * ring + 1, 2 * ring + 1), np.uint8)
+    band = cv2.dilate(hole.astype(np.uint8), k).astype(bool) & known
+    hy, hx = np.nonzero(hole)
+    by, bx = np.nonzero(band)
+    if hy.size == 0 or by.size == 0:
+        return None
+    f = np.asarray(img, np.float64)
+    best, best_s = np.inf, None
+    for dy in range(-h + 1, h):
+        for dx in range(-w + 1, w):
+            ty, tx = hy + dy, hx + dx
+            if (dy, dx) == (0, 0) or ty.min() < 0 or tx.min() < 0 or ty.max() >= h or tx.max() >= w:
+                continue
+            if not known[ty, tx].all():
+                continue
+            ry, rx = by + dy, bx + dx
+            ok = (ry >= 0) & (rx >= 0) & (ry < h) & (rx < w)
+            ok[ok] = known[ry[ok], rx[ok]]
+            if ok.sum() < max(1, by.size // 2):
+                continue
+            err = float(((f[by[ok], bx[ok]] - f[ry[ok], rx[ok]]) ** 2).mean())
+            if err < best:
+                best, best_s = err, (dy, dx)
+    return best_s
+
+
+def shift_fill(x: torch.Tensor, hole: torch.Tensor, *, ring: int = 3) -> torch.Tensor:
+    """Fill ``hole`` with a translated copy of the image (:func:`best_shift`): an exemplar fill that continues a
+    periodic texture at its phase; the harmonic fill when no shift lands the hole on known cells.
+    x: (1, C, h, w), hole: (h, w) {0, 1} -> (1, C, h, w)."""
+    hole_b = hole.detach().cpu().numpy() > 0.5
+    s = best_shift(x[0].detach().cpu().double().permute(1, 2, 0).numpy(), hole_b, ring=ring)
+    if s is None:
+        return harmonic_fill(x, hole)
+    moved = torch.roll(x, shifts=(-s[0], -s[1]), dims=(2, 3))  # moved[y, x] = x[y + dy, x + dx]
+    m = M.as_model_mask(hole, x)
+    return m * moved + (1 - m) * x
 
 
 def harmonic_patch_fill(known: torch.Tensor, known_idx: torch.Tensor, unknown_idx: torch.Tensor, n: int, *,

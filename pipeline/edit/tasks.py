@@ -29,6 +29,7 @@ from .regions import (
     patch_neighbours,
     pixel_dilate,
     region_patches,
+    shift_fill,
     warp_region,
 )
 from .results import EditResult, finish
@@ -44,14 +45,15 @@ def remove_object(model: DiffusionOps, image, mask, *, guide=None, config: Remov
 
     image: (H, W, 3) uint8 / PIL / any accepted image; mask: (H, W) bool or integer. Config fields may be given as
     keyword overrides (``remove_object(model, img, mask, num_steps=10)``). The masked region starts from ``init``
-    content (default: the harmonic fill of its surroundings) re-noised by ``init_noise``; with ``reference="shape"``
-    each target patch follows the ring's curve shifted to its own mean level (the ring's rates are biased by its
-    position, its shape is not), with ``"level"`` the ring's curve itself, with ``"harmonic"`` the harmonic
-    interpolation of its 4-neighbour patches' log-curves on the patch grid (:func:`harmonic_patch_fill`: a local
-    reference that follows structure such as a horizon line through the hole). By default the loss acts late
+    content (default: the harmonic fill of its surroundings; ``"shift"``: the translated copy of the image that best
+    continues the ring, :func:`~pipeline.edit.regions.shift_fill`) re-noised by ``init_noise``; with
+    ``reference="shape"`` each target patch follows the ring's curve shifted to its own mean level (the ring's rates
+    are biased by its position, its shape is not), with ``"level"`` the ring's curve itself, with ``"harmonic"`` the
+    harmonic interpolation of its 4-neighbour patches' log-curves on the patch grid (:func:`harmonic_patch_fill`: a
+    local reference that follows structure such as a horizon line through the hole). By default the loss acts late
     (window ``(0, t_edit / 2]``) with a dead zone ``tolerance=0.2``: on the tuning split every update that the
-    phase-free rates ask for where the fill already roughly matches cost PSNR. ``curve_weight=0`` is the ablation (the
-    same loop without the curve loss; with ``exact`` it returns the start content). The result equals the input
+    phase-free rates ask for where the fill already roughly matches cost PSNR. ``curve_weight=0`` is the ablation
+    (the same loop without the curve loss; with ``exact`` it returns the start content). The result equals the input
     outside ``mask``.
 
     ``samples > 1`` (with ``init_noise > 0``) runs the loop that many times from independent fresh noise (seeds
@@ -86,7 +88,8 @@ def remove_object(model: DiffusionOps, image, mask, *, guide=None, config: Remov
     if ring_idx.numel() == 0:
         raise InputError("the mask leaves no background around it to take the reference curves from")
     idx = region_patches(region, cfg.patch_size, min_cover=0.0)
-    fills = {"invert": lambda: x0, "harmonic": lambda: harmonic_fill(x0, region), "mean": lambda: mean_fill(x0, region)}
+    fills = {"invert": lambda: x0, "harmonic": lambda: harmonic_fill(x0, region), "mean": lambda: mean_fill(x0, region),
+             "shift": lambda: shift_fill(x0, region)}
     x_start = fills[cfg.init]()
     run.clock.lap("prepare")
 
