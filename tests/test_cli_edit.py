@@ -44,7 +44,8 @@ def test_edit_commands(tiny_pixel_dir, files, task, capsys):
     argv = [task, "--image", str(paths["image"]), "--mask", str(paths["mask"]), "--out", str(out),
             "--model", tiny_pixel_dir, "--device", "cpu", *FAST]
     extra = {"remove": ["--init", "mean"], "transfer": ["--source-mask", str(paths["src"])],
-             "saliency": ["--factor", "0.5", "--t-b", "10"], "blend": ["--foreground", str(paths["fg"])]}[task]
+             "saliency": ["--factor", "0.5", "--t-b", "10"],
+             "blend": ["--foreground", str(paths["fg"]), "--alpha-blur", "0.7"]}[task]
     assert main(argv + extra) == 0
     assert f"{task}: wrote" in capsys.readouterr().out
     if task != "blend":

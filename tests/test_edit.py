@@ -111,7 +111,7 @@ def test_blend_guide_curves_are_the_reference(tiny_model, scene):
     measured curves (its inversion is the loop's start) on every active entry; a guide of another size is refused."""
     img, mask, _ = scene
     fg = np.full_like(img, 200)
-    pasted = np.where(mask[..., None], fg, img)
+    pasted = E.soft_paste(img, fg, mask, E.BlendConfig().alpha_blur)  # the loop's start
     measured = {**FAST, "measure_curves": True}
     r = E.blend(tiny_model, img, fg, mask, guide=pasted, **measured)
     _outside_unchanged(r, img)
@@ -525,3 +525,28 @@ def test_remove_init_shift_ablation_returns_the_exemplar_fill(tiny_model):
     r = E.remove_object(tiny_model, img, mask, init="shift", curve_weight=0.0, **FAST)
     _outside_unchanged(r, img)
     assert np.abs(r.image.astype(int) - truth.astype(int)).max() <= 1
+
+
+def test_soft_paste_blurs_the_alpha_and_blend_ablation_returns_it(tiny_model, scene):
+    """soft_paste: a hard paste at blur 0, a mix of the two images only near the mask's edge otherwise; blend without
+    the curve loss returns its start, the soft paste, inside its edit region."""
+    img, mask, _ = scene
+    fg = np.full_like(img, 200)
+    hard = E.soft_paste(img, fg, mask, 0.0)
+    assert np.array_equal(hard, np.where(mask[..., None], fg, img))
+    soft = E.soft_paste(img, fg, mask, 0.5)
+    differs = np.any(soft != hard, axis=-1)
+    assert differs.any()
+    import cv2
+
+    edge = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & ~cv2.erode(
+        mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    assert not differs[~edge].any()  # only within 2 pixels of the edge
+    rng = np.random.default_rng(2)
+    bg16 = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)  # the model's size: no resizing
+    m16 = np.zeros((16, 16), bool)
+    m16[5:11, 4:10] = True
+    r = E.blend(tiny_model, bg16, np.full_like(bg16, 200), m16, curve_weight=0.0, **FAST)
+    _outside_unchanged(r, bg16)
+    expected = np.where(r.changed[..., None], E.soft_paste(bg16, np.full_like(bg16, 200), m16, 0.5), bg16)
+    assert np.array_equal(r.image, expected)

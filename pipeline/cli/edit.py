@@ -52,6 +52,7 @@ _TASK = {
     "blend": (
         ("--t-switch", "t_switch", int, "object follows the foreground above this t, the seam the background below"),
         ("--seam-width", "seam_width", int, "half-width (model cells) of the seam band"),
+        ("--alpha-blur", "alpha_blur", float, "Gaussian std (pixels) of the paste's alpha; 0: a hard paste"),
     ),
 }
 

@@ -96,7 +96,7 @@ from .regions import (
     warp_region,
 )
 from .results import EditResult
-from .tasks import adjust_saliency, blend, remove_object, transfer
+from .tasks import adjust_saliency, blend, remove_object, soft_paste, transfer
 
 __all__ = [
     "BlendConfig", "EditConfig", "EditResult", "FLUCTUATIONS", "GENERATIVE_REMOVAL", "GRAD_MODES", "LOG_FLOOR",
@@ -107,6 +107,6 @@ __all__ = [
     "check_mask", "corresponding_patches", "curve_loss", "geomean", "harmonic_fill", "harmonic_patch_fill",
     "match_curves", "mean_fill", "model_mask", "patch_coverage", "patch_neighbours", "pixel_dilate", "rates",
     "region_patches", "remove_object", "seeded_subset", "shift_fill", "to_model", "trajectory_curves", "transfer",
-    "warp_region", "best_shift",
+    "warp_region", "best_shift", "soft_paste",
     "with_overrides",
 ]

@@ -125,6 +125,7 @@ class BlendConfig(EditConfig):
     t_switch: int = 200  # object patches follow the foreground for t > t_switch, seam patches the background below
     seam_width: int = 2  # half-width (model cells) of the seam band; the edit region is the mask dilated by it
     preserve_weight: float = 0.1  # keeps the object near the pasted trajectory (anchor)
+    alpha_blur: float = 0.5  # Gaussian std (input pixels) of the paste's alpha: a soft edge like an anti-aliased one
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -190,6 +191,7 @@ def check_config(cfg: EditConfig) -> EditConfig:
     if isinstance(cfg, BlendConfig):
         check_int("t_switch", cfg.t_switch, 0, 999)
         check_int("seam_width", cfg.seam_width, 1)
+        check_float("alpha_blur", cfg.alpha_blur, 0.0)
     return cfg
 
 

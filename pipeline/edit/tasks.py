@@ -251,8 +251,10 @@ def blend(model: DiffusionOps, background, foreground, mask, *, guide=None, conf
 
     ``foreground`` and ``mask`` share a size; they are resized to the background's size when it differs. The edit
     region is the mask dilated by ``seam_width`` model cells (``EditResult.changed``); the returned image equals the
-    background outside it. Object patches follow the foreground's curves for t > t_switch (identity), seam patches
-    the background's curves for t <= t_switch (harmonised edges).
+    background outside it. The loop starts from the paste with its alpha blurred by ``alpha_blur`` pixels
+    (:func:`soft_paste`; 0: the hard paste), which is also what the ablation (``curve_weight=0``) returns. Object
+    patches follow the foreground's curves for t > t_switch (identity), seam patches the background's curves for t
+    <= t_switch (harmonised edges).
 
     ``guide`` (an image of the background's size, optional): every edited patch follows the guide's own curves at
     the same patch and time instead (same windows). Given the true composite it is an oracle: the best any curve
@@ -271,7 +273,7 @@ def blend(model: DiffusionOps, background, foreground, mask, *, guide=None, conf
     if fg.shape[:2] != bg.shape[:2]:
         fg = resize_uint8(fg, bg.shape[:2])
         obj_px = to_mask(resize_mask(obj_px, bg.shape[:2]).numpy() > 0.5, name="mask")
-    pasted = np.where(obj_px[..., None], fg, bg).astype(np.uint8)
+    pasted = soft_paste(bg, fg, obj_px, cfg.alpha_blur)
     changed = pixel_dilate(obj_px, cfg.seam_width, model)
     obj = model_mask(obj_px, model)
     region = M.dilate(obj, cfg.seam_width)
@@ -303,6 +305,18 @@ def blend(model: DiffusionOps, background, foreground, mask, *, guide=None, conf
     match = run.match(plan)
     return finish("blend", run, match=match, plan=plan, idx=idx, image=bg, changed=changed, before=before,
                    diagnostics={"num_object_patches": int(obj_idx.numel()), "num_seam_patches": int(seam_idx.numel())})
+
+
+def soft_paste(background: np.ndarray, foreground: np.ndarray, mask: np.ndarray, blur: float) -> np.ndarray:
+    """``foreground`` over ``background`` with alpha = ``mask`` blurred by a Gaussian of std ``blur`` pixels (a hard
+    paste for ``blur = 0``): an object edge that mixes the two images over about a pixel, as an anti-aliased edge
+    does, instead of keeping a fringe of the foreground's old background. (H, W, 3) uint8 x 2, (H, W) bool -> uint8."""
+    if blur <= 0:
+        return np.where(mask[..., None], foreground, background).astype(np.uint8)
+    import cv2
+
+    alpha = cv2.GaussianBlur(mask.astype(np.float64), (0, 0), blur)[..., None]
+    return np.clip(np.rint(alpha * foreground + (1 - alpha) * background), 0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------------------------------
