@@ -1083,33 +1083,25 @@ def main(argv: list[str] | None = None) -> int:
         (out / f"{stem}.md").write_text(edit_study_markdown(st, task, cfg))
         print(edit_study_markdown(st, task, cfg))
         return 0
-    if a.blend_references is not None:
+    for flag, value, runner, stem_name, to_md in (
+            ("--blend-references", a.blend_references, run_blend_references, "edit_blend_references",
+             blend_references_markdown),
+            ("--fills-vs-curves", a.fills_vs_curves, run_fills_vs_curves, "edit_fills_vs_curves",
+             fills_vs_curves_markdown)):
+        if value is None:
+            continue
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        i0, i1 = (int(v) for v in a.blend_references.split(":"))
-        res = run_blend_references(load_model(cfg.model, device="cpu"), cfg, (i0, i1))
+        i0, i1 = (int(v) for v in value.split(":"))
+        res = runner(load_model(cfg.model, device="cpu"), cfg, (i0, i1))
         command = shlex.join(["python", "-m", "benchmarks.edit_quality", "--model", cfg.model, "--family", cfg.family,
-                              "--blend-references", a.blend_references])
+                              flag, value] + (["--overrides", json.dumps(cfg.overrides)] if cfg.overrides else []))
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
-        stem = result_stem(cfg, "edit_blend_references", split=False)
+        stem = result_stem(cfg, stem_name, split=False)
         (out / f"{stem}.json").write_text(json.dumps({**res, "command": command}, indent=1))
-        (out / f"{stem}.md").write_text(blend_references_markdown(res, command))
-        print(blend_references_markdown(res, command))
-        return 0
-    if a.fills_vs_curves is not None:
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        i0, i1 = (int(v) for v in a.fills_vs_curves.split(":"))
-        res = run_fills_vs_curves(load_model(cfg.model, device="cpu"), cfg, (i0, i1))
-        command = shlex.join(["python", "-m", "benchmarks.edit_quality", "--model", cfg.model, "--family", cfg.family,
-                              "--fills-vs-curves", a.fills_vs_curves])
-        out = Path(cfg.out)
-        out.mkdir(parents=True, exist_ok=True)
-        stem = result_stem(cfg, "edit_fills_vs_curves", split=False)
-        (out / f"{stem}.json").write_text(json.dumps({**res, "command": command}, indent=1))
-        (out / f"{stem}.md").write_text(fills_vs_curves_markdown(res, command))
-        print(fills_vs_curves_markdown(res, command))
+        (out / f"{stem}.md").write_text(to_md(res, command))
+        print(to_md(res, command))
         return 0
     if a.study:
         if cfg.threads:

@@ -196,3 +196,18 @@ def test_shift_fill_continues_a_periodic_texture_at_its_phase():
     big = np.ones((32, 32), bool)
     big[0, 0] = False
     assert np.array_equal(shift_fill(img, big), img)
+
+
+def test_blend_references_command_writes_its_files(tiny_pixel_dir, tmp_path):
+    """``--blend-references I0:I1`` runs the measurement on the TUNING pairs and writes its json and md, with the
+    command that reproduces it."""
+    import json as _json
+
+    from benchmarks.edit_quality import main
+
+    overrides = _json.dumps({"blend": {"t_edit": 100, "num_steps": 3, "t_switch": 50}})
+    assert main(["--model", tiny_pixel_dir, "--out", str(tmp_path), "--blend-references", "0:1", "--threads", "1",
+                 "--overrides", overrides]) == 0
+    res = _json.loads((tmp_path / "edit_blend_references.json").read_text())
+    assert len(res["rows"]) == 1 and "--blend-references 0:1 --overrides" in res["command"]
+    assert res["command"] in (tmp_path / "edit_blend_references.md").read_text()
