@@ -261,7 +261,7 @@ def blend(model: DiffusionOps, background, foreground, mask, *, guide=None, conf
     reference can do (``benchmarks/results/edit_blend_study_tuning_textured_model-textured.md``).
     """
     cfg = for_model(with_overrides(config, overrides, BlendConfig), model)
-    run = Run(model, cfg, progress, cancel, inversions=3 + int(guide is not None))
+    run = Run(model, cfg, progress, cancel, inversions=3)  # the paste, the background, the foreground or the guide
     bg = check_image(background, name="background")
     fg = check_image(foreground, name="foreground")
     guide_img = None
@@ -284,7 +284,6 @@ def blend(model: DiffusionOps, background, foreground, mask, *, guide=None, conf
     run.clock.lap("prepare")
 
     traj = run.invert(to_model(model, pasted))
-    traj_fg = run.invert(to_model(model, fg), "DDIM inversion of the foreground")
     traj_bg = run.invert(to_model(model, bg), "DDIM inversion of the background")
     v = run.directions(idx)
     weights_t = run.window(traj.timesteps, (0, cfg.t_edit))
@@ -292,10 +291,12 @@ def blend(model: DiffusionOps, background, foreground, mask, *, guide=None, conf
     is_obj = torch.isin(idx, obj_idx).to(weights_t)  # (K,)
     is_seam = torch.isin(idx, seam_idx).to(weights_t) * (1 - is_obj)
     weights = weights_t[:, None] * (early[:, None] * is_obj[None] + (1 - early[:, None]) * is_seam[None])  # (S+1, K)
-    c_fg = run.curves(traj_fg, v, steps=(weights * is_obj).sum(1) > 0)
-    c_bg = run.curves(traj_bg, v, steps=(weights * is_seam).sum(1) > 0)
-    reference = torch.where(is_obj[None] > 0, c_fg, c_bg)  # (S, K)
-    if guide_img is not None:  # the guide's own curves at every edited patch
+    if guide_img is None:  # the foreground's curves on object patches, the background's on seam patches
+        traj_fg = run.invert(to_model(model, fg), "DDIM inversion of the foreground")
+        c_fg = run.curves(traj_fg, v, steps=(weights * is_obj).sum(1) > 0)
+        c_bg = run.curves(traj_bg, v, steps=(weights * is_seam).sum(1) > 0)
+        reference = torch.where(is_obj[None] > 0, c_fg, c_bg)  # (S, K)
+    else:  # the guide's own curves at every edited patch
         traj_guide = run.invert(to_model(model, guide_img), "DDIM inversion of the guide")
         reference = run.curves(traj_guide, v, steps=weights.sum(1) > 0)
     reference = torch.where(torch.isnan(reference), torch.ones_like(reference), reference)  # inactive entries
